@@ -1,0 +1,52 @@
+"""One exception family for everything kdk reports to a user.
+
+Each error carries the one line the CLI prints and the exit code it uses.
+"The guest was lost" (255, like ssh) is kept apart from "a guest command
+failed" (the command's own exit code) and from kdk's own errors (1).
+"""
+
+from __future__ import annotations
+
+
+class KdkError(Exception):
+    """Base of every error kdk turns into one line and an exit code."""
+
+    exit_code = 1
+
+
+class UnknownModule(KdkError):
+    """A module name that is neither under kmods/ or drivers/ nor a path."""
+
+
+class VMNotRunning(KdkError):
+    """A command needs the VM and the VM is not up."""
+
+
+class VMLost(KdkError):
+    """The VM died or stopped answering while kdk was talking to it."""
+
+    exit_code = 255
+
+
+class BootFailed(KdkError):
+    """The VM did not come up."""
+
+
+class BuildFailed(KdkError):
+    """Kbuild failed; the compiler's own messages were shown before this."""
+
+
+class VermagicMismatch(KdkError):
+    """A module was built for another kernel than the one the guest runs."""
+
+
+class LoadFailed(KdkError):
+    """insmod or rmmod failed in the guest."""
+
+
+class MissingDependency(KdkError):
+    """A program, file or package kdk needs is not installed."""
+
+
+class GuestTimeout(KdkError):
+    """A guest command did not finish in time."""

@@ -1,0 +1,126 @@
+"""The guest's initramfs: busybox, kdk's stage-1 init and the modules it needs.
+
+The module list is a recipe (names only); the files and their order come from
+the kernel's own modules.dep. The image is an uncompressed newc cpio (nothing
+to decompress under TCG), cached per kernel and recipe and rebuilt only when
+one of them changes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import MissingDependency
+from .kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
+
+VM_DIR = Path(__file__).resolve().parent.parent / "vm"
+RECIPE = VM_DIR / "initramfs.modules"
+STAGE1 = VM_DIR / "init"
+BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+FORMAT = "kdk-initramfs-1"
+
+
+def recipe_modules(text: str) -> list[str]:
+    """Module names of the recipe: one a line, '#' starts a comment."""
+    return [w for line in text.splitlines() for w in line.split("#", 1)[0].split()]
+
+
+def _is_dynamic(path: Path) -> bool:
+    """True when an ELF executable needs a dynamic loader (has PT_INTERP)."""
+    from elftools.elf.elffile import ELFFile
+
+    with path.open("rb") as f:
+        return any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(f).iter_segments())
+
+
+def find_busybox() -> Path:
+    """A statically linked busybox (the initramfs has no libc)."""
+    for path in BUSYBOX_CANDIDATES:
+        if path.is_file() and not _is_dynamic(path):
+            return path
+    raise MissingDependency("static busybox not found: install the busybox-static package")
+
+
+def _cpio_entry(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> bytes:
+    """One newc record; fields are 8 hex digits, name and data padded to 4."""
+    fields = [0, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+    head = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+    head += b"\0" * (-len(head) % 4)
+    return head + data + b"\0" * (-len(data) % 4)
+
+
+def cpio_archive(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
+    """A newc archive of (name, mode, data, rdev) entries, with its trailer."""
+    parts = [_cpio_entry(n, m, d, r) for n, m, d, r in entries]
+    parts.append(_cpio_entry("TRAILER!!!", 0))
+    return b"".join(parts)
+
+
+def _module_bytes(path: Path) -> bytes:
+    """A module's ELF image, decompressed when the distribution compressed it."""
+    raw = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(raw)
+    if path.name.endswith(".gz"):
+        return gzip.decompress(raw)
+    if path.name.endswith(".zst"):
+        if not shutil.which("zstd"):
+            raise MissingDependency(f"{path.name} is zstd-compressed: install the zstd package")
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+    return raw
+
+
+def _resolved_modules(kernel: Kernel) -> list[Path]:
+    """The recipe's modules and their dependencies, in load order."""
+    deps = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
+    builtin_file = kernel.modules_dir / "modules.builtin"
+    builtin = builtin_modules(builtin_file.read_text()) if builtin_file.exists() else set()
+    wanted = recipe_modules(RECIPE.read_text())
+    return [kernel.modules_dir / p for p in load_order(deps, wanted, builtin)]
+
+
+def _entries(kernel: Kernel, busybox: Path) -> Iterator[tuple[str, int, bytes, tuple[int, int]]]:
+    for d in ("bin", "dev", "proc", "sys", "mnt", "newroot", "modules"):
+        yield d, stat.S_IFDIR | 0o755, b"", (0, 0)
+    yield "dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)
+    yield "bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), (0, 0)
+    yield "init", stat.S_IFREG | 0o755, STAGE1.read_bytes(), (0, 0)
+    for i, path in enumerate(_resolved_modules(kernel)):
+        name = f"modules/{i:02d}-{module_name(path.name)}.ko"
+        yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)
+
+
+def cache_key(kernel: Kernel, busybox: Path) -> str:
+    """Changes when the kernel, busybox, the stage-1 init or the recipe change."""
+    h = hashlib.sha256(FORMAT.encode())
+    for path in (kernel.image, kernel.modules_dir / "modules.dep", busybox):
+        st = path.stat()
+        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(STAGE1.read_bytes())
+    h.update(RECIPE.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def initramfs(kernel: Kernel, cache_dir: Path) -> tuple[Path, bool]:
+    """The cached initramfs for `kernel`, building it first if needed.
+
+    Returns the image path and whether it was built now.
+    """
+    busybox = find_busybox()
+    target = cache_dir / f"initramfs-{kernel.release}-{cache_key(kernel, busybox)}.cpio"
+    if target.exists():
+        return target, False
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for old in cache_dir.glob(f"initramfs-{kernel.release}-*.cpio"):
+        old.unlink()
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox))))
+    tmp.replace(target)
+    return target, True

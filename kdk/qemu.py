@@ -1,0 +1,318 @@
+"""The QEMU backend: the guest boots the host's own kernel and root.
+
+The host's `/` is shared read-only over 9p and the guest writes into a
+tmpfs overlay; the project folder is shared read-write at its host path, so
+a module built on the host is at once visible in the guest. sshd in the
+guest is reached through QEMU's user network on a free 127.0.0.1 port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BootFailed, KdkError, MissingDependency, VMNotRunning
+from .guest import Endpoint, Guest
+from .initramfs import initramfs
+from .kernel import Kernel
+from .state import CLIENT_KEY, HOST_KEY, PID_FILE, StateDir, VMRecord, process_alive
+
+QEMU = "qemu-system-x86_64"
+READY_MARK = b"kdk-ready"
+BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
+PROBE_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class QemuConfig:
+    """Everything that decides a QEMU command line."""
+
+    kernel: Kernel  # the guest kernel (its headers build the modules)
+    initrd: Path  # kdk's initramfs for that kernel
+    project: Path  # shared read-write at the same path in the guest
+    state: Path  # the VM's state folder (keys, console log, pid file)
+    accel: str  # "kvm" or "tcg"
+    ssh_port: int  # host side of the forwarded guest port 22, on 127.0.0.1
+    memory_mb: int = 2048  # bcc compiling in the guest wants room
+    cpus: int = 2
+
+
+def kernel_cmdline(cfg: QemuConfig) -> str:
+    """The guest kernel's command line."""
+    return " ".join(
+        [
+            "console=ttyS0",
+            "rdinit=/init",
+            "loglevel=4",  # console gets warnings and worse; dmesg has all
+            "panic=-1",  # reboot at once on panic; -no-reboot then ends QEMU
+            "mitigations=off",
+            "nokaslr",  # stable addresses in oops reports
+            "i8042.noaux",
+            "i8042.nokbd",
+            "tsc=reliable",
+            "no_timer_check",
+            f"kdk.project={cfg.project}",
+            f"kdk.state={cfg.state}",
+        ]
+    )
+
+
+def qemu_argv(cfg: QemuConfig) -> list[str]:
+    """The QEMU command line for `cfg`, as an argv list."""
+    share = "security_model=none,multidevs=remap"
+    return [
+        QEMU,
+        "-name", "kdk",
+        "-machine", f"pc,accel={cfg.accel}",
+        "-cpu", "host" if cfg.accel == "kvm" else "max",
+        "-smp", str(cfg.cpus),
+        "-m", str(cfg.memory_mb),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-kernel", str(cfg.kernel.image),
+        "-initrd", str(cfg.initrd),
+        "-append", kernel_cmdline(cfg),
+        "-chardev", f"file,id=console,path={cfg.state / 'console.log'}",
+        "-serial", "chardev:console",
+        "-fsdev", f"local,id=hostroot,path=/,readonly=on,{share}",
+        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=kdkroot",
+        "-fsdev", f"local,id=project,path={cfg.project},{share}",
+        "-device", "virtio-9p-pci,fsdev=project,mount_tag=kdkproject",
+        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-pidfile", str(cfg.state / PID_FILE),
+        "-daemonize",
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def probe_kvm(kernel: Kernel, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Whether a KVM guest really runs here, and why not when it does not.
+
+    /dev/kvm can exist and still hang or fail on MSRs (as on nested cloud
+    machines), so the probe boots the real kernel with the real CPU model
+    and waits for its first console line.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    with tempfile.TemporaryDirectory(prefix="kdk-probe-") as tmp:
+        out = Path(tmp, "serial")
+        argv = [QEMU, "-machine", "pc,accel=kvm", "-cpu", "host", "-m", "256",
+                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                "-kernel", str(kernel.image), "-append", "earlyprintk=ttyS0 panic=-1",
+                "-serial", f"file:{out}"]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if out.exists() and b"Linux version" in out.read_bytes():
+                    return True, ""
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                    return False, err.splitlines()[-1] if err else "QEMU exited"
+                time.sleep(0.05)
+            return False, f"a KVM guest printed nothing within {timeout:g} s"
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def host_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def choose_accel(
+    requested: str, kernel: Kernel, cache: Path, say: Callable[[str], None]
+) -> str:
+    """'kvm' or 'tcg' for `requested` ('kvm', 'tcg' or 'auto').
+
+    'auto' probes KVM once per host boot (the answer is cached in `cache`);
+    falling back to TCG is said in one line.
+    """
+    if requested == "tcg":
+        return "tcg"
+    boot = host_boot_id()
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if boot and cached.get("boot_id") == boot and cached.get("kernel") == kernel.release:
+        ok, why = bool(cached["kvm"]), str(cached.get("why", ""))
+    else:
+        ok, why = probe_kvm(kernel)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"boot_id": boot, "kernel": kernel.release, "kvm": ok, "why": why}) + "\n")
+    if ok:
+        return "kvm"
+    if requested == "kvm":
+        raise KdkError(f"KVM is not usable: {why}")
+    say(f"KVM is not usable ({why}); using TCG emulation")
+    return "tcg"
+
+
+class QemuBackend:
+    """Boots, reaches and stops the QEMU guest of one state folder."""
+
+    name = "qemu"
+
+    def __init__(self, project: Path, state_root: Path) -> None:
+        self.project = project
+        self.state_root = state_root
+        self.state = StateDir(state_root / "vm")
+
+    # -- status ---------------------------------------------------------
+    def record(self) -> VMRecord | None:
+        """The running VM's record; a dead VM's leftovers are cleared."""
+        rec = self.state.read()
+        if rec is None:
+            return None
+        if process_alive(rec.pid, str(self.state.path)):
+            return rec
+        self.state.clear()
+        return None
+
+    def require(self) -> VMRecord:
+        rec = self.record()
+        if rec is None:
+            raise VMNotRunning("the VM is not up: run `kdk up`")
+        return rec
+
+    def endpoint(self, rec: VMRecord) -> Endpoint:
+        return Endpoint(
+            "127.0.0.1",
+            rec.ssh_port,
+            "root",
+            self.state.file(CLIENT_KEY),
+            self.state.file(HOST_KEY + ".pub"),
+        )
+
+    def guest(self) -> Guest:
+        """A (not yet connected) SSH connection to the running guest."""
+        rec = self.require()
+        return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, str(self.state.path)))
+
+    # -- up -------------------------------------------------------------
+    def up(
+        self,
+        kernel: Kernel,
+        accel: str,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        ssh_port: int | None = None,
+    ) -> tuple[VMRecord, bool]:
+        """Boot the VM unless it runs; returns its record and whether it was
+        booted now. `say` prints a line, `step` names the step in progress."""
+        rec = self.record()
+        if rec is not None:
+            return rec, False
+        if shutil.which(QEMU) is None:
+            raise MissingDependency(f"{QEMU} not found: install the qemu-system-x86 package")
+        if not os.access(kernel.image, os.R_OK):
+            raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
+        self.state.ensure_keys()
+        step("initramfs")
+        initrd, _ = initramfs(kernel, self.state_root / "cache")
+        accel = choose_accel(accel, kernel, self.state_root / "cache" / "accel.json", say)
+        if ssh_port is not None and not port_free(ssh_port):
+            say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")
+            ssh_port = None
+        step("boot")
+        for _attempt in range(3):
+            cfg = QemuConfig(kernel, initrd, self.project, self.state.path, accel,
+                             ssh_port or free_port())  # fmt: skip
+            started = time.time()
+            if self._start(cfg):
+                break
+            ssh_port = None  # someone took the port between the check and QEMU
+        else:
+            raise BootFailed("QEMU could not forward any free port")
+        pid = int(self.state.file(PID_FILE).read_text())
+        self._wait_ready(pid, step)
+        ready = time.time() - started
+        rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, accel, started, ready)
+        self.state.write(rec)
+        return rec, True
+
+    def _start(self, cfg: QemuConfig) -> bool:
+        """Start QEMU in the background; False when its port was taken."""
+        self.state.console_log.write_bytes(b"")
+        proc = subprocess.run(qemu_argv(cfg), capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0:
+            return True
+        err = proc.stderr.strip()
+        if "host forwarding" in err:
+            return False
+        raise BootFailed(f"QEMU failed: {err.splitlines()[-1] if err else proc.returncode}")
+
+    def _wait_ready(self, pid: int, step: Callable[[str], None]) -> None:
+        """Wait for the guest's ready line on the console, then for sshd."""
+        marker = str(self.state.path)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while READY_MARK not in self.state.console_log.read_bytes():
+            if not process_alive(pid, marker):
+                raise BootFailed(f"the VM stopped while booting; see {self.state.console_log}")
+            if time.monotonic() > deadline:
+                _kill(pid)
+                raise BootFailed(f"the VM was not ready after {BOOT_TIMEOUT:g} s; see {self.state.console_log}")
+            time.sleep(0.05)
+
+    # -- down -----------------------------------------------------------
+    def down(self, timeout: float = 10.0) -> bool:
+        """Power the guest off, killing QEMU after `timeout`; False if not up."""
+        rec = self.record()
+        if rec is None:
+            return False
+        try:
+            with self.guest() as g:
+                g.run("sync; poweroff -f >/dev/null 2>&1 &", timeout=5)
+        except KdkError:
+            pass  # a guest that does not answer is killed below
+        marker = str(self.state.path)
+        deadline = time.monotonic() + timeout
+        while process_alive(rec.pid, marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_alive(rec.pid, marker):
+            _kill(rec.pid)
+        self.state.clear()
+        return True
+
+
+def _kill(pid: int) -> None:
+    """SIGTERM, then SIGKILL after a second."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(20):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)

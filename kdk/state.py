@@ -1,0 +1,116 @@
+"""The state folder of a VM: what runs, where, and with which keys.
+
+Everything about one VM lives in one folder (by default `.kdk/vm`): the
+QEMU pid, the ssh port, the keys kdk generated, and the console log. The
+record is written once the VM is ready and removed when it stops; a VM that
+died or was killed is told apart from a running one by its pid *and* its
+command line, so a recycled pid never reads as "running".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_FILE = "vm.json"
+HOST_KEY = "ssh_host_ed25519_key"
+CLIENT_KEY = "id_ed25519"
+CONSOLE_LOG = "console.log"
+PID_FILE = "qemu.pid"
+KNOWN_HOSTS = "known_hosts"
+HOST_ALIAS = "kdk-guest"
+
+
+@dataclass(frozen=True)
+class VMRecord:
+    """What kdk knows of a VM it started."""
+
+    backend: str  # "qemu" (the only backend so far)
+    pid: int  # the QEMU process
+    ssh_port: int  # on 127.0.0.1
+    kernel: str  # the release the guest runs
+    accel: str  # "kvm" or "tcg"
+    started: float  # time.time() when QEMU was started
+    ready_seconds: float  # from QEMU start to sshd answering
+
+
+class StateDir:
+    """Paths inside one VM's state folder, and its record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def console_log(self) -> Path:
+        return self.path / CONSOLE_LOG
+
+    def read(self) -> VMRecord | None:
+        """The record, or None when there is none or it cannot be read."""
+        try:
+            data = json.loads((self.path / STATE_FILE).read_text())
+            return VMRecord(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def write(self, record: VMRecord) -> None:
+        tmp = self.path / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=1) + "\n")
+        tmp.replace(self.path / STATE_FILE)
+
+    def clear(self) -> None:
+        for name in (STATE_FILE, PID_FILE):
+            (self.path / name).unlink(missing_ok=True)
+
+    def ensure_keys(self) -> None:
+        """Generate the guest's host key and kdk's client key once per folder."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in (HOST_KEY, CLIENT_KEY):
+            if not (self.path / name).exists():
+                _write_ed25519(self.path / name)
+        known = f"{HOST_ALIAS} {(self.path / (HOST_KEY + '.pub')).read_text().strip()}\n"
+        (self.path / KNOWN_HOSTS).write_text(known)
+
+
+def _write_ed25519(path: Path) -> None:
+    """An OpenSSH ed25519 key pair at `path` (0600) and `path`.pub."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    path.with_name(path.name + ".pub").write_bytes(public + b" kdk\n")
+
+
+def process_alive(pid: int, marker: str) -> bool:
+    """True when `pid` runs and its command line contains `marker`."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if marker.encode() not in cmdline:
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z"
+
+
+def uptime(record: VMRecord) -> float:
+    return time.time() - record.started

@@ -13,6 +13,10 @@ class KdkError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details  # printed before the one line, e.g. compiler errors
+
 
 class UnknownModule(KdkError):
     """A module name that is neither under kmods/ or drivers/ nor a path."""

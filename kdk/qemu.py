@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from .guest import Endpoint, Guest
 from .initramfs import initramfs
-from .kernel import Kernel
+from .kernel import Kernel, extract_vmlinux
 from .state import CLIENT_KEY, HOST_KEY, PID_FILE, StateDir, VMRecord, process_alive
 
 QEMU = "qemu-system-x86_64"
@@ -37,6 +37,7 @@ class QemuConfig:
     """Everything that decides a QEMU command line."""
 
     kernel: Kernel  # the guest kernel (its headers build the modules)
+    boot_image: Path  # what QEMU boots: the bare vmlinux (PVH) or the bzImage
     initrd: Path  # kdk's initramfs for that kernel
     project: Path  # shared read-write at the same path in the guest
     state: Path  # the VM's state folder (keys, console log, pid file)
@@ -77,7 +78,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-smp", str(cfg.cpus),
         "-m", str(cfg.memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(cfg.kernel.image),
+        "-kernel", str(cfg.boot_image),
         "-initrd", str(cfg.initrd),
         "-append", kernel_cmdline(cfg),
         "-chardev", f"file,id=console,path={cfg.state / 'console.log'}",
@@ -238,13 +239,15 @@ class QemuBackend:
         self.state.ensure_keys()
         step("initramfs")
         initrd, _ = initramfs(kernel, self.state_root / "cache")
+        step("kernel")
+        boot_image = extract_vmlinux(kernel.image, self.state_root / "cache") or kernel.image
         accel = choose_accel(accel, kernel, self.state_root / "cache" / "accel.json", say)
         if ssh_port is not None and not port_free(ssh_port):
             say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")
             ssh_port = None
         step("boot")
         for _attempt in range(3):
-            cfg = QemuConfig(kernel, initrd, self.project, self.state.path, accel,
+            cfg = QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
                              ssh_port or free_port())  # fmt: skip
             started = time.time()
             if self._start(cfg):

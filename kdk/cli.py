@@ -1,0 +1,208 @@
+"""The `kdk` command: a thin layer over kdk.api.Kdk.
+
+Errors from the library (one exception family) are caught once, here, and
+turned into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import KdkError, MissingDependency
+
+ACCELS = ("auto", "kvm", "tcg")
+
+
+def _print_log(lines: Sequence[object]) -> None:
+    for rec in lines:
+        print(rec.format())  # type: ignore[attr-defined]
+
+
+def cmd_up(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+    from .ui import progress, say
+
+    assert isinstance(k, Kdk)
+    with progress("kdk up") as step:
+        rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step)
+    how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
+    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh 127.0.0.1:{rec.ssh_port}")
+    return 0
+
+
+def cmd_down(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+    from .ui import say
+
+    assert isinstance(k, Kdk)
+    say("VM stopped" if k.down() else "the VM was not running")
+    return 0
+
+
+def cmd_status(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+
+    assert isinstance(k, Kdk)
+    info = k.status()
+    if a.json:
+        print(json.dumps(info, indent=1))
+    elif info["running"]:
+        print(f"running: {info['accel']}, kernel {info['kernel']}, ssh 127.0.0.1:"
+              f"{info['ssh_port']}, pid {info['pid']}, up {info['uptime']:.0f} s")  # fmt: skip
+    else:
+        print("not running")
+    return 0 if info["running"] else 3
+
+
+def cmd_exec(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+
+    assert isinstance(k, Kdk)
+    if not a.command:
+        raise KdkError("nothing to run: kdk exec -- COMMAND [ARG...]")
+    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
+    result = k.exec(a.command, timeout=a.timeout, stdout=sys.stdout.buffer,
+                    stderr=sys.stderr.buffer, stdin=stdin)  # fmt: skip
+    return result.exit_code
+
+
+def cmd_ssh(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+    from .state import HOST_ALIAS, KNOWN_HOSTS
+
+    assert isinstance(k, Kdk)
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise MissingDependency("ssh not found: install the openssh-client package")
+    ep = k.backend.endpoint(k.backend.require())
+    argv = [ssh, "-i", str(ep.key), "-p", str(ep.port), "-o", "IdentitiesOnly=yes",
+            "-o", f"HostKeyAlias={HOST_ALIAS}", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={k.backend.state.file(KNOWN_HOSTS)}",
+            "-o", "LogLevel=ERROR"]  # fmt: skip
+    # The guest's login shell is dash (fast for commands); people get bash.
+    argv += [f"{ep.user}@{ep.host}", *a.command] if a.command else [
+        "-t", f"{ep.user}@{ep.host}", "exec bash --login"]
+    os.execv(ssh, argv)
+
+
+def cmd_dmesg(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+
+    assert isinstance(k, Kdk)
+    if a.follow:
+        with k.guest() as g:
+            g.run("dmesg -w", timeout=None, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+        return 0
+    _print_log(k.dmesg())
+    return 0
+
+
+def cmd_build(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+    from .ui import say
+
+    assert isinstance(k, Kdk)
+    built = k.build(a.module, kernel=a.kernel, force=a.force)
+    if built.output:
+        print(built.output, file=sys.stderr)
+    state = "built" if built.rebuilt else "up to date"
+    say(f"{state}: " + " ".join(str(ko) for ko in built.modules))
+    return 0
+
+
+def cmd_load(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+
+    assert isinstance(k, Kdk)
+    _print_log(k.load(a.module, a.params).log)
+    return 0
+
+
+def cmd_unload(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+
+    assert isinstance(k, Kdk)
+    _print_log(k.unload(a.module).log)
+    return 0
+
+
+def cmd_list(k: object, a: argparse.Namespace) -> int:
+    from .api import Kdk
+
+    assert isinstance(k, Kdk)
+    mods = k.modules()
+    width = max((len(f"{m.path.parent.name}/{m.name}") for m in mods), default=0)
+    for m in mods:
+        print(f"{m.path.parent.name + '/' + m.name:<{width}}  {m.description()}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (a function, so docs and completion can use it)."""
+    p = argparse.ArgumentParser(
+        prog="kdk",
+        description="Build, load and watch Linux kernel modules in a throw-away VM.",
+        epilog="Start with: kdk up && kdk load hello",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[object, argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    up = add("up", cmd_up, "boot the VM in the background; returns when it is ready")
+    up.add_argument("--kernel", help="kernel release or /boot/vmlinuz-* path (default: newest with headers)")
+    up.add_argument("--accel", choices=ACCELS, default="auto", help="KVM, TCG emulation, or probe (default)")
+    up.add_argument("--ssh-port", type=int, help="host port for the guest's sshd (default: a free one)")
+    add("down", cmd_down, "power the VM off (killed after a timeout)")
+    st = add("status", cmd_status, "is the VM running: accel, kernel, ssh port, pid, uptime")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    ex = add("exec", cmd_exec, "run a command in the guest; its exit code is kdk's")
+    ex.add_argument("--timeout", type=float, help="give up after this many seconds")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    sh = add("ssh", cmd_ssh, "interactive shell (or a command) in the guest over ssh")
+    sh.add_argument("command", nargs=argparse.REMAINDER, help="optional command for ssh")
+    dm = add("dmesg", cmd_dmesg, "the guest's kernel log")
+    dm.add_argument("-f", "--follow", action="store_true", help="wait for new messages")
+    for name, func, help in (
+        ("build", cmd_build, "build a module for the guest's kernel (only if sources changed)"),
+        ("load", cmd_load, "build if needed, insmod (reloading), print the log lines it produced"),
+        ("unload", cmd_unload, "rmmod, print the log lines it produced"),
+    ):
+        sp = add(name, func, help)
+        sp.add_argument("module", help="name under kmods/ or drivers/, a folder, or a .ko file")
+        if name == "build":
+            sp.add_argument("--kernel", help="kernel release when the VM is not up")
+            sp.add_argument("--force", action="store_true", help="build even if nothing changed")
+        if name == "load":
+            sp.add_argument("params", nargs="*", help="module parameters, name=value")
+    add("list", cmd_list, "the modules and drivers kdk knows, with descriptions")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kdk` command; returns the exit code."""
+    args = parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    from .api import Kdk
+
+    try:
+        return int(args.func(Kdk(), args))
+    except KdkError as e:
+        if e.details:
+            print(e.details, file=sys.stderr)
+        print(f"kdk: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,8 +7,8 @@ users' own scripts do the same things the same way.
 from __future__ import annotations
 
 import shlex
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +18,14 @@ from .build import Built, build, read_modules_order
 from .errors import LoadFailed, UnknownModule
 from .guest import Guest, Result
 from .kernel import Kernel, check_vermagic, modinfo, module_name, select_kernel
-from .project import ModuleSource, find_module, known_modules, project_root, state_root
+from .project import (
+    ModuleSource,
+    find_module,
+    known_modules,
+    project_root,
+    state_root,
+    vm_name,
+)
 from .qemu import QemuBackend
 from .state import VMRecord, process_alive, uptime
 
@@ -43,10 +50,12 @@ class LoadResult:
 class Kdk:
     """A project, its state folder and its VM."""
 
-    def __init__(self, project: Path | None = None, state: Path | None = None) -> None:
+    def __init__(
+        self, project: Path | None = None, state: Path | None = None, vm: str | None = None
+    ) -> None:
         self.project = project or project_root()
         self.state = state or state_root(self.project)
-        self.backend = QemuBackend(self.project, self.state)
+        self.backend = QemuBackend(self.project, self.state, vm or vm_name())
 
     # -- the VM ------------------------------------------------------------
     def up(
@@ -120,20 +129,18 @@ class Kdk:
         return build(find_module(spec, self.project), self.target_kernel(kernel),
                      self.state / "builds", force=force)  # fmt: skip
 
-    def _module_file(self, spec: str, kernel: Kernel) -> tuple[Path, bool]:
-        """The .ko for `spec` (a module name, folder, or .ko file), built if needed."""
-        if spec.endswith(".ko") and Path(spec).is_file():
-            return Path(spec).resolve(), False
-        src = find_module(spec, self.project)
-        built = build(src, kernel, self.state / "builds")
-        return built.main_module(src.name), built.rebuilt
-
     def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
         """Build if needed, check vermagic, (re)load the module, and return
         the kernel log lines the load produced. LoadFailed carries the
         kernel's error text and those lines when insmod fails."""
+        prebuilt = spec.endswith(".ko") and Path(spec).is_file()
+        src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
         rec = self.backend.require()
-        ko, rebuilt = self._module_file(spec, select_kernel(rec.kernel))
+        if src is None:
+            ko, rebuilt = Path(spec).resolve(), False
+        else:
+            built = build(src, select_kernel(rec.kernel), self.state / "builds")
+            ko, rebuilt = built.main_module(src.name), built.rebuilt
         info = modinfo(ko)
         check_vermagic(ko, info, rec.kernel)
         name = info.get("name") or module_name(ko.name)
@@ -148,7 +155,7 @@ class Kdk:
             kmsg.dump_since("before"),
             "exit $rc",
         ])  # fmt: skip
-        with self.guest() as g, (ko.open("rb") if staged else nullcontext()) as data:
+        with self.guest() as g, ko.open("rb") if staged else nullcontext() as data:
             result = g.run(script, timeout=LOAD_TIMEOUT, stdin=data)
         log = kmsg.parse(result.stdout.decode(errors="replace"))
         if result.exit_code == 100:
@@ -189,7 +196,9 @@ class Kdk:
                 raise
             return module_name(spec)
         built = read_modules_order(src.path)
-        return module_name(Built(built, False, "").main_module(src.name).name if built else src.name)
+        return module_name(
+            Built(built, False, "").main_module(src.name).name if built else src.name
+        )
 
     def dmesg(self) -> list[kmsg.Record]:
         """The guest's whole kernel log."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,10 @@ SOURCE_SUFFIXES = (".c", ".h", ".S", ".lds")
 SOURCE_NAMES = ("Kbuild", "Makefile", "Kconfig")
 # make's directory chatter, Kbuild's progress lines and a note every module
 # built without a vmlinux gets: none of it says anything about the code.
-NOISE = ("make[", "Skipping BTF generation", "CC [M]", "LD [M]", "BTF [M]", "MODPOST", "CC ", "LD ")
+NOISE = re.compile(
+    r"^(make(\[\d+\])?: (Entering|Leaving) directory|\s*(CC|LD|BTF|MODPOST|AR)\b"
+    r"|Skipping BTF generation)"
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def read_modules_order(folder: Path) -> list[Path]:
 
 def compiler_output(text: str) -> str:
     """Kbuild's output without make's directory chatter and known noise."""
-    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(NOISE))
+    return "\n".join(ln for ln in text.splitlines() if not NOISE.match(ln))
 
 
 def build(src: ModuleSource, kernel: Kernel, stamps: Path, *, force: bool = False) -> Built:

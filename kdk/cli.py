@@ -13,21 +13,21 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 
+from . import kmsg
+from .api import Kdk
 from .errors import KdkError, MissingDependency
 
 ACCELS = ("auto", "kvm", "tcg")
 
 
-def _print_log(lines: Sequence[object]) -> None:
-    for rec in lines:
-        print(rec.format())  # type: ignore[attr-defined]
+def _print_log(records: Sequence[kmsg.Record]) -> None:
+    for rec in records:
+        print(rec.format())
 
 
-def cmd_up(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     from .ui import progress, say
 
-    assert isinstance(k, Kdk)
     with progress("kdk up") as step:
         rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step)
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
@@ -35,19 +35,15 @@ def cmd_up(k: object, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
     from .ui import say
 
-    assert isinstance(k, Kdk)
     say("VM stopped" if k.down() else "the VM was not running")
     return 0
 
 
-def cmd_status(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
 
-    assert isinstance(k, Kdk)
     info = k.status()
     if a.json:
         print(json.dumps(info, indent=1))
@@ -59,10 +55,8 @@ def cmd_status(k: object, a: argparse.Namespace) -> int:
     return 0 if info["running"] else 3
 
 
-def cmd_exec(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
 
-    assert isinstance(k, Kdk)
     if not a.command:
         raise KdkError("nothing to run: kdk exec -- COMMAND [ARG...]")
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
@@ -71,11 +65,9 @@ def cmd_exec(k: object, a: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def cmd_ssh(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
     from .state import HOST_ALIAS, KNOWN_HOSTS
 
-    assert isinstance(k, Kdk)
     ssh = shutil.which("ssh")
     if ssh is None:
         raise MissingDependency("ssh not found: install the openssh-client package")
@@ -85,15 +77,16 @@ def cmd_ssh(k: object, a: argparse.Namespace) -> int:
             "-o", f"UserKnownHostsFile={k.backend.state.file(KNOWN_HOSTS)}",
             "-o", "LogLevel=ERROR"]  # fmt: skip
     # The guest's login shell is dash (fast for commands); people get bash.
-    argv += [f"{ep.user}@{ep.host}", *a.command] if a.command else [
-        "-t", f"{ep.user}@{ep.host}", "exec bash --login"]
+    argv += (
+        [f"{ep.user}@{ep.host}", *a.command]
+        if a.command
+        else ["-t", f"{ep.user}@{ep.host}", "exec bash --login"]
+    )
     os.execv(ssh, argv)
 
 
-def cmd_dmesg(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_dmesg(k: Kdk, a: argparse.Namespace) -> int:
 
-    assert isinstance(k, Kdk)
     if a.follow:
         with k.guest() as g:
             g.run("dmesg -w", timeout=None, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
@@ -102,11 +95,9 @@ def cmd_dmesg(k: object, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_build(k: Kdk, a: argparse.Namespace) -> int:
     from .ui import say
 
-    assert isinstance(k, Kdk)
     built = k.build(a.module, kernel=a.kernel, force=a.force)
     if built.output:
         print(built.output, file=sys.stderr)
@@ -115,26 +106,20 @@ def cmd_build(k: object, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_load(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
 
-    assert isinstance(k, Kdk)
     _print_log(k.load(a.module, a.params).log)
     return 0
 
 
-def cmd_unload(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_unload(k: Kdk, a: argparse.Namespace) -> int:
 
-    assert isinstance(k, Kdk)
     _print_log(k.unload(a.module).log)
     return 0
 
 
-def cmd_list(k: object, a: argparse.Namespace) -> int:
-    from .api import Kdk
+def cmd_list(k: Kdk, a: argparse.Namespace) -> int:
 
-    assert isinstance(k, Kdk)
     mods = k.modules()
     width = max((len(f"{m.path.parent.name}/{m.name}") for m in mods), default=0)
     for m in mods:
@@ -151,15 +136,23 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[object, argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[Kdk, argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
         return sp
 
     up = add("up", cmd_up, "boot the VM in the background; returns when it is ready")
-    up.add_argument("--kernel", help="kernel release or /boot/vmlinuz-* path (default: newest with headers)")
-    up.add_argument("--accel", choices=ACCELS, default="auto", help="KVM, TCG emulation, or probe (default)")
-    up.add_argument("--ssh-port", type=int, help="host port for the guest's sshd (default: a free one)")
+    up.add_argument(
+        "--kernel", help="kernel release or /boot/vmlinuz-* path (default: newest with headers)"
+    )
+    up.add_argument(
+        "--accel", choices=ACCELS, default="auto", help="KVM, TCG emulation, or probe (default)"
+    )
+    up.add_argument(
+        "--ssh-port", type=int, help="host port for the guest's sshd (default: a free one)"
+    )
     add("down", cmd_down, "power the VM off (killed after a timeout)")
     st = add("status", cmd_status, "is the VM running: accel, kernel, ssh port, pid, uptime")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -191,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
-    from .api import Kdk
 
     try:
         return int(args.func(Kdk(), args))
@@ -202,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `kdk dmesg | head`
+        sys.stderr.close()
+        return 141
 
 
 if __name__ == "__main__":

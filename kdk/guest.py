@@ -8,10 +8,9 @@ output, enforces a timeout, and tells "the command failed" (a non-zero
 
 from __future__ import annotations
 
+import contextlib
 import select
 import shlex
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -147,7 +146,11 @@ class Guest:
                     _take(chan.recv(65536), out, stdout)
                 while chan.recv_stderr_ready():
                     _take(chan.recv_stderr(65536), err, stderr)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                if (
+                    chan.exit_status_ready()
+                    and not chan.recv_ready()
+                    and not chan.recv_stderr_ready()
+                ):
                     break
                 if chan.closed or transport.is_active() is False:
                     raise self._lost(f"during {command_line(command)!r}")
@@ -169,7 +172,9 @@ class Guest:
         result = self.run(command, timeout=timeout)
         if not result.ok:
             msg = (result.stderr or result.stdout).decode(errors="replace").strip()
-            raise KdkError(f"guest command {command_line(command)!r} failed ({result.exit_code}): {msg}")
+            raise KdkError(
+                f"guest command {command_line(command)!r} failed ({result.exit_code}): {msg}"
+            )
         return result
 
 
@@ -191,14 +196,8 @@ def _pump(src: IO[bytes], chan: paramiko.Channel) -> None:
     try:
         while data := src.read1(65536) if hasattr(src, "read1") else src.read(65536):
             chan.sendall(data)
-    except (OSError, socket.error):
+    except OSError:
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError, EOFError):
             chan.shutdown_write()
-        except (OSError, EOFError):
-            pass
-
-
-def stdio() -> tuple[IO[bytes], IO[bytes]]:
-    return sys.stdout.buffer, sys.stderr.buffer

@@ -122,8 +122,8 @@ def builtin_modules(text: str) -> set[str]:
 
 def modinfo(ko: Path) -> dict[str, str]:
     """The key=value pairs of a module's .modinfo section (last value wins)."""
-    from elftools.elf.elffile import ELFFile
     from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
 
     try:
         with ko.open("rb") as f:
@@ -158,13 +158,15 @@ def has_pvh_entry(vmlinux: Path) -> bool:
     bzImage's self-decompression, which takes seconds under TCG."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import NoteSegment
 
     try:
         with vmlinux.open("rb") as f:
             for seg in ELFFile(f).iter_segments():
-                if seg["p_type"] == "PT_NOTE":
+                if isinstance(seg, NoteSegment):
                     for note in seg.iter_notes():
-                        if note["n_name"] == "Xen" and note["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY:
+                        n_type: object = note["n_type"]  # an int for Xen's notes
+                        if note["n_name"] == "Xen" and n_type == XEN_ELFNOTE_PHYS32_ENTRY:
                             return True
     except (ELFError, OSError):
         return False

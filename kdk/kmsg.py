@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 # Non-blocking dd reads one record per read() and stops at the end of the log.
-DUMP = "dd if=/dev/kmsg iflag=nonblock bs=16384 2>/dev/null"
+DUMP = "{ dd if=/dev/kmsg iflag=nonblock bs=16384 2>/dev/null || :; }"
 # The sequence number of the newest record.
 LAST_SEQ = DUMP + " | awk -F'[,;]' '/^[^ ]/ {s = $2} END {print s + 0}'"
 LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")

@@ -28,6 +28,11 @@ def state_root(project: Path | None = None) -> Path:
     return (project or project_root()) / ".kdk"
 
 
+def vm_name() -> str:
+    """Which VM of the state folder commands talk to: $KDK_VM or "default"."""
+    return os.environ.get("KDK_VM") or "default"
+
+
 @dataclass(frozen=True)
 class ModuleSource:
     """A folder that Kbuild can build: one of kdk's or any user's."""
@@ -38,7 +43,9 @@ class ModuleSource:
     def description(self) -> str:
         """The MODULE_DESCRIPTION of its sources, or '' when there is none."""
         for c in sorted(self.path.glob("*.c")):
-            m = re.search(r'MODULE_DESCRIPTION\(\s*"((?:[^"\\]|\\.)*)"', c.read_text(errors="replace"))
+            m = re.search(
+                r'MODULE_DESCRIPTION\(\s*"((?:[^"\\]|\\.)*)"', c.read_text(errors="replace")
+            )
             if m:
                 return m.group(1)
         return ""

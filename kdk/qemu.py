@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,6 +88,8 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=kdkroot",
         "-fsdev", f"local,id=project,path={cfg.project},{share}",
         "-device", "virtio-9p-pci,fsdev=project,mount_tag=kdkproject",
+        "-fsdev", f"local,id=state,path={cfg.state},{share}",
+        "-device", "virtio-9p-pci,fsdev=state,mount_tag=kdkstate",
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-pidfile", str(cfg.state / PID_FILE),
@@ -133,12 +136,17 @@ def probe_kvm(kernel: Kernel, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str
                     return True, ""
                 if proc.poll() is not None:
                     err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                    return False, err.splitlines()[-1] if err else "QEMU exited"
+                    return False, _qemu_reason(err) if err else "QEMU exited"
                 time.sleep(0.05)
             return False, f"a KVM guest printed nothing within {timeout:g} s"
         finally:
             proc.kill()
             proc.wait()
+
+
+def _qemu_reason(stderr: str) -> str:
+    """QEMU's last error line without its program and source-file prefixes."""
+    return re.sub(r"^\S+: (\S+:\d+: )?", "", stderr.splitlines()[-1])
 
 
 def host_boot_id() -> str:
@@ -148,9 +156,7 @@ def host_boot_id() -> str:
         return ""
 
 
-def choose_accel(
-    requested: str, kernel: Kernel, cache: Path, say: Callable[[str], None]
-) -> str:
+def choose_accel(requested: str, kernel: Kernel, cache: Path, say: Callable[[str], None]) -> str:
     """'kvm' or 'tcg' for `requested` ('kvm', 'tcg' or 'auto').
 
     'auto' probes KVM once per host boot (the answer is cached in `cache`);
@@ -168,7 +174,9 @@ def choose_accel(
     else:
         ok, why = probe_kvm(kernel)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"boot_id": boot, "kernel": kernel.release, "kvm": ok, "why": why}) + "\n")
+        cache.write_text(
+            json.dumps({"boot_id": boot, "kernel": kernel.release, "kvm": ok, "why": why}) + "\n"
+        )
     if ok:
         return "kvm"
     if requested == "kvm":
@@ -182,10 +190,10 @@ class QemuBackend:
 
     name = "qemu"
 
-    def __init__(self, project: Path, state_root: Path) -> None:
+    def __init__(self, project: Path, state_root: Path, vm: str = "default") -> None:
         self.project = project
         self.state_root = state_root
-        self.state = StateDir(state_root / "vm")
+        self.state = StateDir(state_root / "vms" / vm)
 
     # -- status ---------------------------------------------------------
     def record(self) -> VMRecord | None:
@@ -232,6 +240,9 @@ class QemuBackend:
         rec = self.record()
         if rec is not None:
             return rec, False
+        for path in (self.project, self.state.path):
+            if any(c.isspace() for c in str(path)):
+                raise KdkError(f"{path}: kdk cannot share a path with white space into the guest")
         if shutil.which(QEMU) is None:
             raise MissingDependency(f"{QEMU} not found: install the qemu-system-x86 package")
         if not os.access(kernel.image, os.R_OK):
@@ -282,7 +293,9 @@ class QemuBackend:
                 raise BootFailed(f"the VM stopped while booting; see {self.state.console_log}")
             if time.monotonic() > deadline:
                 _kill(pid)
-                raise BootFailed(f"the VM was not ready after {BOOT_TIMEOUT:g} s; see {self.state.console_log}")
+                raise BootFailed(
+                    f"the VM was not ready after {BOOT_TIMEOUT:g} s; see {self.state.console_log}"
+                )
             time.sleep(0.05)
 
     # -- down -----------------------------------------------------------

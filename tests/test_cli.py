@@ -1,0 +1,41 @@
+"""The command line, where no VM is needed: errors are one line, exit codes right."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdk.cli import parser
+
+from .conftest import kdk_cli
+
+
+def test_exec_keeps_the_command_after_the_separator() -> None:
+    args = parser().parse_args(["exec", "--timeout", "3", "--", "ls", "-l", "/"])
+    assert args.command == ["--", "ls", "-l", "/"] and args.timeout == 3
+
+
+def test_load_takes_module_parameters() -> None:
+    args = parser().parse_args(["load", "hello", "greeting=hi", "n=2"])
+    assert (args.module, args.params) == ("hello", ["greeting=hi", "n=2"])
+
+
+@pytest.mark.parametrize("bad", [["frobnicate"], ["up", "--accel", "xen"]])
+def test_usage_errors_exit_2(bad: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(bad)
+    assert e.value.code == 2
+
+
+def test_unknown_module_is_one_line_and_lists_modules() -> None:
+    r = kdk_cli("build", "nosuch")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1
+    assert "unknown module 'nosuch'" in r.stderr and "hello" in r.stderr
+
+
+def test_list_shows_hello_with_its_description() -> None:
+    r = kdk_cli("list")
+    assert r.returncode == 0
+    assert any(
+        ln.split()[:1] == ["kmods/hello"] and "Hello world" in ln for ln in r.stdout.splitlines()
+    )

@@ -1,0 +1,186 @@
+"""The spine on a real guest: one VM for the session, real modules.
+
+Every test here boots (once) and talks to a real kernel under QEMU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.errors import LoadFailed, VermagicMismatch
+from kdk.kernel import modinfo
+from kdk.state import process_alive
+
+from .conftest import PROJECT, kdk_cli
+from .test_build import copy_hello
+
+pytestmark = pytest.mark.vm
+
+
+def test_up_is_idempotent_and_status_tells_the_truth(vm: Kdk) -> None:
+    rec, booted = vm.up()
+    assert not booted
+    r = kdk_cli("status", "--json")
+    assert r.returncode == 0
+    info = json.loads(r.stdout)
+    assert info["running"] and info["pid"] == rec.pid and info["ssh_port"] == rec.ssh_port
+    assert info["accel"] in ("kvm", "tcg") and info["uptime"] > 0
+    uname = kdk_cli("exec", "--", "uname", "-r")
+    assert uname.returncode == 0 and uname.stdout.strip() == info["kernel"]
+    again = kdk_cli("up")
+    assert again.returncode == 0 and "already up" in again.stderr
+
+
+def test_exec_streams_output_and_propagates_the_exit_code(vm: Kdk) -> None:
+    r = kdk_cli("exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "out\n", "err\n")
+    assert kdk_cli("exec", "--", "true").returncode == 0
+    missing = kdk_cli("exec", "--", "no-such-command")
+    assert missing.returncode == 127 and "not found" in missing.stderr
+
+
+def test_exec_forwards_stdin(vm: Kdk) -> None:
+    r = kdk_cli("exec", "--", "wc", "-c", input=b"x" * 100000)
+    assert r.returncode == 0 and r.stdout.strip() == "100000"
+
+
+def test_exec_timeout_is_an_error_not_a_hang(vm: Kdk) -> None:
+    t = time.monotonic()
+    r = kdk_cli("exec", "--timeout", "1", "--", "sleep", "30")
+    assert r.returncode == 1 and "did not finish in 1 s" in r.stderr
+    assert time.monotonic() - t < 20
+
+
+def test_guest_commands_run_in_a_clean_environment(vm: Kdk) -> None:
+    r = vm.exec(["sh", "-c", "echo $HOME; ls -A $HOME; env"])
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "/root"
+    assert not any(ln.startswith(("PYENV", "VIRTUAL_ENV")) for ln in lines)
+    assert ".bashrc" not in lines
+
+
+def test_load_prints_exactly_the_lines_of_this_load(vm: Kdk) -> None:
+    vm.exec("rmmod hello 2>/dev/null")
+    r = kdk_cli("load", "hello")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1].endswith("hello: hello, world")
+    assert all(ln.startswith("[") and "] hello: " in ln for ln in lines)
+    assert vm.exec("test -d /sys/module/hello").ok
+
+
+def test_reload_and_parameters(vm: Kdk) -> None:
+    vm.load("hello")
+    res = vm.load("hello", ["greeting=hi"])
+    texts = [rec.text for rec in res.log]
+    assert texts[-2:] == ["hello: goodbye, world", "hello: hi, world"]
+    param = vm.exec("cat /sys/module/hello/parameters/greeting").stdout.decode().strip()
+    assert param == "hi"
+
+
+def test_unload_prints_its_lines_and_twice_is_an_error(vm: Kdk) -> None:
+    vm.load("hello")
+    r = kdk_cli("unload", "hello")
+    assert r.returncode == 0 and r.stdout.strip().endswith("hello: goodbye, world")
+    again = kdk_cli("unload", "hello")
+    assert again.returncode == 1 and "hello is not loaded" in again.stderr
+    assert again.stderr.count("\n") == 1
+
+
+def test_insmod_failure_shows_the_kernels_reason(vm: Kdk) -> None:
+    vm.exec("rmmod hello 2>/dev/null")
+    with pytest.raises(LoadFailed, match="insmod hello failed: Invalid parameters") as err:
+        vm.load("hello", ["greeting"])  # a charp parameter needs a value
+    assert err.value.details.endswith("hello: `' invalid for parameter `greeting'")
+
+
+def test_a_module_given_by_path_outside_the_project(vm: Kdk, tmp_path: Path) -> None:
+    src = copy_hello(tmp_path, "byhand")
+    r = kdk_cli("load", str(src.path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("byhand: hello, world")
+    assert kdk_cli("unload", str(src.path)).returncode == 0
+
+
+def test_a_module_that_does_not_compile(vm: Kdk, tmp_path: Path) -> None:
+    src = copy_hello(tmp_path, "broken")
+    c = src.path / "broken.c"
+    c.write_text(c.read_text().replace("return 0;", "return missing_symbol;"))
+    r = kdk_cli("load", str(src.path))
+    assert r.returncode == 1
+    assert f"{c}:" in r.stderr and "missing_symbol" in r.stderr
+    assert (
+        r.stderr.strip().splitlines()[-1] == "kdk: broken does not compile (compiler errors above)"
+    )
+
+
+def test_a_module_built_for_another_kernel_is_refused(vm: Kdk, tmp_path: Path) -> None:
+    ko = vm.build("hello").main_module("hello")
+    release = modinfo(ko)["vermagic"].split()[0]
+    other = "9" * len(release)  # same length, so the ELF stays valid
+    patched = tmp_path / "hello.ko"
+    patched.write_bytes(ko.read_bytes().replace(f"vermagic={release}".encode(),
+                                                f"vermagic={other}".encode()))  # fmt: skip
+    with pytest.raises(VermagicMismatch, match=f"built for kernel {other}"):
+        vm.load(str(patched))
+    r = kdk_cli("load", str(patched))
+    assert r.returncode == 1 and "rebuild it" in r.stderr
+
+
+def test_the_guest_cannot_write_host_files(vm: Kdk) -> None:
+    name = f"/etc/kdk-test-{uuid.uuid4().hex}"
+    r = vm.exec(["sh", "-c", f"echo guest > {name} && cat {name}"])
+    assert r.ok and r.stdout == b"guest\n"  # the overlay takes the write...
+    assert not os.path.exists(name)  # ...and the host never sees it
+    ro = vm.exec(["sh", "-c", "mount | grep ' / '"]).stdout.decode()
+    assert "overlay" in ro
+
+
+def test_the_project_is_shared_read_write(vm: Kdk) -> None:
+    probe = PROJECT / ".kdk" / f"shared-{uuid.uuid4().hex}"
+    try:
+        assert vm.exec(["sh", "-c", f"echo from-guest > {probe}"]).ok
+        assert probe.read_text() == "from-guest\n"
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def test_dmesg_shows_the_boot_log(vm: Kdk) -> None:
+    r = kdk_cli("dmesg")
+    assert r.returncode == 0 and "Linux version" in r.stdout.splitlines()[0]
+
+
+def test_a_vm_killed_from_outside_is_lost_then_not_running(vm: Kdk) -> None:
+    rec = vm.backend.require()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        box["r"] = kdk_cli("exec", "--", "sleep", "60")
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(3)
+    os.kill(rec.pid, 9)
+    t.join(60)
+    r = box["r"]
+    assert r.returncode == 255 and "guest lost" in r.stderr  # type: ignore[attr-defined]
+    st = kdk_cli("status", "--json")
+    assert st.returncode == 3 and json.loads(st.stdout)["running"] is False
+    down = kdk_cli("exec", "--", "true")
+    assert down.returncode == 1 and "run `kdk up`" in down.stderr
+
+
+def test_down_stops_the_vm(vm: Kdk) -> None:
+    rec = vm.backend.require()
+    r = kdk_cli("down")
+    assert r.returncode == 0 and "VM stopped" in r.stderr
+    assert not process_alive(rec.pid, str(vm.backend.state.path))
+    assert kdk_cli("status").stdout.strip() == "not running"

@@ -22,14 +22,15 @@ demo: deps
 	$(KDK) load hello; rc=$$?; $(KDK) down; exit $$rc
 
 lint: deps
-	$(BIN)/ruff check kdk tests
-	$(BIN)/ruff format --check kdk tests
+	$(BIN)/ruff check kdk tests scripts
+	$(BIN)/ruff format --check kdk tests scripts
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
 
 bench: deps
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python scripts/bench.py
 
 clean:

@@ -103,4 +103,7 @@ def test_qemu_errors_are_shortened_to_their_reason() -> None:
     )
     assert qemu._qemu_reason(seen_here).startswith("kvm_buf_set_msrs: Assertion")
     no_module = "qemu-system-x86_64: -accel kvm: Could not access KVM kernel module"
-    assert qemu._qemu_reason("warning: x\n" + no_module) == "-accel kvm: Could not access KVM kernel module"
+    assert (
+        qemu._qemu_reason("warning: x\n" + no_module)
+        == "-accel kvm: Could not access KVM kernel module"
+    )

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""kdk's speed, measured the way a user meets it, written to BENCHMARKS.md.
+
+Each figure is the median of several runs of the real `kdk` command (a new
+Python process each time, as from a shell) against a VM of its own
+(KDK_VM=bench), next to virtme-ng doing the same insmod/rmmod/dmesg cycle
+on the same kernel. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from kdk.api import Kdk  # noqa: E402
+from kdk.build import build  # noqa: E402
+from kdk.kernel import select_kernel  # noqa: E402
+from kdk.project import find_module  # noqa: E402
+
+VM = "bench"
+HELLO_C = PROJECT / "kmods" / "hello" / "hello.c"
+
+
+def kdk(*args: str) -> float:
+    """Seconds one `kdk` command takes; it must succeed."""
+    env = dict(os.environ, KDK_VM=VM)
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-m", "kdk.cli", *args], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return time.monotonic() - t
+
+
+def repeat(
+    n: int, run: Callable[[], float], before: Callable[[], object] = lambda: None
+) -> list[float]:
+    out = []
+    for _ in range(n):
+        before()
+        out.append(run())
+    return out
+
+
+def vng_cycle(release: str, ko: Path) -> float:
+    vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
+    accel = [] if Kdk(vm=VM).status().get("accel") == "kvm" else ["--disable-kvm"]
+    cmd = f"insmod {ko} && rmmod hello && dmesg | grep hello"
+    t = time.monotonic()
+    subprocess.run([vng, *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   stdin=subprocess.DEVNULL)  # fmt: skip
+    return time.monotonic() - t
+
+
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, host kernel {platform.release()}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", type=int, default=5, help="runs per kdk figure (median)")
+    ap.add_argument("--peer-runs", type=int, default=3, help="runs of the virtme-ng cycle")
+    ap.add_argument("--out", type=Path, default=PROJECT / "BENCHMARKS.md")
+    a = ap.parse_args()
+
+    k = Kdk(vm=VM)
+    kernel = select_kernel()
+    k.down()
+    rows: list[tuple[str, list[float], float | None]] = []
+    rows.append(("1. `kdk up`, cold (VM stopped) to ready", repeat(
+        a.n, lambda: kdk("up"), before=lambda: k.down()), 10.0))  # fmt: skip
+    kdk("up")
+    rows.append(
+        ("2. `kdk exec -- true`, VM running", repeat(a.n, lambda: kdk("exec", "--", "true")), 0.6)
+    )
+    kdk("load", "hello")
+    rows.append(
+        ("3. `kdk load hello`, sources unchanged", repeat(a.n, lambda: kdk("load", "hello")), 1.0)
+    )
+    rows.append(("4. `kdk load hello` after touching hello.c", repeat(
+        a.n, lambda: kdk("load", "hello"), before=HELLO_C.touch), 2.5))  # fmt: skip
+    accel = k.status()["accel"]
+    k.down()
+    ko = build(find_module("hello", PROJECT), kernel, k.state / "builds").main_module("hello")
+    rows.append(("5. virtme-ng: boot, insmod, rmmod, dmesg (peer)", repeat(
+        a.peer_runs, lambda: vng_cycle(kernel.release, ko)), None))  # fmt: skip
+
+    med = {name: statistics.median(t) for name, t, _ in rows}
+    ratio = med[rows[4][0]] / med[rows[2][0]]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (scripts/bench.py) on {datetime.date.today()}.",
+        "",
+        f"- machine: {machine()}",
+        f"- guest kernel: {kernel.release}, accel: {accel}",
+        f"- each kdk figure: median of {a.n} runs of the `kdk` command (a new process each);"
+        f" virtme-ng: median of {a.peer_runs}",
+        "",
+        "| measure | median | min | max | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, times, target in rows:
+        m = med[name]
+        met = "" if target is None else ("yes" if m <= target else "**no**")
+        tgt = "" if target is None else f"≤ {target:g} s"
+        lines.append(
+            f"| {name} | {m:.2f} s | {min(times):.2f} s | {max(times):.2f} s | {tgt} | {met} |"
+        )
+    lines += [
+        "",
+        f"`kdk load hello` (3) is **{ratio:.0f} times** faster than the same cycle through"
+        f" virtme-ng (5); target: 15 times, {'met' if ratio >= 15 else 'not met'}.",
+        "",
+    ]
+    notes = PROJECT / "scripts" / "bench-notes.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    a.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

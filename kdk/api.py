@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import kmsg
+from .backend import Backend
 from .build import Built, build, read_modules_order
 from .errors import LoadFailed, UnknownModule
 from .guest import Guest, Result
@@ -55,7 +56,7 @@ class Kdk:
     ) -> None:
         self.project = project or project_root()
         self.state = state or state_root(self.project)
-        self.backend = QemuBackend(self.project, self.state, vm or vm_name())
+        self.backend: Backend = QemuBackend(self.project, self.state, vm or vm_name())
 
     # -- the VM ------------------------------------------------------------
     def up(

@@ -306,7 +306,7 @@ class QemuBackend:
             return False
         try:
             with self.guest() as g:
-                g.run("sync; poweroff -f >/dev/null 2>&1 &", timeout=5)
+                g.run("sync; busybox poweroff -f >/dev/null 2>&1 &", timeout=5)
         except KdkError:
             pass  # a guest that does not answer is killed below
         marker = str(self.state.path)

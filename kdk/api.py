@@ -6,17 +6,19 @@ users' own scripts do the same things the same way.
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import kmsg
+from . import kmsg, oops, taint
 from .backend import Backend
 from .build import Built, build, read_modules_order
-from .errors import LoadFailed, UnknownModule
+from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
 from .guest import Guest, Result
 from .kernel import Kernel, check_vermagic, modinfo, module_name, select_kernel
 from .project import (
@@ -32,6 +34,7 @@ from .state import VMRecord, process_alive, uptime
 
 LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
 STAGED_KO = "/run/kdk/staged.ko"  # where a module from outside the project is copied
+HUNG_AFTER = 10.0  # a guest that cannot run `true` in this long is hung
 
 
 def _quiet(_: str) -> None:
@@ -46,17 +49,23 @@ class LoadResult:
     ko: Path | None  # the file that was loaded (None for an unload)
     log: list[kmsg.Record]  # exactly the kernel log records the command produced
     built: bool  # whether sources were rebuilt first
+    tainted: list[str] = field(default_factory=list)  # new taint flags beyond O and E
 
 
 class Kdk:
     """A project, its state folder and its VM."""
 
     def __init__(
-        self, project: Path | None = None, state: Path | None = None, vm: str | None = None
+        self,
+        project: Path | None = None,
+        state: Path | None = None,
+        vm: str | None = None,
+        say: Callable[[str], None] = _quiet,
     ) -> None:
         self.project = project or project_root()
         self.state = state or state_root(self.project)
         self.backend: Backend = QemuBackend(self.project, self.state, vm or vm_name())
+        self.say = say  # where kdk tells what it does on its own (a reboot after a crash)
 
     # -- the VM ------------------------------------------------------------
     def up(
@@ -98,6 +107,74 @@ class Kdk:
         """An SSH connection to the running guest (VMNotRunning otherwise)."""
         return self.backend.guest()
 
+    @contextmanager
+    def session(self) -> Iterator[Guest]:
+        """A connected guest whose console is watched while the block runs.
+
+        A crash report on the console (oops, BUG, WARNING, lockup, panic)
+        raises KernelCrash with the report. When the guest died or hung, a
+        fresh VM is booted first, with the same kernel, accel and port, so
+        the next command works.
+        """
+        rec = self.backend.require()
+        console = self.backend.state.console_log
+        offset = _size(console)
+        try:
+            with self.backend.guest() as g:
+                yield g
+        except (VMLost, GuestTimeout) as e:
+            dead = isinstance(e, VMLost) or not self._responsive()
+            if not dead:
+                self._raise_crashes(console, offset)
+                raise
+            crashes = self._crashes_after_death(rec, console, offset)
+            self.reboot(rec)
+            kept = self.backend.state.previous_console_log
+            if crashes:
+                raise _crash_error(crashes, kept, rebooted=True) from None
+            what = "hung" if isinstance(e, GuestTimeout) else "was lost"
+            raise VMLost(f"{e}; the guest {what} with no crash report (see {kept}); "
+                         "the VM was booted again") from None  # fmt: skip
+        self._raise_crashes(console, offset)
+
+    def _responsive(self) -> bool:
+        """Whether the guest still runs a command within a few seconds."""
+        try:
+            with self.backend.guest() as g:
+                return g.run("true", timeout=HUNG_AFTER).ok
+        except KdkError:
+            return False
+
+    def _crashes_after_death(self, rec: VMRecord, console: Path, offset: int) -> list[oops.Crash]:
+        """The crash reports of a guest that died: wait for QEMU to end (a
+        panic reboots at once, which ends QEMU), killing it if it hangs."""
+        deadline = time.monotonic() + HUNG_AFTER
+        while process_alive(rec.pid, str(self.backend.state.path)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return oops.parse(_read_from(console, offset))
+
+    def _raise_crashes(self, console: Path, offset: int) -> None:
+        """KernelCrash for reports that appeared on a guest that still runs;
+        a fatal one (an oops the kernel survived) gets a fresh VM."""
+        crashes = oops.parse(_read_from(console, offset))
+        if not crashes:
+            return
+        fatal = any(c.fatal for c in crashes)
+        if fatal:
+            self.reboot(self.backend.require())
+            console = self.backend.state.previous_console_log
+        raise _crash_error(crashes, console, rebooted=fatal)
+
+    def reboot(self, rec: VMRecord) -> VMRecord:
+        """Replace the VM by a fresh boot with the same kernel, accel and port."""
+        self.say("booting a fresh VM")
+        self.backend.down(timeout=0, clean=False)
+        new, _ = self.backend.up(select_kernel(rec.kernel), rec.accel, self.say, _quiet,
+                                 rec.ssh_port)  # fmt: skip
+        return new
+
     def exec(
         self,
         command: str | Sequence[str],
@@ -109,7 +186,7 @@ class Kdk:
     ) -> Result:
         """Run a command in the guest; output is captured and also copied to
         the given streams as it arrives."""
-        with self.guest() as g:
+        with self.session() as g:
             return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
 
     def vm_alive(self) -> bool:
@@ -149,22 +226,31 @@ class Kdk:
         path = STAGED_KO if staged else str(ko)
         script = "\n".join([
             "before=$(" + kmsg.LAST_SEQ + ")",
+            "taint=$(cat /proc/sys/kernel/tainted)",
             *([f"cat > {path}"] if staged else []),
             f"[ ! -d /sys/module/{name} ] || rmmod {name} || exit 100",
             f"insmod {shlex.quote(path)} {shlex.join(params)}",
             "rc=$?",
             kmsg.dump_since("before"),
+            'echo "kdk-taint $taint $(cat /proc/sys/kernel/tainted)"',
             "exit $rc",
         ])  # fmt: skip
-        with self.guest() as g, ko.open("rb") if staged else nullcontext() as data:
-            result = g.run(script, timeout=LOAD_TIMEOUT, stdin=data)
-        log = kmsg.parse(result.stdout.decode(errors="replace"))
+        log: list[kmsg.Record] = []
+        try:
+            with self.session() as g, ko.open("rb") if staged else nullcontext() as data:
+                result = g.run(script, timeout=LOAD_TIMEOUT, stdin=data)
+                log = kmsg.parse(result.stdout.decode(errors="replace"))
+        except KernelCrash as e:
+            e.details = "\n".join(filter(None, [_format(log), e.details]))
+            raise
         if result.exit_code == 100:
             raise LoadFailed(f"{name} is loaded and could not be unloaded for the reload: "
                              f"{_insmod_error(result.stderr)}", _format(log))  # fmt: skip
         if not result.ok:
             raise LoadFailed(f"insmod {name} failed: {_insmod_error(result.stderr)}", _format(log))
-        return LoadResult(name, ko, log, rebuilt)
+        m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
+        tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
+        return LoadResult(name, ko, log, rebuilt, tainted)
 
     def unload(self, spec: str) -> LoadResult:
         """rmmod the module and return the kernel log lines that produced."""
@@ -178,7 +264,7 @@ class Kdk:
             kmsg.dump_since("before"),
             "exit $rc",
         ])  # fmt: skip
-        with self.guest() as g:
+        with self.session() as g:
             result = g.run(script, timeout=LOAD_TIMEOUT)
         log = kmsg.parse(result.stdout.decode(errors="replace"))
         if not result.ok:
@@ -203,7 +289,7 @@ class Kdk:
 
     def dmesg(self) -> list[kmsg.Record]:
         """The guest's whole kernel log."""
-        with self.guest() as g:
+        with self.session() as g:
             return kmsg.parse(g.check(kmsg.DUMP).stdout.decode(errors="replace"))
 
 
@@ -216,3 +302,28 @@ def _insmod_error(stderr: bytes) -> str:
     text = stderr.decode(errors="replace").strip()
     last = text.splitlines()[-1] if text else "no message"
     return last.rsplit(": ", 1)[-1] if "ERROR" in last else last
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The text of a file from byte `offset` on ("" if it is gone)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _crash_error(crashes: list[oops.Crash], console: Path, rebooted: bool) -> KernelCrash:
+    first = crashes[0]
+    what = "crashed" if first.fatal else "warned"
+    after = "; the VM was booted again" if rebooted else ""
+    details = "\n".join(c.format(console) for c in crashes)
+    return KernelCrash(f"the guest kernel {what}: {first.summary()}{after}", details)

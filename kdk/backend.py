@@ -47,6 +47,7 @@ class Backend(Protocol):
         """A connection (not yet open) to the running guest."""
         ...
 
-    def down(self, timeout: float = 10.0) -> bool:
-        """Stop the VM; False when it was not running."""
+    def down(self, timeout: float = 10.0, clean: bool = True) -> bool:
+        """Stop the VM (`clean`: let the guest power off first); False when it
+        was not running."""
         ...

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from . import kmsg
 from .api import Kdk
 from .errors import KdkError, MissingDependency
+from .state import HOST_ALIAS, KNOWN_HOSTS
+from .ui import progress, say
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -26,8 +28,6 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
-    from .ui import progress, say
-
     with progress("kdk up") as step:
         rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step)
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
@@ -36,14 +36,11 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
-    from .ui import say
-
     say("VM stopped" if k.down() else "the VM was not running")
     return 0
 
 
 def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
-
     info = k.status()
     if a.json:
         print(json.dumps(info, indent=1))
@@ -56,7 +53,6 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
-
     if not a.command:
         raise KdkError("nothing to run: kdk exec -- COMMAND [ARG...]")
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
@@ -66,8 +62,6 @@ def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
-    from .state import HOST_ALIAS, KNOWN_HOSTS
-
     ssh = shutil.which("ssh")
     if ssh is None:
         raise MissingDependency("ssh not found: install the openssh-client package")
@@ -86,7 +80,6 @@ def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_dmesg(k: Kdk, a: argparse.Namespace) -> int:
-
     if a.follow:
         with k.guest() as g:
             g.run("dmesg -w", timeout=None, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
@@ -96,8 +89,6 @@ def cmd_dmesg(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_build(k: Kdk, a: argparse.Namespace) -> int:
-    from .ui import say
-
     built = k.build(a.module, kernel=a.kernel, force=a.force)
     if built.output:
         print(built.output, file=sys.stderr)
@@ -107,19 +98,19 @@ def cmd_build(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
-
-    _print_log(k.load(a.module, a.params).log)
+    res = k.load(a.module, a.params)
+    _print_log(res.log)
+    if res.tainted:
+        say(f"loading {res.name} tainted the kernel: " + ", ".join(res.tainted))
     return 0
 
 
 def cmd_unload(k: Kdk, a: argparse.Namespace) -> int:
-
     _print_log(k.unload(a.module).log)
     return 0
 
 
 def cmd_list(k: Kdk, a: argparse.Namespace) -> int:
-
     mods = k.modules()
     width = max((len(f"{m.path.parent.name}/{m.name}") for m in mods), default=0)
     for m in mods:
@@ -186,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = args.command[1:]
 
     try:
-        return int(args.func(Kdk(), args))
+        return int(args.func(Kdk(say=say), args))
     except KdkError as e:
         if e.details:
             print(e.details, file=sys.stderr)

@@ -54,3 +54,13 @@ class MissingDependency(KdkError):
 
 class GuestTimeout(KdkError):
     """A guest command did not finish in time."""
+
+
+class KernelCrash(KdkError):
+    """The guest kernel oopsed, panicked, locked up or warned during a command.
+
+    The details hold the short report; a fatal crash has already been
+    followed by a fresh boot of the VM when this is raised.
+    """
+
+    exit_code = 4

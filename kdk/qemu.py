@@ -54,7 +54,10 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
         [
             "console=ttyS0",
             "rdinit=/init",
-            "loglevel=4",  # console gets warnings and worse; dmesg has all
+            "loglevel=5",  # the console (kdk's crash detector) gets warnings and worse
+            "oops=panic",  # an oops leaves a kernel in doubt: kdk boots a fresh one
+            "softlockup_panic=1",
+            "watchdog_thresh=5",  # a soft lockup is declared after 10 s, not 20
             "panic=-1",  # reboot at once on panic; -no-reboot then ends QEMU
             "mitigations=off",
             "nokaslr",  # stable addresses in oops reports
@@ -106,6 +109,7 @@ def free_port() -> int:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's hostfwd does
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -275,7 +279,10 @@ class QemuBackend:
 
     def _start(self, cfg: QemuConfig) -> bool:
         """Start QEMU in the background; False when its port was taken."""
-        self.state.console_log.write_bytes(b"")
+        log = self.state.console_log
+        if log.exists() and log.stat().st_size:  # keep the last boot's (a crash's) log
+            log.replace(self.state.previous_console_log)
+        log.write_bytes(b"")
         proc = subprocess.run(qemu_argv(cfg), capture_output=True, text=True, timeout=60)
         if proc.returncode == 0:
             return True
@@ -299,16 +306,18 @@ class QemuBackend:
             time.sleep(0.05)
 
     # -- down -----------------------------------------------------------
-    def down(self, timeout: float = 10.0) -> bool:
-        """Power the guest off, killing QEMU after `timeout`; False if not up."""
+    def down(self, timeout: float = 10.0, clean: bool = True) -> bool:
+        """Power the guest off (`clean`) or not, killing QEMU after `timeout`;
+        False if it was not up."""
         rec = self.record()
         if rec is None:
             return False
-        try:
-            with self.guest() as g:
-                g.run("sync; busybox poweroff -f >/dev/null 2>&1 &", timeout=5)
-        except KdkError:
-            pass  # a guest that does not answer is killed below
+        if clean:
+            try:
+                with self.guest() as g:
+                    g.run("sync; busybox poweroff -f >/dev/null 2>&1 &", timeout=5)
+            except KdkError:
+                pass  # a guest that does not answer is killed below
         marker = str(self.state.path)
         deadline = time.monotonic() + timeout
         while process_alive(rec.pid, marker) and time.monotonic() < deadline:

@@ -48,7 +48,13 @@ class StateDir:
 
     @property
     def console_log(self) -> Path:
+        """The serial console of the running (or last) boot."""
         return self.path / CONSOLE_LOG
+
+    @property
+    def previous_console_log(self) -> Path:
+        """The console of the boot before: after a crash, where its report is."""
+        return self.path / ("previous-" + CONSOLE_LOG)
 
     def read(self) -> VMRecord | None:
         """The record, or None when there is none or it cannot be read."""

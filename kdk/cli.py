@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import kmsg
 from .api import Kdk
@@ -118,6 +119,18 @@ def cmd_list(k: Kdk, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
+    from . import testrun
+
+    code, tallies = testrun.run(k, a.modules, a.junit)
+    print()
+    for t in tallies:
+        state = "FAIL" if t.failed else ("ok" if t.passed else "none")
+        print(f"{t.name:<12} {state:<4}  {t.passed} passed, {t.failed} failed, "
+              f"{t.skipped} skipped  {t.seconds:6.1f} s")  # fmt: skip
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so docs and completion can use it)."""
     p = argparse.ArgumentParser(
@@ -167,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "load":
             sp.add_argument("params", nargs="*", help="module parameters, name=value")
     add("list", cmd_list, "the modules and drivers kdk knows, with descriptions")
+    te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
+    te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
+    te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
     return p
 
 

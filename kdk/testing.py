@@ -1,0 +1,61 @@
+"""pytest fixtures for tests that run against a kdk guest (a pytest plugin).
+
+Installed with kdk (entry point `pytest11`), so the tests under tests/,
+kmods/ and drivers/, and a user's own tests, all get them:
+
+    def test_mine(vm):            # a kdk.api.Kdk whose VM is up
+        res = vm.load("hello")
+        assert res.log[-1].text == "hello: hello, world"
+
+The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
+in), else a VM of the test session's own ("pytest"), booted on first use
+and stopped at the end; a VM that was already up is left running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from .api import Kdk
+from .ui import say
+
+TEST_VM = "pytest"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: needs a kdk guest (booted once per session)")
+    config.addinivalue_line("markers", "module(name, *params): what the `loaded` fixture loads")
+
+
+@pytest.fixture(scope="session")
+def kdk_session() -> Iterator[Kdk]:
+    """The session's Kdk; its VM is stopped at the end if the session booted it."""
+    k = Kdk(vm=os.environ.get("KDK_VM") or TEST_VM, say=say)
+    was_up = k.backend.record() is not None
+    yield k
+    if not was_up:
+        k.down()
+
+
+@pytest.fixture
+def vm(kdk_session: Kdk) -> Kdk:
+    """The session's Kdk with its VM up (booted again if a test stopped it)."""
+    kdk_session.up()
+    return kdk_session
+
+
+@pytest.fixture
+def loaded(vm: Kdk, request: pytest.FixtureRequest) -> Iterator[Kdk]:
+    """`vm` with the module named by the test's `module` marker loaded (with
+    the marker's parameters), and unloaded afterwards."""
+    marker = request.node.get_closest_marker("module")
+    if marker is None:
+        raise pytest.UsageError("the `loaded` fixture needs @pytest.mark.module(NAME, *PARAMS)")
+    name, *params = marker.args
+    vm.load(name, params)
+    yield vm
+    if vm.vm_alive():
+        vm.exec(f"rmmod {name} 2>/dev/null; true")

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sync - several threads hammering shared counters, without losing any
+ * increment.
+ *
+ * It shows three ways to make "counter++" safe when many CPUs do it at
+ * once:
+ *  - a plain counter under a struct mutex (may sleep while waiting);
+ *  - a plain counter under a spinlock_t (busy-waits; never sleep while
+ *    holding it);
+ *  - an atomic_t, which needs no lock at all.
+ * and how to coordinate the threads:
+ *  - kthread_create() for every thread first, then wake_up_process()
+ *    for all, then one complete_all() on a "start" completion so they
+ *    really start together;
+ *  - each thread finishes with kthread_complete_and_exit() on its own
+ *    completion, and the caller sleeps in wait_for_completion() until
+ *    every thread is done.  (Plain complete() followed by "return"
+ *    would let a thread still run our code after the waiter returned,
+ *    and the module could be unloaded under its feet.)
+ *
+ * A run happens at load time and again whenever something is written to
+ * /sys/kernel/debug/kdk_sync/run; the result of the last run is in
+ * /sys/kernel/debug/kdk_sync/result and in the kernel log.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/completion.h>
+#include <linux/debugfs.h>
+#include <linux/err.h>
+#include <linux/fs.h>
+#include <linux/init.h>
+#include <linux/kthread.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/sched.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/version.h>
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 17, 0)
+#define kthread_complete_and_exit complete_and_exit
+#endif
+
+#define SYNC_MAX_THREADS	64
+#define SYNC_MAX_ITERATIONS	10000000
+
+static unsigned int nthreads = 4;
+module_param(nthreads, uint, 0444);
+MODULE_PARM_DESC(nthreads, "Number of threads, 1..64 (default 4)");
+
+static unsigned int iterations = 100000;
+module_param(iterations, uint, 0444);
+MODULE_PARM_DESC(iterations, "Increments per thread and counter, 1..10000000 (default 100000)");
+
+/* the shared state the threads fight over */
+static DEFINE_MUTEX(sync_counter_mutex);
+static unsigned long sync_mutex_counter;	/* under sync_counter_mutex */
+static DEFINE_SPINLOCK(sync_counter_spin);
+static unsigned long sync_spin_counter;	/* under sync_counter_spin */
+static atomic_t sync_atomic_counter;
+
+/* one run at a time; also protects the result below */
+static DEFINE_MUTEX(sync_run_lock);
+static unsigned long sync_res_mutex, sync_res_spin, sync_res_atomic;
+static unsigned long sync_res_expected;
+static unsigned int sync_runs;
+
+static struct completion sync_start;
+static struct dentry *sync_dir;
+
+struct sync_worker {
+	struct task_struct *task;
+	struct completion done;
+};
+
+static int sync_thread_fn(void *data)
+{
+	struct sync_worker *w = data;
+	unsigned int i;
+
+	wait_for_completion(&sync_start);
+
+	for (i = 0; i < iterations; i++) {
+		mutex_lock(&sync_counter_mutex);
+		sync_mutex_counter++;
+		mutex_unlock(&sync_counter_mutex);
+
+		spin_lock(&sync_counter_spin);
+		sync_spin_counter++;
+		spin_unlock(&sync_counter_spin);
+
+		atomic_inc(&sync_atomic_counter);
+
+		if (!(i & 1023))
+			cond_resched();
+	}
+
+	/* signals w->done and exits without returning into our code */
+	kthread_complete_and_exit(&w->done, 0);
+}
+
+/* Runs one test; called with sync_run_lock held. */
+static int sync_run(void)
+{
+	struct sync_worker *workers;
+	unsigned int i, created;
+	int ret = 0;
+
+	workers = kcalloc(nthreads, sizeof(*workers), GFP_KERNEL);
+	if (!workers)
+		return -ENOMEM;
+
+	sync_mutex_counter = 0;
+	sync_spin_counter = 0;
+	atomic_set(&sync_atomic_counter, 0);
+	reinit_completion(&sync_start);
+
+	for (created = 0; created < nthreads; created++) {
+		struct sync_worker *w = &workers[created];
+
+		init_completion(&w->done);
+		w->task = kthread_create(sync_thread_fn, w, "kdk_sync/%u",
+					 created);
+		if (IS_ERR(w->task)) {
+			ret = PTR_ERR(w->task);
+			goto err_stop;
+		}
+	}
+
+	for (i = 0; i < nthreads; i++)
+		wake_up_process(workers[i].task);
+	complete_all(&sync_start);	/* go! */
+	for (i = 0; i < nthreads; i++)
+		wait_for_completion(&workers[i].done);
+
+	/* all threads have exited: no lock needed to read the counters */
+	sync_res_mutex = sync_mutex_counter;
+	sync_res_spin = sync_spin_counter;
+	sync_res_atomic = (unsigned int)atomic_read(&sync_atomic_counter);
+	sync_res_expected = (unsigned long)nthreads * iterations;
+	sync_runs++;
+
+	pr_info("mutex=%lu spinlock=%lu atomic=%lu expected=%lu\n",
+		sync_res_mutex, sync_res_spin, sync_res_atomic,
+		sync_res_expected);
+	kfree(workers);
+	return 0;
+
+err_stop:
+	/*
+	 * The threads created so far were never woken up: kthread_stop()
+	 * makes them exit without ever calling sync_thread_fn().
+	 */
+	while (created--)
+		kthread_stop(workers[created].task);
+	kfree(workers);
+	return ret;
+}
+
+static int result_show(struct seq_file *m, void *v)
+{
+	mutex_lock(&sync_run_lock);
+	seq_printf(m, "mutex=%lu spinlock=%lu atomic=%lu expected=%lu\n",
+		   sync_res_mutex, sync_res_spin, sync_res_atomic,
+		   sync_res_expected);
+	mutex_unlock(&sync_run_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(result);
+
+static ssize_t run_write(struct file *file, const char __user *ubuf,
+			 size_t count, loff_t *ppos)
+{
+	int ret;
+
+	if (mutex_lock_interruptible(&sync_run_lock))
+		return -ERESTARTSYS;
+	ret = sync_run();
+	mutex_unlock(&sync_run_lock);
+
+	return ret ? ret : count;
+}
+
+static const struct file_operations run_fops = {
+	.owner	= THIS_MODULE,
+	.write	= run_write,
+	.llseek	= noop_llseek,
+};
+
+static int __init sync_init(void)
+{
+	int ret;
+
+	if (nthreads < 1 || nthreads > SYNC_MAX_THREADS) {
+		pr_err("nthreads=%u out of range 1..%d\n", nthreads,
+		       SYNC_MAX_THREADS);
+		return -EINVAL;
+	}
+	if (iterations < 1 || iterations > SYNC_MAX_ITERATIONS) {
+		pr_err("iterations=%u out of range 1..%d\n", iterations,
+		       SYNC_MAX_ITERATIONS);
+		return -EINVAL;
+	}
+
+	init_completion(&sync_start);
+	pr_info("%u threads x %u iterations\n", nthreads, iterations);
+
+	mutex_lock(&sync_run_lock);
+	ret = sync_run();
+	mutex_unlock(&sync_run_lock);
+	if (ret)
+		return ret;
+
+	sync_dir = debugfs_create_dir("kdk_sync", NULL);
+	debugfs_create_file("result", 0444, sync_dir, NULL, &result_fops);
+	debugfs_create_file("run", 0200, sync_dir, NULL, &run_fops);
+	return 0;
+}
+
+static void __exit sync_exit(void)
+{
+	/* waits for a run started through the "run" file to finish */
+	debugfs_remove_recursive(sync_dir);
+	pr_info("exit runs=%u\n", sync_runs);
+}
+
+module_init(sync_init);
+module_exit(sync_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("kdk");
+MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t");

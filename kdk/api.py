@@ -6,6 +6,7 @@ users' own scripts do the same things the same way.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -18,6 +19,7 @@ from typing import IO, Any
 from . import kmsg, oops, taint
 from .backend import Backend
 from .build import Built, build, read_modules_order
+from .device import GuestFile
 from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
 from .guest import Guest, Result
 from .kernel import Kernel, check_vermagic, modinfo, module_name, select_kernel
@@ -188,6 +190,13 @@ class Kdk:
         the given streams as it arrives."""
         with self.session() as g:
             return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
+
+    @contextmanager
+    def open_device(self, path: str, flags: int = os.O_RDWR) -> Iterator[GuestFile]:
+        """A file opened in the guest (see kdk.device), closed at the end; the
+        console is watched meanwhile, like any command's."""
+        with self.session() as g, GuestFile(g, path, flags) as f:
+            yield f
 
     def vm_alive(self) -> bool:
         rec = self.backend.record()

@@ -167,6 +167,23 @@ class Guest:
             raise self._lost(f"during {command_line(command)!r}")
         return Result(code, b"".join(out), b"".join(err))
 
+    def start(self, command: str | Sequence[str]) -> paramiko.Channel:
+        """Start a long-running command and hand over its channel (stdin,
+        stdout) to the caller, who talks to it and closes it."""
+        import paramiko
+
+        if self._client is None:
+            self.connect()
+        assert self._client is not None
+        try:
+            transport = self._client.get_transport()
+            assert transport is not None
+            chan = transport.open_session(timeout=15.0)
+            chan.exec_command(command_line(command))
+        except (OSError, EOFError, paramiko.SSHException, AssertionError) as e:
+            raise self._lost(f"starting {command_line(command)!r} ({e})") from None
+        return chan
+
     def check(self, command: str | Sequence[str], *, timeout: float | None = 60.0) -> Result:
         """Run `command`, raising KdkError with its stderr when it fails."""
         result = self.run(command, timeout=timeout)

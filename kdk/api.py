@@ -125,16 +125,18 @@ class Kdk:
             with self.backend.guest() as g:
                 yield g
         except (VMLost, GuestTimeout) as e:
-            dead = isinstance(e, VMLost) or not self._responsive()
-            if not dead:
+            if isinstance(e, GuestTimeout) and self._responsive():
                 self._raise_crashes(console, offset)
-                raise
-            crashes = self._crashes_after_death(rec, console, offset)
+                raise  # only the command was slow
+            # A panic ends QEMU within moments; one still running is hung.
+            wait = 0.0 if isinstance(e, GuestTimeout) else HUNG_AFTER
+            crashes = self._crashes_after_death(rec, console, offset, wait)
+            hung = process_alive(rec.pid, str(self.backend.state.path))
             self.reboot(rec)
             kept = self.backend.state.previous_console_log
             if crashes:
                 raise _crash_error(crashes, kept, rebooted=True) from None
-            what = "hung" if isinstance(e, GuestTimeout) else "was lost"
+            what = "hung" if hung else "was lost"
             raise VMLost(f"{e}; the guest {what} with no crash report (see {kept}); "
                          "the VM was booted again") from None  # fmt: skip
         self._raise_crashes(console, offset)
@@ -147,10 +149,12 @@ class Kdk:
         except KdkError:
             return False
 
-    def _crashes_after_death(self, rec: VMRecord, console: Path, offset: int) -> list[oops.Crash]:
-        """The crash reports of a guest that died: wait for QEMU to end (a
-        panic reboots at once, which ends QEMU), killing it if it hangs."""
-        deadline = time.monotonic() + HUNG_AFTER
+    def _crashes_after_death(
+        self, rec: VMRecord, console: Path, offset: int, wait: float
+    ) -> list[oops.Crash]:
+        """The crash reports of a guest that is gone or going: wait up to
+        `wait` s for QEMU to end (a panic reboots, which ends QEMU)."""
+        deadline = time.monotonic() + wait
         while process_alive(rec.pid, str(self.backend.state.path)):
             if time.monotonic() > deadline:
                 break

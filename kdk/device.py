@@ -78,9 +78,7 @@ class GuestFile:
         payload = {"op": "write", "data": base64.b64encode(data).decode()}
         return int(self._call(payload, timeout)["n"])
 
-    def ioctl(
-        self, request: int, arg: int | bytes = 0, timeout: float = 10.0
-    ) -> tuple[int, bytes]:
+    def ioctl(self, request: int, arg: int | bytes = 0, timeout: float = 10.0) -> tuple[int, bytes]:
         """ioctl(2) with an int argument (passed as is, so also as a raw
         pointer) or a buffer (passed by address, returned as the kernel left it)."""
         req: dict[str, Any] = {"op": "ioctl", "request": request}

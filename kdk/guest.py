@@ -9,6 +9,7 @@ output, enforces a timeout, and tells "the command failed" (a non-zero
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import shlex
 import threading
@@ -22,6 +23,10 @@ from .errors import GuestTimeout, KdkError, VMLost
 
 if TYPE_CHECKING:
     import paramiko
+
+# paramiko logs a lost connection with a traceback; kdk says it in one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,14 @@ def test_a_bare_panic_blames_the_first_frame_past_the_machinery() -> None:
     assert panic.trace[0] == "sysrq_handle_crash"
 
 
+def test_a_real_soft_lockup_that_panics() -> None:
+    (lockup,) = crashes("console-soft-lockup.log")
+    assert lockup.kind == "soft lockup"
+    assert (lockup.function, lockup.module) == ("faulty_lockup", "faulty")
+    assert lockup.panic == "softlockup: hung tasks"
+    assert lockup.trace[0] == "trigger_write.cold [faulty]"
+
+
 def test_the_report_block_is_short_and_names_the_log() -> None:
     null = crashes("console-warn-null-oops-panic.log")[1]
     block = null.format(Path("/s/console.log")).splitlines()
@@ -62,7 +70,11 @@ def test_lockups_and_faults_without_timestamps() -> None:
         " gp_exit+0x1/0x2 [gp]",
     ])  # fmt: skip
     lockup, gpf = oops.parse(text)
-    assert (lockup.kind, lockup.function, lockup.module) == ("soft lockup", "spin_forever", "spinner")
+    assert (lockup.kind, lockup.function, lockup.module) == (
+        "soft lockup",
+        "spin_forever",
+        "spinner",
+    )
     assert lockup.panic == "softlockup: hung tasks"
     assert (gpf.kind, gpf.function, gpf.module) == ("general protection fault", "list_del", "gp")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 import uuid
@@ -184,3 +185,23 @@ def test_down_stops_the_vm(vm: Kdk) -> None:
     assert r.returncode == 0 and "VM stopped" in r.stderr
     assert not process_alive(rec.pid, str(vm.backend.state.path))
     assert kdk_cli("status").stdout.strip() == "not running"
+
+
+def test_a_panic_is_reported_in_one_block_and_the_next_command_works(vm: Kdk) -> None:
+    r = kdk_cli("exec", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert r.returncode == 4
+    lines = r.stderr.strip().splitlines()
+    assert "kernel crash: panic in sysrq_handle_crash" in lines
+    assert any(ln.startswith("  console log: ") for ln in lines)
+    assert lines[-1].startswith("kdk: the guest kernel crashed: panic in sysrq_handle_crash")
+    assert kdk_cli("exec", "--", "true").returncode == 0
+
+
+def test_a_hung_guest_is_replaced(vm: Kdk) -> None:
+    rec = vm.backend.require()
+    os.kill(rec.pid, signal.SIGSTOP)  # the whole machine stops answering
+    r = kdk_cli("exec", "--timeout", "3", "--", "true")
+    assert r.returncode == 255 and "the guest hung" in r.stderr
+    assert "the VM was booted again" in r.stderr
+    assert vm.backend.require().pid != rec.pid
+    assert kdk_cli("exec", "--", "true").returncode == 0

@@ -8,7 +8,10 @@
  *                    oops whose RIP is faulty_crash+0x.../0x... [faulty];
  *  "warn"          - faulty_warn(): WARN_ON(1), a warning with a stack
  *                    trace; the write then succeeds and the system goes on;
- *  "bug"           - faulty_bug(): BUG(), "kernel BUG at .../faulty.c:N".
+ *  "bug"           - faulty_bug(): BUG(), "kernel BUG at .../faulty.c:N";
+ *  "lockup"        - faulty_lockup(): spins with preemption disabled and
+ *                    never returns, until the soft lockup detector reports
+ *                    "BUG: soft lockup - CPU#N stuck for Ns!".
  * Each function is noinline so that it keeps its own name in the call
  * trace instead of being folded into the write handler.
  *
@@ -31,6 +34,8 @@
 #include <linux/fs.h>
 #include <linux/init.h>
 #include <linux/module.h>
+#include <linux/preempt.h>
+#include <linux/processor.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 
@@ -57,6 +62,14 @@ static noinline void faulty_bug(void)
 	BUG();
 }
 
+static noinline void faulty_lockup(void)
+{
+	pr_info("spinning with preemption disabled\n");
+	preempt_disable();
+	for (;;)
+		cpu_relax();
+}
+
 static ssize_t trigger_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
 {
@@ -75,6 +88,8 @@ static ssize_t trigger_write(struct file *file, const char __user *ubuf,
 		faulty_warn();
 	else if (sysfs_streq(buf, "bug"))
 		faulty_bug();
+	else if (sysfs_streq(buf, "lockup"))
+		faulty_lockup();
 	else
 		return -EINVAL;
 
@@ -93,7 +108,7 @@ static int __init faulty_init(void)
 	faulty_dir = debugfs_create_dir("kdk_faulty", NULL);
 	debugfs_create_file_unsafe("trigger", 0200, faulty_dir, NULL,
 				   &trigger_fops);
-	pr_info("write null, warn or bug to /sys/kernel/debug/kdk_faulty/trigger\n");
+	pr_info("write null, warn, bug or lockup to /sys/kernel/debug/kdk_faulty/trigger\n");
 	return 0;
 }
 

@@ -1,0 +1,187 @@
+"""kdkchar in the guest, driven from Python through kdk.device."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.device import GuestFile, ioctl_numbers
+from kdk.errors import LoadFailed
+
+IOC = ioctl_numbers(Path(__file__).with_name("kdkchar_ioctl.h"))
+DEV = "/dev/kdkchar0"
+
+
+@pytest.fixture
+def kdkchar(vm: Kdk) -> Iterator[Kdk]:
+    vm.load("kdkchar")
+    yield vm
+    if vm.vm_alive():
+        vm.exec("rmmod kdkchar 2>/dev/null; true")
+
+
+def nonblocking(vm: Kdk) -> AbstractContextManager[GuestFile]:
+    return vm.open_device(DEV, os.O_RDWR | os.O_NONBLOCK)
+
+
+def test_ioctl_numbers_come_from_the_shared_header() -> None:
+    assert IOC == {
+        "KDKCHAR_IOC_GET_SIZE": 0x80046B01,
+        "KDKCHAR_IOC_GET_CAPACITY": 0x80046B02,
+        "KDKCHAR_IOC_CLEAR": 0x6B03,
+        "KDKCHAR_IOC_RESIZE": 0x40046B04,
+    }
+
+
+def test_nodes_per_minor_and_loads_twice(vm: Kdk) -> None:
+    for _ in range(2):
+        vm.load("kdkchar", ["nr_devs=3"])
+        nodes = vm.exec("ls /dev | grep kdkchar").stdout.decode().split()
+        assert nodes == ["kdkchar0", "kdkchar1", "kdkchar2"]
+        assert vm.unload("kdkchar").log[-1].text == "kdkchar: unloaded"
+        assert vm.exec("ls /dev/kdkchar0").exit_code != 0
+    with pytest.raises(LoadFailed, match="Invalid parameters"):
+        vm.load("kdkchar", ["nr_devs=0"])
+
+
+def test_round_trip_and_ioctls(kdkchar: Kdk) -> None:
+    with nonblocking(kdkchar) as dev:
+        data = bytes(range(256)) * 3
+        assert dev.write(data) == len(data)
+        assert dev.ioctl_get_int(IOC["KDKCHAR_IOC_GET_SIZE"]) == len(data)
+        assert dev.ioctl_get_int(IOC["KDKCHAR_IOC_GET_CAPACITY"]) == 4096
+        assert dev.read(100) + dev.read(4096) == data
+        assert dev.write(b"x" * 5000) == 4096  # a short write: only what fits
+        assert dev.ioctl(IOC["KDKCHAR_IOC_CLEAR"])[0] == 0
+        assert dev.ioctl_get_int(IOC["KDKCHAR_IOC_GET_SIZE"]) == 0
+        dev.write(b"keep")
+        assert dev.ioctl_set_int(IOC["KDKCHAR_IOC_RESIZE"], 8192) == 0
+        assert dev.ioctl_get_int(IOC["KDKCHAR_IOC_GET_CAPACITY"]) == 8192
+        assert dev.read(10) == b"keep"
+
+
+def test_bad_ioctls_and_bad_pointers(kdkchar: Kdk) -> None:
+    with nonblocking(kdkchar) as dev:
+        cases: list[tuple[Callable[[], object], int]] = [
+            (lambda: dev.ioctl(0x6B63), errno.ENOTTY),  # unknown number
+            (
+                lambda: dev.ioctl(IOC["KDKCHAR_IOC_GET_SIZE"] & ~0xFF00 | ord("z") << 8),
+                errno.ENOTTY,
+            ),
+            (lambda: dev.ioctl_set_int(IOC["KDKCHAR_IOC_RESIZE"], 0), errno.EINVAL),
+            (lambda: dev.ioctl_set_int(IOC["KDKCHAR_IOC_RESIZE"], (1 << 20) + 1), errno.EINVAL),
+            (lambda: dev.ioctl(IOC["KDKCHAR_IOC_GET_SIZE"], 1), errno.EFAULT),  # a pointer to 0x1
+            (lambda: dev.ioctl(IOC["KDKCHAR_IOC_RESIZE"], 1), errno.EFAULT),
+            (lambda: dev.write_from_bad_pointer(16), errno.EFAULT),
+        ]
+        for call, expected in cases:
+            with pytest.raises(OSError) as err:
+                call()
+            assert err.value.errno == expected, err.value
+        dev.write(b"0123456789")
+        with pytest.raises(OSError) as err:
+            dev.ioctl_set_int(IOC["KDKCHAR_IOC_RESIZE"], 4)  # smaller than the data
+        assert err.value.errno == errno.EBUSY
+        with pytest.raises(OSError) as err:
+            dev.read_to_bad_pointer(4)
+        assert err.value.errno == errno.EFAULT
+        assert dev.read(100) == b"0123456789"  # nothing was lost to the failed calls
+
+
+def test_nonblocking_semantics_and_poll(kdkchar: Kdk) -> None:
+    with nonblocking(kdkchar) as dev:
+        with pytest.raises(OSError) as err:
+            dev.read(1)
+        assert err.value.errno == errno.EAGAIN
+        every = select.POLLIN | select.POLLRDNORM | select.POLLOUT | select.POLLWRNORM
+        assert dev.poll(every) == select.POLLOUT | select.POLLWRNORM
+        dev.write(b"a")
+        assert dev.poll(every) == every
+        dev.write(b"a" * 4095)
+        assert dev.poll(every) == select.POLLIN | select.POLLRDNORM
+        with pytest.raises(OSError) as err:
+            dev.write(b"b")
+        assert err.value.errno == errno.EAGAIN
+
+
+def test_poll_waits_for_a_writer(kdkchar: Kdk) -> None:
+    with kdkchar.open_device(DEV, os.O_RDONLY) as reader:
+        waiting = ThreadPoolExecutor(1).submit(reader.poll, select.POLLIN, 20.0)
+        time.sleep(1.5)
+        assert not waiting.done()
+        with kdkchar.open_device(DEV, os.O_WRONLY) as writer:
+            writer.write(b"!")
+        assert waiting.result(30) & select.POLLIN
+
+
+def test_a_blocking_read_is_woken_by_a_writer(kdkchar: Kdk) -> None:
+    with kdkchar.open_device(DEV, os.O_RDONLY) as reader:
+        with pytest.raises(TimeoutError):
+            reader.read(5, timeout=1)  # blocks, and a signal ends the wait
+        pending = ThreadPoolExecutor(1).submit(reader.read, 5, 30.0)
+        time.sleep(1.5)
+        assert not pending.done()
+        with kdkchar.open_device(DEV, os.O_WRONLY) as writer:
+            writer.write(b"wake!")
+        assert pending.result(40) == b"wake!"
+
+
+def test_a_blocking_write_is_woken_by_a_reader(kdkchar: Kdk) -> None:
+    with kdkchar.open_device(DEV, os.O_WRONLY) as writer:
+        writer.write(b"f" * 4096)
+        pending = ThreadPoolExecutor(1).submit(writer.write, b"more", 30.0)
+        time.sleep(1.5)
+        assert not pending.done()
+        with kdkchar.open_device(DEV, os.O_RDONLY) as reader:
+            assert reader.read(4096) == b"f" * 4096
+        assert pending.result(40) == 4
+
+
+def test_concurrent_readers_and_writers_lose_and_duplicate_nothing(kdkchar: Kdk) -> None:
+    writers, readers, per_writer = 2, 2, 20
+    got: list[bytes] = []
+    lock = threading.Lock()
+
+    def write(w: int) -> None:
+        with kdkchar.open_device(DEV, os.O_WRONLY) as dev:
+            for i in range(per_writer):
+                record = f"<{w}:{i:03d}>".encode()  # 7 bytes; write() of 7 is never split
+                assert dev.write(record, timeout=60) == len(record)
+
+    def read() -> None:
+        with kdkchar.open_device(DEV, os.O_RDONLY) as dev:
+            while True:
+                try:
+                    chunk = dev.read(64, timeout=4)
+                except TimeoutError:
+                    return  # drained and the writers are done
+                with lock:
+                    got.append(chunk)
+
+    with ThreadPoolExecutor(writers + readers) as pool:
+        done = [pool.submit(read) for _ in range(readers)]
+        done += [pool.submit(write, w) for w in range(writers)]
+        for f in done:
+            f.result(300)
+    data = b"".join(got)
+    records = sorted(data[i : i + 7] for i in range(0, len(data), 7))
+    assert len(data) == 7 * writers * per_writer
+    assert records == sorted(
+        f"<{w}:{i:03d}>".encode() for w in range(writers) for i in range(per_writer)
+    )
+
+
+def test_unload_is_refused_while_a_file_is_open(kdkchar: Kdk) -> None:
+    with kdkchar.open_device(DEV, os.O_RDONLY), pytest.raises(LoadFailed, match="in use"):
+        kdkchar.unload("kdkchar")
+    assert kdkchar.unload("kdkchar").log[-1].text == "kdkchar: unloaded"

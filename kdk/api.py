@@ -249,20 +249,22 @@ class Kdk:
             "exit $rc",
         ])  # fmt: skip
         log: list[kmsg.Record] = []
+        tainted: list[str] = []
         try:
             with self.session() as g, ko.open("rb") if staged else nullcontext() as data:
                 result = g.run(script, timeout=LOAD_TIMEOUT, stdin=data)
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
-        except KernelCrash as e:
-            e.details = "\n".join(filter(None, [_format(log), e.details]))
+                m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
+                tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
+        except KernelCrash as e:  # the load's own lines and taint belong to the report
+            said = f"loading {name} tainted the kernel: {', '.join(tainted)}" if tainted else ""
+            e.details = "\n".join(filter(None, [_format(log), said, e.details]))
             raise
         if result.exit_code == 100:
             raise LoadFailed(f"{name} is loaded and could not be unloaded for the reload: "
                              f"{_insmod_error(result.stderr)}", _format(log))  # fmt: skip
         if not result.ok:
             raise LoadFailed(f"insmod {name} failed: {_insmod_error(result.stderr)}", _format(log))
-        m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
-        tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
         return LoadResult(name, ko, log, rebuilt, tainted)
 
     def unload(self, spec: str) -> LoadResult:

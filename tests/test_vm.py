@@ -205,3 +205,15 @@ def test_a_hung_guest_is_replaced(vm: Kdk) -> None:
     assert "the VM was booted again" in r.stderr
     assert vm.backend.require().pid != rec.pid
     assert kdk_cli("exec", "--", "true").returncode == 0
+
+
+def test_a_load_that_warns_reports_the_warning_and_the_new_taint(vm: Kdk, tmp_path: Path) -> None:
+    src = copy_hello(tmp_path, "warner")
+    c = src.path / "warner.c"
+    c.write_text(c.read_text().replace("return 0;", "WARN_ON(1);\n\treturn 0;"))
+    r = kdk_cli("load", str(src.path))
+    assert r.returncode == 4
+    assert "warner: hello, world" in r.stderr  # the load's own lines are kept
+    assert "loading warner tainted the kernel: W (kernel issued a warning)" in r.stderr
+    assert "kernel warning: WARNING at " in r.stderr and "in hello_init [warner]" in r.stderr
+    vm.unload(str(src.path))

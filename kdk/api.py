@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from . import kmsg, oops, taint
 from .backend import Backend
+from .bpf import Probes, Program
 from .build import Built, build, read_modules_order
 from .device import GuestFile
 from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
@@ -125,18 +126,18 @@ class Kdk:
             with self.backend.guest() as g:
                 yield g
         except (VMLost, GuestTimeout) as e:
-            if isinstance(e, GuestTimeout) and self._responsive():
+            # A panic ends QEMU within moments; one still running may be
+            # fine (only a channel or the command failed) or hung.
+            gone = self._wait_gone(rec, 0.0 if isinstance(e, GuestTimeout) else 3.0)
+            if not gone and self._responsive():
                 self._raise_crashes(console, offset)
-                raise  # only the command was slow
-            # A panic ends QEMU within moments; one still running is hung.
-            wait = 0.0 if isinstance(e, GuestTimeout) else HUNG_AFTER
-            crashes = self._crashes_after_death(rec, console, offset, wait)
-            hung = process_alive(rec.pid, str(self.backend.state.path))
+                raise
+            crashes = oops.parse(_read_from(console, offset))
             self.reboot(rec)
             kept = self.backend.state.previous_console_log
             if crashes:
                 raise _crash_error(crashes, kept, rebooted=True) from None
-            what = "hung" if hung else "was lost"
+            what = "was lost" if gone else "hung"
             raise VMLost(f"{e}; the guest {what} with no crash report (see {kept}); "
                          "the VM was booted again") from None  # fmt: skip
         self._raise_crashes(console, offset)
@@ -149,17 +150,14 @@ class Kdk:
         except KdkError:
             return False
 
-    def _crashes_after_death(
-        self, rec: VMRecord, console: Path, offset: int, wait: float
-    ) -> list[oops.Crash]:
-        """The crash reports of a guest that is gone or going: wait up to
-        `wait` s for QEMU to end (a panic reboots, which ends QEMU)."""
+    def _wait_gone(self, rec: VMRecord, wait: float) -> bool:
+        """Whether QEMU ended, waiting up to `wait` seconds for it."""
         deadline = time.monotonic() + wait
         while process_alive(rec.pid, str(self.backend.state.path)):
-            if time.monotonic() > deadline:
-                break
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.05)
-        return oops.parse(_read_from(console, offset))
+        return True
 
     def _raise_crashes(self, console: Path, offset: int) -> None:
         """KernelCrash for reports that appeared on a guest that still runs;
@@ -201,6 +199,20 @@ class Kdk:
         console is watched meanwhile, like any command's."""
         with self.session() as g, GuestFile(g, path, flags) as f:
             yield f
+
+    @contextmanager
+    def bpf(
+        self, program: Path | str, probes: Probes, cflags: Sequence[str] = ()
+    ) -> Iterator[Program]:
+        """A BPF program (a .c file, or its text) compiled with bcc in the
+        guest and attached; detached at the end (see kdk.bpf)."""
+        text = program.read_text() if isinstance(program, Path) else program
+        with self.session() as g:
+            prog = Program(g, text, probes, list(cflags))
+            try:
+                yield prog
+            finally:
+                prog.close()
 
     def vm_alive(self) -> bool:
         rec = self.backend.record()

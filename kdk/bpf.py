@@ -1,0 +1,170 @@
+"""eBPF experiments in the guest with bcc, results back as Python objects.
+
+A BPF C program lives in its own .c file; a few lines of Python say where
+to attach it and read its tables:
+
+    from kdk.api import Kdk
+    from kdk.bpf import Probes
+
+    k = Kdk()
+    probes = Probes(kprobes={"kdkchar_write": "on_write"})
+    with k.bpf(Path("experiments/kdkchar_sizes.c"), probes) as prog:
+        k.exec("echo hi > /dev/kdkchar0")
+        sizes = prog.tables()["sizes"]      # [(key, value), ...]
+
+bcc compiles the program in the guest, against the guest kernel's headers
+(the guest runs the host's root, so these are the host's headers package),
+attaches every probe it can, and reports the ones it could not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import KdkError, MissingDependency, VMLost
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .guest import Guest
+
+RUNNER = Path(__file__).with_name("guest_bpf.py")
+ATTACH_TIMEOUT = 180.0  # a cold compile under TCG takes seconds; a stuck one is an error
+BCC_PACKAGES = "bpfcc-tools and python3-bpfcc"
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Where the program's functions attach: {kernel function: BPF function},
+    and {"category:event": BPF function} for tracepoints."""
+
+    kprobes: dict[str, str] = field(default_factory=dict)
+    kretprobes: dict[str, str] = field(default_factory=dict)
+    tracepoints: dict[str, str] = field(default_factory=dict)
+
+
+def log2_bucket(slot: int) -> tuple[int, int]:
+    """The value range [low, high] of a BPF log2 histogram slot."""
+    return (0, 0) if slot == 0 else (1 << (slot - 1), (1 << slot) - 1)
+
+
+def histogram_text(counts: dict[int, int], unit: str, width: int = 30) -> str:
+    """A log2 histogram as text, in the layout bcc's tools print."""
+    if not counts:
+        return "     (no events)"
+    top = max(counts.values()) or 1
+    lines = [f"{unit:>20} : count     distribution"]
+    for slot in range(min(counts), max(counts) + 1):
+        low, high = log2_bucket(slot)
+        n = counts.get(slot, 0)
+        bar = "*" * round(n * width / top)
+        lines.append(f"{low:>10} -> {high:<10}: {n:<9} |{bar:<{width}}|")
+    return "\n".join(lines)
+
+
+# The BPF_* map declarations of bcc's C dialect: BPF_HASH(name, ...) etc.
+MAP_DECL = re.compile(r"^\s*BPF_(?:HASH|ARRAY|HISTOGRAM|PERCPU_ARRAY|PERCPU_HASH|LRU_HASH)"
+                      r"\(\s*(\w+)", re.M)  # fmt: skip
+
+
+def table_names(text: str) -> list[str]:
+    """The tables a BPF program declares, in order."""
+    return MAP_DECL.findall(text)
+
+
+class Program:
+    """A BPF program compiled and attached in the guest."""
+
+    def __init__(self, guest: Guest, text: str, probes: Probes, cflags: list[str]) -> None:
+        job = {
+            "text": text,
+            "cflags": cflags,
+            "kprobes": list(probes.kprobes.items()),
+            "kretprobes": list(probes.kretprobes.items()),
+            "tracepoints": list(probes.tracepoints.items()),
+            "tables": table_names(text),
+        }
+        started = time.monotonic()
+        self._chan: paramiko.Channel = guest.start(["python3", "-u", "-c", RUNNER.read_text()])
+        self._buf = b""
+        self._send(json.dumps(job))
+        answer = self._answer(ATTACH_TIMEOUT)
+        if "error" in answer:
+            raise _job_error(answer["error"], answer["detail"], self._rest_of_stderr())
+        self.attached: list[str] = answer["attached"]
+        self.skipped: list[tuple[str, str]] = [(e, r) for e, r in answer["skipped"]]
+        self.compile_seconds = float(answer["seconds"])  # as the guest measured it
+        self.attach_seconds = time.monotonic() - started  # from the host's request
+
+    def _rest_of_stderr(self) -> str:
+        """What the guest program printed on stderr (clang's errors), once it ended."""
+        err = b""
+        self._chan.settimeout(10.0)
+        try:
+            while chunk := self._chan.recv_stderr(65536):
+                err += chunk
+        except OSError:
+            pass
+        self._chan.close()
+        return err.decode(errors="replace").strip()
+
+    def _send(self, line: str) -> None:
+        try:
+            self._chan.sendall(line.encode() + b"\n")
+        except OSError as e:
+            raise VMLost(f"the BPF program in the guest is gone ({e})") from None
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        self._chan.settimeout(timeout)
+        try:
+            while b"\n" not in self._buf:
+                chunk = self._chan.recv(1 << 20)
+                if not chunk:
+                    err = self._chan.recv_stderr(65536).decode(errors="replace").strip()
+                    raise VMLost(f"the BPF program in the guest ended: {err or 'no message'}")
+                self._buf += chunk
+        except OSError as e:
+            raise VMLost(
+                f"no answer from the BPF program in the guest ({e or 'timeout'})"
+            ) from None
+        line, self._buf = self._buf.split(b"\n", 1)
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def tables(self) -> dict[str, list[tuple[Any, Any]]]:
+        """Every BPF table of the program: {name: [(key, value), ...]}, with
+        structs as dicts and char arrays as strings."""
+        self._send("tables")
+        return _tables(self._answer(60.0))
+
+    def stop(self) -> dict[str, list[tuple[Any, Any]]]:
+        """The tables one last time; then the probes are detached."""
+        self._send("stop")
+        try:
+            return _tables(self._answer(60.0))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Detach the probes (the guest program ends when its input does)."""
+        self._chan.close()
+
+
+def _tables(answer: dict[str, Any]) -> dict[str, list[tuple[Any, Any]]]:
+    return {name: [(k, v) for k, v in items] for name, items in answer["tables"].items()}
+
+
+def _job_error(kind: str, detail: str, stderr: str) -> KdkError:
+    if kind == "bcc":
+        return MissingDependency(f"bcc is not installed in the guest ({detail}): install the "
+                                 f"Debian packages {BCC_PACKAGES} on the host")  # fmt: skip
+    if kind == "headers":
+        release = detail.split("/")[3] if detail.count("/") > 3 else "the guest kernel"
+        return MissingDependency(f"kernel headers missing in the guest ({detail}): "
+                                 f"install linux-headers-{release} on the host")  # fmt: skip
+    return KdkError(f"the BPF program does not compile in the guest ({detail})", stderr)

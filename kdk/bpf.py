@@ -58,12 +58,13 @@ def histogram_text(counts: dict[int, int], unit: str, width: int = 30) -> str:
     if not counts:
         return "     (no events)"
     top = max(counts.values()) or 1
-    lines = [f"{unit:>20} : count     distribution"]
+    digits = max(10, len(str(log2_bucket(max(counts))[1])))
+    lines = [f"{unit:>{digits * 2 + 4}} : count     distribution"]
     for slot in range(min(counts), max(counts) + 1):
         low, high = log2_bucket(slot)
         n = counts.get(slot, 0)
         bar = "*" * round(n * width / top)
-        lines.append(f"{low:>10} -> {high:<10}: {n:<9} |{bar:<{width}}|")
+        lines.append(f"{low:>{digits}} -> {high:<{digits}} : {n:<9} |{bar:<{width}}|")
     return "\n".join(lines)
 
 
@@ -80,14 +81,21 @@ def table_names(text: str) -> list[str]:
 class Program:
     """A BPF program compiled and attached in the guest."""
 
-    def __init__(self, guest: Guest, text: str, probes: Probes, cflags: list[str]) -> None:
+    def __init__(
+        self,
+        guest: Guest,
+        text: str,
+        probes: Probes,
+        cflags: list[str],
+        tables: list[str] | None = None,
+    ) -> None:
         job = {
             "text": text,
             "cflags": cflags,
             "kprobes": list(probes.kprobes.items()),
             "kretprobes": list(probes.kretprobes.items()),
             "tracepoints": list(probes.tracepoints.items()),
-            "tables": table_names(text),
+            "tables": table_names(text) if tables is None else tables,
         }
         started = time.monotonic()
         self._chan: paramiko.Channel = guest.start(["python3", "-u", "-c", RUNNER.read_text()])

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -131,6 +132,34 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     return code
 
 
+def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
+    from . import trace
+
+    code = 0
+    with trace.trace(k, a.module) as t:
+        say(f"tracing {len(t.functions) - len(t.skipped)} functions of {a.module} "
+            f"(probes attached in {t.prog.attach_seconds:.1f} s)")  # fmt: skip
+        try:
+            if a.command:
+                code = k.exec(
+                    a.command, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
+                ).exit_code
+            elif a.duration is not None:
+                time.sleep(a.duration)
+            else:
+                say("Ctrl-C ends the trace")
+                while True:
+                    time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        result = t.snapshot(final=True)
+    if a.json:
+        print(json.dumps(result.as_json(), indent=1))
+    else:
+        print(trace.format_result(result, a.hist))
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so docs and completion can use it)."""
     p = argparse.ArgumentParser(
@@ -180,6 +209,17 @@ def parser() -> argparse.ArgumentParser:
         if name == "load":
             sp.add_argument("params", nargs="*", help="module parameters, name=value")
     add("list", cmd_list, "the modules and drivers kdk knows, with descriptions")
+    tr = add(
+        "trace",
+        cmd_trace,
+        "calls and latency of every function of a loaded module (bcc); "
+        "kdk trace MODULE [options] [-- WORKLOAD...]",
+    )
+    tr.add_argument("module", help="a loaded module")
+    tr.add_argument("--duration", type=float, metavar="S", help="trace for S seconds")
+    tr.add_argument("--json", action="store_true", help="machine-readable summary")
+    tr.add_argument("--hist", action="store_true", help="log2 latency histograms too")
+    tr.set_defaults(command=[])  # what follows `--`: a workload to run while tracing
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
@@ -188,8 +228,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kdk` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    workload: list[str] = []
+    if argv[:1] == ["trace"] and "--" in argv:  # options may follow the module name
+        cut = argv.index("--")
+        argv, workload = argv[:cut], argv[cut + 1 :]
     args = parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+    if args.cmd == "trace":
+        args.command = workload
+    elif getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
 
     try:

@@ -22,8 +22,8 @@ demo: deps
 	$(KDK) load hello; rc=$$?; $(KDK) down; exit $$rc
 
 lint: deps
-	$(BIN)/ruff check kdk tests scripts
-	$(BIN)/ruff format --check kdk tests scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint

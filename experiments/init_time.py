@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kdk.api import Kdk
 from kdk.bpf import Probes
+from kdk.errors import KdkError
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,4 +42,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KdkError as e:
+        sys.exit(f"kdk: {e}")

@@ -15,10 +15,13 @@ from pathlib import Path
 
 from kdk.api import Kdk
 from kdk.bpf import Probes, histogram_text
+from kdk.errors import KdkError
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = ("for n in 1 10 100 1000; do head -c $n /dev/zero > /dev/kdkchar0; done; "
-           "dd if=/dev/kdkchar0 of=/dev/null bs=64 count=3 iflag=nonblock 2>/dev/null; true")  # fmt: skip
+DEFAULT = (
+    "for n in 1 10 100 1000; do head -c $n /dev/zero > /dev/kdkchar0; done; "
+    "dd if=/dev/kdkchar0 of=/dev/null bs=64 count=3 iflag=nonblock 2>/dev/null; true"
+)
 
 
 def size_histograms(k: Kdk, workload: str = DEFAULT) -> dict[str, dict[int, int]]:
@@ -43,4 +46,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KdkError as e:
+        sys.exit(f"kdk: {e}")

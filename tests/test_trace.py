@@ -105,7 +105,7 @@ def test_traced_counts_are_exact_and_match_funccount(vm: Kdk) -> None:
     # print its counts when interrupted.
     start = ("import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
              "os.execvp('funccount-bpfcc', ['funccount-bpfcc', 'kdkchar_write'])")  # fmt: skip
-    vm.exec(f"PYTHONUNBUFFERED=1 python3 -c \"{start}\" > {out} 2>&1 & echo $! > {out}.pid")
+    vm.exec(f'PYTHONUNBUFFERED=1 python3 -c "{start}" > {out} 2>&1 & echo $! > {out}.pid')
     deadline = time.monotonic() + 120
     while b"Tracing" not in vm.exec(["cat", str(out)]).stdout:
         assert time.monotonic() < deadline, "funccount-bpfcc did not start"

@@ -7,7 +7,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,15 +19,10 @@ from kdk.device import GuestFile, ioctl_numbers
 from kdk.errors import LoadFailed
 
 IOC = ioctl_numbers(Path(__file__).with_name("kdkchar_ioctl.h"))
+pytestmark = pytest.mark.module("kdkchar")
+
 DEV = "/dev/kdkchar0"
 
-
-@pytest.fixture
-def kdkchar(vm: Kdk) -> Iterator[Kdk]:
-    vm.load("kdkchar")
-    yield vm
-    if vm.vm_alive():
-        vm.exec("rmmod kdkchar 2>/dev/null; true")
 
 
 def nonblocking(vm: Kdk) -> AbstractContextManager[GuestFile]:
@@ -54,8 +49,8 @@ def test_nodes_per_minor_and_loads_twice(vm: Kdk) -> None:
         vm.load("kdkchar", ["nr_devs=0"])
 
 
-def test_round_trip_and_ioctls(kdkchar: Kdk) -> None:
-    with nonblocking(kdkchar) as dev:
+def test_round_trip_and_ioctls(loaded: Kdk) -> None:
+    with nonblocking(loaded) as dev:
         data = bytes(range(256)) * 3
         assert dev.write(data) == len(data)
         assert dev.ioctl_get_int(IOC["KDKCHAR_IOC_GET_SIZE"]) == len(data)
@@ -70,8 +65,8 @@ def test_round_trip_and_ioctls(kdkchar: Kdk) -> None:
         assert dev.read(10) == b"keep"
 
 
-def test_bad_ioctls_and_bad_pointers(kdkchar: Kdk) -> None:
-    with nonblocking(kdkchar) as dev:
+def test_bad_ioctls_and_bad_pointers(loaded: Kdk) -> None:
+    with nonblocking(loaded) as dev:
         cases: list[tuple[Callable[[], object], int]] = [
             (lambda: dev.ioctl(0x6B63), errno.ENOTTY),  # unknown number
             (
@@ -98,8 +93,8 @@ def test_bad_ioctls_and_bad_pointers(kdkchar: Kdk) -> None:
         assert dev.read(100) == b"0123456789"  # nothing was lost to the failed calls
 
 
-def test_nonblocking_semantics_and_poll(kdkchar: Kdk) -> None:
-    with nonblocking(kdkchar) as dev:
+def test_nonblocking_semantics_and_poll(loaded: Kdk) -> None:
+    with nonblocking(loaded) as dev:
         with pytest.raises(OSError) as err:
             dev.read(1)
         assert err.value.errno == errno.EAGAIN
@@ -114,52 +109,52 @@ def test_nonblocking_semantics_and_poll(kdkchar: Kdk) -> None:
         assert err.value.errno == errno.EAGAIN
 
 
-def test_poll_waits_for_a_writer(kdkchar: Kdk) -> None:
-    with kdkchar.open_device(DEV, os.O_RDONLY) as reader:
+def test_poll_waits_for_a_writer(loaded: Kdk) -> None:
+    with loaded.open_device(DEV, os.O_RDONLY) as reader:
         waiting = ThreadPoolExecutor(1).submit(reader.poll, select.POLLIN, 20.0)
         time.sleep(1.5)
         assert not waiting.done()
-        with kdkchar.open_device(DEV, os.O_WRONLY) as writer:
+        with loaded.open_device(DEV, os.O_WRONLY) as writer:
             writer.write(b"!")
         assert waiting.result(30) & select.POLLIN
 
 
-def test_a_blocking_read_is_woken_by_a_writer(kdkchar: Kdk) -> None:
-    with kdkchar.open_device(DEV, os.O_RDONLY) as reader:
+def test_a_blocking_read_is_woken_by_a_writer(loaded: Kdk) -> None:
+    with loaded.open_device(DEV, os.O_RDONLY) as reader:
         with pytest.raises(TimeoutError):
             reader.read(5, timeout=1)  # blocks, and a signal ends the wait
         pending = ThreadPoolExecutor(1).submit(reader.read, 5, 30.0)
         time.sleep(1.5)
         assert not pending.done()
-        with kdkchar.open_device(DEV, os.O_WRONLY) as writer:
+        with loaded.open_device(DEV, os.O_WRONLY) as writer:
             writer.write(b"wake!")
         assert pending.result(40) == b"wake!"
 
 
-def test_a_blocking_write_is_woken_by_a_reader(kdkchar: Kdk) -> None:
-    with kdkchar.open_device(DEV, os.O_WRONLY) as writer:
+def test_a_blocking_write_is_woken_by_a_reader(loaded: Kdk) -> None:
+    with loaded.open_device(DEV, os.O_WRONLY) as writer:
         writer.write(b"f" * 4096)
         pending = ThreadPoolExecutor(1).submit(writer.write, b"more", 30.0)
         time.sleep(1.5)
         assert not pending.done()
-        with kdkchar.open_device(DEV, os.O_RDONLY) as reader:
+        with loaded.open_device(DEV, os.O_RDONLY) as reader:
             assert reader.read(4096) == b"f" * 4096
         assert pending.result(40) == 4
 
 
-def test_concurrent_readers_and_writers_lose_and_duplicate_nothing(kdkchar: Kdk) -> None:
+def test_concurrent_readers_and_writers_lose_and_duplicate_nothing(loaded: Kdk) -> None:
     writers, readers, per_writer = 2, 2, 20
     got: list[bytes] = []
     lock = threading.Lock()
 
     def write(w: int) -> None:
-        with kdkchar.open_device(DEV, os.O_WRONLY) as dev:
+        with loaded.open_device(DEV, os.O_WRONLY) as dev:
             for i in range(per_writer):
                 record = f"<{w}:{i:03d}>".encode()  # 7 bytes; write() of 7 is never split
                 assert dev.write(record, timeout=60) == len(record)
 
     def read() -> None:
-        with kdkchar.open_device(DEV, os.O_RDONLY) as dev:
+        with loaded.open_device(DEV, os.O_RDONLY) as dev:
             while True:
                 try:
                     chunk = dev.read(64, timeout=4)
@@ -181,7 +176,7 @@ def test_concurrent_readers_and_writers_lose_and_duplicate_nothing(kdkchar: Kdk)
     )
 
 
-def test_unload_is_refused_while_a_file_is_open(kdkchar: Kdk) -> None:
-    with kdkchar.open_device(DEV, os.O_RDONLY), pytest.raises(LoadFailed, match="in use"):
-        kdkchar.unload("kdkchar")
-    assert kdkchar.unload("kdkchar").log[-1].text == "kdkchar: unloaded"
+def test_unload_is_refused_while_a_file_is_open(loaded: Kdk) -> None:
+    with loaded.open_device(DEV, os.O_RDONLY), pytest.raises(LoadFailed, match="in use"):
+        loaded.unload("kdkchar")
+    assert loaded.unload("kdkchar").log[-1].text == "kdkchar: unloaded"

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 
 import pytest
 
 from kdk.api import Kdk
 
+pytestmark = pytest.mark.module("kdkmisc")
+
 DEV = "/dev/kdkmisc"
 
-
-@pytest.fixture
-def kdkmisc(vm: Kdk) -> Iterator[Kdk]:
-    vm.load("kdkmisc")
-    yield vm
-    if vm.vm_alive():
-        vm.exec("rmmod kdkmisc 2>/dev/null; true")
 
 
 def test_loads_twice_with_a_misc_node(vm: Kdk) -> None:
@@ -30,8 +24,8 @@ def test_loads_twice_with_a_misc_node(vm: Kdk) -> None:
         assert not vm.exec(["test", "-e", DEV]).ok
 
 
-def test_commands_and_answers(kdkmisc: Kdk) -> None:
-    with kdkmisc.open_device(DEV, os.O_RDWR) as dev:
+def test_commands_and_answers(loaded: Kdk) -> None:
+    with loaded.open_device(DEV, os.O_RDWR) as dev:
         for command, answer in [
             (b"upper Hello, World\n", b"HELLO, WORLD\n"),
             (b"lower MiXeD", b"mixed\n"),
@@ -44,13 +38,13 @@ def test_commands_and_answers(kdkmisc: Kdk) -> None:
             assert dev.read(300) == b""  # each answer is read once
 
 
-def test_the_answer_is_shared_through_the_shell(kdkmisc: Kdk) -> None:
-    r = kdkmisc.exec(f"echo 'rev kdk rocks' > {DEV} && cat {DEV}")
+def test_the_answer_is_shared_through_the_shell(loaded: Kdk) -> None:
+    r = loaded.exec(f"echo 'rev kdk rocks' > {DEV} && cat {DEV}")
     assert r.ok and r.stdout == b"skcor kdk\n"
 
 
-def test_bad_commands_keep_the_previous_answer(kdkmisc: Kdk) -> None:
-    with kdkmisc.open_device(DEV, os.O_RDWR) as dev:
+def test_bad_commands_keep_the_previous_answer(loaded: Kdk) -> None:
+    with loaded.open_device(DEV, os.O_RDWR) as dev:
         dev.write(b"upper ok")
         for bad, code in [
             (b"shout hi", errno.EINVAL),

@@ -138,7 +138,8 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
     code = 0
     with trace.trace(k, a.module) as t:
         say(f"tracing {len(t.functions) - len(t.skipped)} functions of {a.module} "
-            f"(probes attached in {t.prog.attach_seconds:.1f} s)")  # fmt: skip
+            f"(probes attached in {t.prog.attach_seconds:.1f} s, "
+            f"of which bcc in the guest {t.prog.compile_seconds:.1f} s)")  # fmt: skip
         try:
             if a.command:
                 code = k.exec(

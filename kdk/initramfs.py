@@ -108,19 +108,16 @@ def cache_key(kernel: Kernel, busybox: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def initramfs(kernel: Kernel, cache_dir: Path) -> tuple[Path, bool]:
-    """The cached initramfs for `kernel`, building it first if needed.
-
-    Returns the image path and whether it was built now.
-    """
+def initramfs(kernel: Kernel, cache_dir: Path) -> Path:
+    """The cached initramfs for `kernel`, building it first if needed."""
     busybox = find_busybox()
     target = cache_dir / f"initramfs-{kernel.release}-{cache_key(kernel, busybox)}.cpio"
     if target.exists():
-        return target, False
+        return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     for old in cache_dir.glob(f"initramfs-{kernel.release}-*.cpio"):
         old.unlink()
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox))))
     tmp.replace(target)
-    return target, True
+    return target

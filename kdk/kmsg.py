@@ -16,7 +16,6 @@ from dataclasses import dataclass
 DUMP = "{ dd if=/dev/kmsg iflag=nonblock bs=16384 2>/dev/null || :; }"
 # The sequence number of the newest record.
 LAST_SEQ = DUMP + " | awk -F'[,;]' '/^[^ ]/ {s = $2} END {print s + 0}'"
-LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 
 
 def dump_since(seq_var: str) -> str:

@@ -253,7 +253,7 @@ class QemuBackend:
             raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
         self.state.ensure_keys()
         step("initramfs")
-        initrd, _ = initramfs(kernel, self.state_root / "cache")
+        initrd = initramfs(kernel, self.state_root / "cache")
         step("kernel")
         boot_image = extract_vmlinux(kernel.image, self.state_root / "cache") or kernel.image
         accel = choose_accel(accel, kernel, self.state_root / "cache" / "accel.json", say)

@@ -7,7 +7,6 @@ log (CI, a pipe) each step is one plain line.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -40,7 +39,3 @@ def progress(title: str) -> Iterator[Steps]:
     ) as bar:
         task = bar.add_task(title)
         yield lambda name: bar.update(task, description=f"{title}: {name}")
-
-
-def elapsed(since: float) -> str:
-    return f"{time.monotonic() - since:.1f} s"

@@ -15,7 +15,7 @@ and stopped at the end; a VM that was already up is left running.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -59,3 +59,42 @@ def loaded(vm: Kdk, request: pytest.FixtureRequest) -> Iterator[Kdk]:
     yield vm
     if vm.vm_alive():
         vm.exec(f"rmmod {name} 2>/dev/null; true")
+
+
+def sh(vm: Kdk, script: str | Sequence[str]) -> str:
+    """Run in the guest; the test fails (with the guest's stderr) unless it
+    succeeds. Its stdout."""
+    res = vm.exec(script)
+    assert res.ok, f"{script!r} exited {res.exit_code}: {res.stderr.decode(errors='replace')}"
+    return res.stdout.decode()
+
+
+# Each (path, hex data) pair of argv: open(O_WRONLY), one write(2), close;
+# prints the byte count written, or -errno.
+_WRITES = """
+import os, sys
+args = sys.argv[1:]
+for path, data in zip(args[::2], args[1::2]):
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as e:
+        print(-e.errno)
+        continue
+    try:
+        print(os.write(fd, bytes.fromhex(data)))
+    except OSError as e:
+        print(-e.errno)
+    finally:
+        os.close(fd)
+"""
+
+
+def check_writes(vm: Kdk, cases: Sequence[tuple[str, bytes, int]]) -> None:
+    """Each (path, data, expected) is one write(2) on its own open file in
+    the guest; expected is the byte count written, or -errno. One python3
+    process does them all (each guest process costs time under emulation)."""
+    argv = ["python3", "-c", _WRITES]
+    for path, data, _ in cases:
+        argv += [path, data.hex()]
+    got = [int(line) for line in sh(vm, argv).split()]
+    assert [(p, d, g) for (p, d, _), g in zip(cases, got, strict=True)] == list(cases)

@@ -24,7 +24,6 @@ pytestmark = pytest.mark.module("kdkchar")
 DEV = "/dev/kdkchar0"
 
 
-
 def nonblocking(vm: Kdk) -> AbstractContextManager[GuestFile]:
     return vm.open_device(DEV, os.O_RDWR | os.O_NONBLOCK)
 

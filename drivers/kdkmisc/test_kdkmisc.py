@@ -14,7 +14,6 @@ pytestmark = pytest.mark.module("kdkmisc")
 DEV = "/dev/kdkmisc"
 
 
-
 def test_loads_twice_with_a_misc_node(vm: Kdk) -> None:
     for _ in range(2):
         assert vm.load("kdkmisc").log[-1].text.startswith("kdkmisc: registered /dev/kdkmisc")

@@ -1,0 +1,94 @@
+"""sync in the guest: nthreads threads each add iterations to a counter
+under a mutex, one under a spinlock and an atomic_t, and no increment is
+lost, at load and on every run started through debugfs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.errors import LoadFailed
+from kdk.testing import sh
+
+DIR = "/sys/kernel/debug/kdk_sync"
+
+
+def result(n: int) -> str:
+    """The line of a run in which no increment was lost."""
+    return f"mutex={n} spinlock={n} atomic={n} expected={n}"
+
+
+def no_worker_left(vm: Kdk) -> bool:
+    return not vm.exec("ps -eo comm= | grep '^kdk_sync'").ok
+
+
+@pytest.fixture(autouse=True)
+def unloaded(vm: Kdk) -> Iterator[None]:
+    """Each test leaves the module unloaded (load() itself reloads)."""
+    yield
+    vm.exec("rmmod sync 2>/dev/null; true")
+
+
+def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:
+    for _ in range(2):
+        res = vm.load("sync", ["nthreads=2", "iterations=1000"])
+        assert [r.text for r in res.log][-2:] == [
+            "sync: 2 threads x 1000 iterations",
+            f"sync: {result(2000)}",
+        ]
+        assert sh(vm, f"cat {DIR}/result") == result(2000) + "\n"
+        assert no_worker_left(vm)
+        assert [r.text for r in vm.unload("sync").log] == ["sync: exit runs=1"]
+        assert not vm.exec(f"test -e {DIR} || test -e /sys/module/sync").ok
+
+
+def test_no_increment_is_lost_with_the_defaults(vm: Kdk) -> None:
+    res = vm.load("sync")
+    assert [r.text for r in res.log][-2:] == [
+        "sync: 4 threads x 100000 iterations",
+        f"sync: {result(400000)}",
+    ]
+    assert sh(vm, f"cat {DIR}/result") == result(400000) + "\n"
+
+
+@pytest.mark.parametrize(("nthreads", "iterations"), [(1, 1), (8, 25000), (64, 1000), (3, 33333)])
+def test_no_increment_is_lost_with_other_sizes(vm: Kdk, nthreads: int, iterations: int) -> None:
+    res = vm.load("sync", [f"nthreads={nthreads}", f"iterations={iterations}"])
+    expected = nthreads * iterations
+    assert [r.text for r in res.log][-2:] == [
+        f"sync: {nthreads} threads x {iterations} iterations",
+        f"sync: {result(expected)}",
+    ]
+    assert sh(vm, f"cat {DIR}/result") == result(expected) + "\n"
+
+
+def test_each_write_to_run_runs_again(vm: Kdk) -> None:
+    vm.load("sync", ["nthreads=3", "iterations=20000"])
+    assert sh(vm, f"cd {DIR} && stat -c '%n %a' result run") == "result 444\nrun 200\n"
+    seq = vm.dmesg()[-1].seq
+    # the write returns when its run is over, so result already shows it
+    out = sh(vm, f"cd {DIR} && echo 1 > run && cat result && printf anything > run && cat result")
+    assert out == (result(60000) + "\n") * 2
+    assert [r.text for r in vm.dmesg() if r.seq > seq] == [f"sync: {result(60000)}"] * 2
+    assert no_worker_left(vm)
+    assert [r.text for r in vm.unload("sync").log] == ["sync: exit runs=3"]
+
+
+@pytest.mark.parametrize(
+    ("param", "log"),
+    [
+        ("nthreads=0", "sync: nthreads=0 out of range 1..64"),
+        ("nthreads=65", "sync: nthreads=65 out of range 1..64"),
+        ("iterations=0", "sync: iterations=0 out of range 1..10000000"),
+        ("iterations=10000001", "sync: iterations=10000001 out of range 1..10000000"),
+    ],
+)
+def test_an_out_of_range_parameter_fails_the_load(vm: Kdk, param: str, log: str) -> None:
+    with pytest.raises(LoadFailed) as exc:
+        vm.load("sync", [param])
+    assert str(exc.value) == "insmod sync failed: Invalid parameters"
+    assert log in exc.value.details
+    assert "threads x" not in exc.value.details  # refused before any run
+    assert not vm.exec(f"test -e {DIR} || test -e /sys/module/sync").ok

@@ -132,6 +132,22 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     return code
 
 
+def _live(render: Callable[[], str], every: float = 1.0) -> None:
+    """Show render()'s text, refreshed every `every` s, until Ctrl-C; on a
+    terminal only (in a log, the final table is enough)."""
+    if not sys.stdout.isatty():
+        while True:
+            time.sleep(3600)
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(Text(render()), console=Console(), auto_refresh=False, transient=True) as live:
+        while True:
+            time.sleep(every)
+            live.update(Text(render()), refresh=True)
+
+
 def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
     from . import trace
 
@@ -149,8 +165,7 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
                 time.sleep(a.duration)
             else:
                 say("Ctrl-C ends the trace")
-                while True:
-                    time.sleep(3600)
+                _live(lambda: trace.format_result(t.snapshot(), a.hist))
         except KeyboardInterrupt:
             pass
         result = t.snapshot(final=True)

@@ -7,6 +7,7 @@ kretprobe on each, and its tables are read back as a `TraceResult`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,11 @@ def module_functions(kallsyms: str, module: str) -> tuple[list[str], list[tuple[
     return sorted(functions), skipped
 
 
+def _reason(error: str) -> str:
+    """bcc's attach error without its preamble naming our BPF function."""
+    return re.sub(r"^Failed to attach BPF program b'\w+' to k(ret)?probe b'[\w.]+', ", "", error)
+
+
 def program_text(count: int) -> str:
     """trace.c with one PROBE line per function."""
     return TEMPLATE.read_text() + "".join(f"PROBE({i})\n" for i in range(count))
@@ -90,7 +96,7 @@ class Trace:
         self.prog = prog
         self.module = module
         self.functions = functions
-        by_probe = {p: r for p, r in prog.skipped}
+        by_probe = {p: _reason(r) for p, r in prog.skipped}
         self.skipped = skipped + [
             (f, by_probe.get(f"p:{f}") or by_probe[f"r:{f}"])
             for f in functions

@@ -173,3 +173,12 @@ def test_experiments_run_as_scripts_need_a_vm() -> None:
     env = {"KDK_VM": "not-up", "PATH": "/usr/bin"}
     r = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and r.stderr == "kdk: the VM is not up: run `kdk up`\n"
+
+
+def test_bcc_attach_errors_lose_their_preamble() -> None:
+    from kdk.trace import _reason
+
+    error = ("Failed to attach BPF program b'enter_1' to kprobe b'kdkchar_exit', "
+             "it's not traceable (either non-existing, inlined, or marked as \"notrace\")")  # fmt: skip
+    assert _reason(error).startswith("it's not traceable")
+    assert _reason("something else") == "something else"

@@ -178,7 +178,9 @@ def test_experiments_run_as_scripts_need_a_vm() -> None:
 def test_bcc_attach_errors_lose_their_preamble() -> None:
     from kdk.trace import _reason
 
-    error = ("Failed to attach BPF program b'enter_1' to kprobe b'kdkchar_exit', "
-             "it's not traceable (either non-existing, inlined, or marked as \"notrace\")")  # fmt: skip
+    error = (
+        "Failed to attach BPF program b'enter_1' to kprobe b'kdkchar_exit', "
+        "it's not traceable (either non-existing, inlined, or marked as notrace)"
+    )
     assert _reason(error).startswith("it's not traceable")
     assert _reason("something else") == "something else"

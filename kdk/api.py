@@ -115,9 +115,10 @@ class Kdk:
         """A connected guest whose console is watched while the block runs.
 
         A crash report on the console (oops, BUG, WARNING, lockup, panic)
-        raises KernelCrash with the report. When the guest died or hung, a
-        fresh VM is booted first, with the same kernel, accel and port, so
-        the next command works.
+        raises KernelCrash with the report. When the guest died of a crash
+        or hung, a fresh VM is booted first, with the same kernel, accel and
+        port, so the next command works. A VM that just stopped (killed from
+        outside) is reported as lost and left stopped.
         """
         rec = self.backend.require()
         console = self.backend.state.console_log
@@ -133,12 +134,14 @@ class Kdk:
                 self._raise_crashes(console, offset)
                 raise
             crashes = oops.parse(_read_from(console, offset))
+            if gone and not crashes:  # killed from outside, or QEMU itself died
+                raise VMLost(f"{e}, with no crash report on its console ({console}); "
+                             "run `kdk up`") from None  # fmt: skip
             self.reboot(rec)
             kept = self.backend.state.previous_console_log
             if crashes:
                 raise _crash_error(crashes, kept, rebooted=True) from None
-            what = "was lost" if gone else "hung"
-            raise VMLost(f"{e}; the guest {what} with no crash report (see {kept}); "
+            raise VMLost(f"{e}; the guest hung with no crash report (see {kept}); "
                          "the VM was booted again") from None  # fmt: skip
         self._raise_crashes(console, offset)
 

@@ -27,7 +27,9 @@ TEST_VM = "pytest"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: needs a kdk guest (booted once per session)")
-    config.addinivalue_line("markers", "module(name, *params): what the `loaded` fixture loads")
+    config.addinivalue_line(
+        "markers", "module(name, *params): loaded by the `loaded` fixture, unloaded after"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -48,17 +50,26 @@ def vm(kdk_session: Kdk) -> Kdk:
 
 
 @pytest.fixture
-def loaded(vm: Kdk, request: pytest.FixtureRequest) -> Iterator[Kdk]:
+def loaded(vm: Kdk, request: pytest.FixtureRequest) -> Kdk:
     """`vm` with the module named by the test's `module` marker loaded (with
-    the marker's parameters), and unloaded afterwards."""
+    the marker's parameters)."""
     marker = request.node.get_closest_marker("module")
     if marker is None:
         raise pytest.UsageError("the `loaded` fixture needs @pytest.mark.module(NAME, *PARAMS)")
     name, *params = marker.args
     vm.load(name, params)
-    yield vm
-    if vm.vm_alive():
-        vm.exec(f"rmmod {name} 2>/dev/null; true")
+    return vm
+
+
+@pytest.fixture(autouse=True)
+def _unload_marked_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked @pytest.mark.module(NAME) leaves NAME unloaded."""
+    yield
+    marker = request.node.get_closest_marker("module")
+    if marker is not None and "vm" in request.fixturenames:
+        k: Kdk = request.getfixturevalue("kdk_session")
+        if k.vm_alive():
+            k.exec(f"rmmod {marker.args[0]} 2>/dev/null; true")
 
 
 def sh(vm: Kdk, script: str | Sequence[str]) -> str:

@@ -5,13 +5,14 @@ does not exist or may not be probed makes insmod fail."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("kprobe")
 
 DIR = "/sys/kernel/debug/kdk_kprobe"
 HITS = f"{DIR}/hits"
@@ -29,13 +30,6 @@ def removed_after(text: str, symbol: str) -> int:
     m = re.fullmatch(rf"kprobe: removed probe on {symbol} after (\d+) hits", text)
     assert m, text
     return int(m.group(1))
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod kprobe 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

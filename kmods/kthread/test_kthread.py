@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.testing import check_writes, sh
+
+pytestmark = pytest.mark.module("kthread")
 
 PARAMS = "/sys/module/kthread/parameters"
 TICKS = f"{PARAMS}/ticks"
@@ -45,13 +46,6 @@ def worker_pid(vm: Kdk) -> int:
     assert ppid == 2  # a child of kthreadd
     assert sh(vm, f"cat /proc/{pid}/comm") == "kdk_kthread\n"
     return pid
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod kthread 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -14,6 +14,8 @@ from kdk import testing
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("params")
 
 PARAMS = "/sys/module/params/parameters"
 
@@ -28,13 +30,6 @@ def read_params(vm: Kdk) -> dict[str, str]:
 def check_writes(vm: Kdk, cases: Sequence[tuple[str, bytes, int]]) -> None:
     """Each (file in PARAMS, data, expected) is one write: bytes written or -errno."""
     testing.check_writes(vm, [(f"{PARAMS}/{f}", data, want) for f, data, want in cases])
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod params 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

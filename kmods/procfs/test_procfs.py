@@ -5,13 +5,15 @@ commands with the documented errno, changing nothing."""
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from kdk import testing
 from kdk.api import Kdk
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("procfs")
 
 DIR = "/proc/kdk_procfs"
 ITEMS = f"{DIR}/items"
@@ -28,13 +30,6 @@ def ctl(vm: Kdk, *commands: str) -> str:
 def check_writes(vm: Kdk, cases: Sequence[tuple[bytes, int]]) -> None:
     """Each (data, expected) is one write to CTL: bytes written or -errno."""
     testing.check_writes(vm, [(CTL, data, want) for data, want in cases])
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod procfs 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

@@ -4,13 +4,13 @@ lost, at load and on every run started through debugfs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("sync")
 
 DIR = "/sys/kernel/debug/kdk_sync"
 
@@ -22,13 +22,6 @@ def result(n: int) -> str:
 
 def no_worker_left(vm: Kdk) -> bool:
     return not vm.exec("ps -eo comm= | grep '^kdk_sync'").ok
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod sync 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

@@ -5,13 +5,15 @@ values written and read back, bad writes refused with EINVAL, and
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from kdk import testing
 from kdk.api import Kdk
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("sysfs")
 
 DIR = "/sys/kernel/kdk_sysfs"
 
@@ -42,13 +44,6 @@ def state(vm: Kdk) -> str:
 def check_writes(vm: Kdk, cases: Sequence[tuple[str, bytes, int]]) -> None:
     """Each (file in DIR, data, expected) is one write: bytes written or -errno."""
     testing.check_writes(vm, [(f"{DIR}/{f}", data, want) for f, data, want in cases])
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod sysfs 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

@@ -5,13 +5,14 @@ real ones, and out-of-range periods make insmod fail."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("timers")
 
 DIR = "/sys/kernel/debug/kdk_timers"
 STARTED = re.compile(
@@ -45,13 +46,6 @@ def exit_counts(text: str) -> tuple[int, int]:
     m = EXIT.fullmatch(text)
     assert m, text
     return int(m.group(1)), int(m.group(2))
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod timers 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

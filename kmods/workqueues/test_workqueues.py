@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -14,6 +14,8 @@ from kdk import testing
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.testing import sh
+
+pytestmark = pytest.mark.module("workqueues")
 
 QUEUE = "/sys/kernel/debug/kdk_workqueues/queue"
 
@@ -38,13 +40,6 @@ def queue_and_wait(vm: Kdk, n: int, timeout: float = 30.0) -> str:
 def check_writes(vm: Kdk, cases: Sequence[tuple[bytes, int]]) -> None:
     """Each (data, expected) is one write to QUEUE: bytes written or -errno."""
     testing.check_writes(vm, [(QUEUE, data, want) for data, want in cases])
-
-
-@pytest.fixture(autouse=True)
-def unloaded(vm: Kdk) -> Iterator[None]:
-    """Each test leaves the module unloaded (load() itself reloads)."""
-    yield
-    vm.exec("rmmod workqueues 2>/dev/null; true")
 
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:

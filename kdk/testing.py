@@ -7,6 +7,11 @@ kmods/ and drivers/, and a user's own tests, all get them:
         res = vm.load("hello")
         assert res.log[-1].text == "hello: hello, world"
 
+Mark a test (or a file, with `pytestmark`) with
+`@pytest.mark.module("kdkchar", "nr_devs=2")`: the `loaded` fixture loads it,
+and it is unloaded after the test either way. `sh()` and `check_writes()`
+are small helpers for guest shell commands and errno checks.
+
 The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
 in), else a VM of the test session's own ("pytest"), booted on first use
 and stopped at the end; a VM that was already up is left running.

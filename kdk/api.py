@@ -19,7 +19,7 @@ from typing import IO, Any
 from . import kmsg, oops, taint
 from .backend import Backend
 from .bpf import Probes, Program
-from .build import Built, build, read_modules_order
+from .build import Built, build, main_module, read_modules_order
 from .device import GuestFile
 from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
 from .guest import Guest, Result
@@ -218,8 +218,8 @@ class Kdk:
                 prog.close()
 
     def vm_alive(self) -> bool:
-        rec = self.backend.record()
-        return rec is not None and process_alive(rec.pid, str(self.backend.state.path))
+        """Whether the VM runs (its record names a live QEMU)."""
+        return self.backend.record() is not None
 
     # -- modules -----------------------------------------------------------
     def modules(self) -> list[ModuleSource]:
@@ -312,10 +312,8 @@ class Kdk:
             if "/" in spec:
                 raise
             return module_name(spec)
-        built = read_modules_order(src.path)
-        return module_name(
-            Built(built, False, "").main_module(src.name).name if built else src.name
-        )
+        kos = read_modules_order(src.path)
+        return module_name(main_module(kos, src.name).name if kos else src.name)
 
     def dmesg(self) -> list[kmsg.Record]:
         """The guest's whole kernel log."""

@@ -19,18 +19,15 @@ attaches every probe it can, and reports the ones it could not.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import KdkError, MissingDependency, VMLost
+from .errors import KdkError, MissingDependency
 
 if TYPE_CHECKING:
-    import paramiko
-
     from .guest import Guest
 
 RUNNER = Path(__file__).with_name("guest_bpf.py")
@@ -98,69 +95,33 @@ class Program:
             "tables": table_names(text) if tables is None else tables,
         }
         started = time.monotonic()
-        self._chan: paramiko.Channel = guest.start(["python3", "-u", "-c", RUNNER.read_text()])
-        self._buf = b""
-        self._send(json.dumps(job))
-        answer = self._answer(ATTACH_TIMEOUT)
+        self._runner = guest.start(["python3", "-u", "-c", RUNNER.read_text()],
+                                   "the BPF program in the guest")  # fmt: skip
+        answer = self._runner.ask(job, ATTACH_TIMEOUT)
         if "error" in answer:
-            raise _job_error(answer["error"], answer["detail"], self._rest_of_stderr())
+            stderr = self._runner.stderr()  # clang's errors
+            self._runner.close()
+            raise _job_error(answer["error"], answer["detail"], stderr)
         self.attached: list[str] = answer["attached"]
         self.skipped: list[tuple[str, str]] = [(e, r) for e, r in answer["skipped"]]
         self.compile_seconds = float(answer["seconds"])  # as the guest measured it
         self.attach_seconds = time.monotonic() - started  # from the host's request
 
-    def _rest_of_stderr(self) -> str:
-        """What the guest program printed on stderr (clang's errors), once it ended."""
-        err = b""
-        self._chan.settimeout(10.0)
-        try:
-            while chunk := self._chan.recv_stderr(65536):
-                err += chunk
-        except OSError:
-            pass
-        self._chan.close()
-        return err.decode(errors="replace").strip()
-
-    def _send(self, line: str) -> None:
-        try:
-            self._chan.sendall(line.encode() + b"\n")
-        except OSError as e:
-            raise VMLost(f"the BPF program in the guest is gone ({e})") from None
-
-    def _answer(self, timeout: float) -> dict[str, Any]:
-        self._chan.settimeout(timeout)
-        try:
-            while b"\n" not in self._buf:
-                chunk = self._chan.recv(1 << 20)
-                if not chunk:
-                    err = self._chan.recv_stderr(65536).decode(errors="replace").strip()
-                    raise VMLost(f"the BPF program in the guest ended: {err or 'no message'}")
-                self._buf += chunk
-        except OSError as e:
-            raise VMLost(
-                f"no answer from the BPF program in the guest ({e or 'timeout'})"
-            ) from None
-        line, self._buf = self._buf.split(b"\n", 1)
-        result: dict[str, Any] = json.loads(line)
-        return result
-
     def tables(self) -> dict[str, list[tuple[Any, Any]]]:
         """Every BPF table of the program: {name: [(key, value), ...]}, with
         structs as dicts and char arrays as strings."""
-        self._send("tables")
-        return _tables(self._answer(60.0))
+        return _tables(self._runner.ask("tables", 60.0))
 
     def stop(self) -> dict[str, list[tuple[Any, Any]]]:
         """The tables one last time; then the probes are detached."""
-        self._send("stop")
         try:
-            return _tables(self._answer(60.0))
+            return _tables(self._runner.ask("stop", 60.0))
         finally:
             self.close()
 
     def close(self) -> None:
         """Detach the probes (the guest program ends when its input does)."""
-        self._chan.close()
+        self._runner.close()
 
 
 def _tables(answer: dict[str, Any]) -> dict[str, list[tuple[Any, Any]]]:

@@ -38,11 +38,12 @@ class Built:
     output: str  # what Kbuild printed that matters (warnings), "" if none
 
     def main_module(self, name: str) -> Path:
-        """The .ko named like the folder, else the first one built."""
-        for ko in self.modules:
-            if ko.name == f"{name}.ko":
-                return ko
-        return self.modules[0]
+        return main_module(self.modules, name)
+
+
+def main_module(kos: list[Path], name: str) -> Path:
+    """Of a folder's modules, the .ko named like the folder, else the first."""
+    return next((ko for ko in kos if ko.name == f"{name}.ko"), kos[0])
 
 
 def _is_source(path: Path) -> bool:

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import base64
 import errno
-import json
 import os
 import re
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import VMLost
-
 if TYPE_CHECKING:
-    import paramiko
-
     from .guest import Guest
 
 AGENT = Path(__file__).with_name("guest_agent.py")
@@ -41,27 +36,14 @@ class GuestFile:
 
     def __init__(self, guest: Guest, path: str, flags: int) -> None:
         self.path = path
-        self._chan: paramiko.Channel = guest.start(
-            ["python3", "-I", "-S", "-u", "-c", AGENT.read_text()]
-        )
-        self._buf = b""
+        self._agent = guest.start(["python3", "-I", "-S", "-u", "-c", AGENT.read_text()],
+                                  f"the guest process for {path}")  # fmt: skip
+        self._open = True
         self._call({"op": "open", "path": path, "flags": flags}, timeout=10)
 
     def _call(self, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         req["timeout"] = timeout
-        try:
-            self._chan.sendall(json.dumps(req).encode() + b"\n")
-            self._chan.settimeout((timeout or 0) + SLACK)
-            while b"\n" not in self._buf:
-                chunk = self._chan.recv(65536)
-                if not chunk:
-                    err = self._chan.recv_stderr(65536).decode(errors="replace").strip()
-                    raise VMLost(f"the guest process for {self.path} ended {err}".strip())
-                self._buf += chunk
-        except OSError as e:  # socket.timeout included
-            raise VMLost(f"no answer from the guest about {self.path} ({e or 'timeout'})") from None
-        line, self._buf = self._buf.split(b"\n", 1)
-        answer: dict[str, Any] = json.loads(line)
+        answer = self._agent.ask(req, (timeout or 0) + SLACK)
         if answer.get("timeout"):
             raise TimeoutError(
                 errno.ETIMEDOUT, f"{req['op']} on {self.path}: no result in {timeout:g} s"
@@ -111,11 +93,12 @@ class GuestFile:
         return int(self._call({"op": "write_bad", "size": size}, 10)["n"])
 
     def close(self) -> None:
-        if not self._chan.closed:
+        if self._open:
+            self._open = False
             try:
                 self._call({"op": "close"}, 10)
             finally:
-                self._chan.close()
+                self._agent.close()
 
     def __enter__(self) -> GuestFile:
         return self

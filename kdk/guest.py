@@ -9,6 +9,7 @@ output, enforces a timeout, and tells "the command failed" (a non-zero
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import select
 import shlex
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import GuestTimeout, KdkError, VMLost
 
@@ -126,18 +127,8 @@ class Guest:
         (None: no limit) and VMLost when the guest goes away mid-command."""
         import paramiko
 
-        if self._client is None:
-            self.connect()
-        assert self._client is not None
-        transport = self._client.get_transport()
-        try:
-            assert transport is not None
-            chan = transport.open_session(timeout=15.0)
-            if pty:
-                chan.get_pty()
-            chan.exec_command(command_line(command))
-        except (OSError, EOFError, paramiko.SSHException, AssertionError) as e:
-            raise self._lost(f"starting {command_line(command)!r} ({e})") from None
+        chan = self._open(command, pty)
+        transport = chan.get_transport()
         if stdin is not None:
             threading.Thread(target=_pump, args=(stdin, chan), daemon=True).start()
         else:
@@ -172,9 +163,8 @@ class Guest:
             raise self._lost(f"during {command_line(command)!r}")
         return Result(code, b"".join(out), b"".join(err))
 
-    def start(self, command: str | Sequence[str]) -> paramiko.Channel:
-        """Start a long-running command and hand over its channel (stdin,
-        stdout) to the caller, who talks to it and closes it."""
+    def _open(self, command: str | Sequence[str], pty: bool = False) -> paramiko.Channel:
+        """A channel on which `command` has just been started."""
         import paramiko
 
         if self._client is None:
@@ -184,10 +174,17 @@ class Guest:
             transport = self._client.get_transport()
             assert transport is not None
             chan = transport.open_session(timeout=15.0)
+            if pty:
+                chan.get_pty()
             chan.exec_command(command_line(command))
         except (OSError, EOFError, paramiko.SSHException, AssertionError) as e:
             raise self._lost(f"starting {command_line(command)!r} ({e})") from None
         return chan
+
+    def start(self, command: str | Sequence[str], what: str) -> JsonProcess:
+        """Start a long-running guest program that reads one JSON value a
+        line and answers each with one JSON object a line."""
+        return JsonProcess(self._open(command), what)
 
     def check(self, command: str | Sequence[str], *, timeout: float | None = 60.0) -> Result:
         """Run `command`, raising KdkError with its stderr when it fails."""
@@ -198,6 +195,45 @@ class Guest:
                 f"guest command {command_line(command)!r} failed ({result.exit_code}): {msg}"
             )
         return result
+
+
+class JsonProcess:
+    """A program in the guest spoken to in JSON lines over its own channel."""
+
+    def __init__(self, chan: paramiko.Channel, what: str) -> None:
+        self._chan = chan
+        self._buf = b""
+        self.what = what  # for messages: "the guest process for /dev/x"
+
+    def ask(self, request: object, timeout: float) -> dict[str, Any]:
+        """Send one request, wait up to `timeout` s for its answer; VMLost
+        when the program ended or did not answer."""
+        try:
+            self._chan.sendall(json.dumps(request).encode() + b"\n")
+            self._chan.settimeout(timeout)
+            while b"\n" not in self._buf:
+                chunk = self._chan.recv(1 << 20)
+                if not chunk:
+                    raise VMLost(f"{self.what} ended: {self.stderr() or 'no message'}")
+                self._buf += chunk
+        except OSError as e:  # socket.timeout included
+            raise VMLost(f"no answer from {self.what} ({e or 'timeout'})") from None
+        line, self._buf = self._buf.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def stderr(self) -> str:
+        """What the program printed on stderr, read until it ended (10 s at most)."""
+        err = b""
+        self._chan.settimeout(10.0)
+        with contextlib.suppress(OSError):
+            while chunk := self._chan.recv_stderr(65536):
+                err += chunk
+        return err.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        """Close the channel; the program sees the end of its input."""
+        self._chan.close()
 
 
 def _b64(text: str) -> bytes:

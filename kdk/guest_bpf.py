@@ -10,8 +10,8 @@ the system's site-packages). The first line on stdin is the job:
 
 The first line out is {"attached": [...], "skipped": [[event, reason]...],
 "seconds": compile+attach time}, or {"error": kind, "detail": text}. Then
-each "tables" line in gets {"tables": {name: [[key, value], ...]}} back,
-and "stop" gets the same and ends the program.
+each "tables" (a JSON string) in gets {"tables": {name: [[key, value],
+...]}} back; "stop" gets the same and ends the program.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     for line in sys.stdin:
         tables = {n: [[plain(k), plain(v)] for k, v in b[n].items()] for n in job["tables"]}
         print(json.dumps({"tables": tables}), flush=True)
-        if line.strip() == "stop":
+        if json.loads(line) == "stop":
             break
 
 

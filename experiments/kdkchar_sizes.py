@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from kdk.api import Kdk
-from kdk.bpf import Probes, histogram_text
 from kdk.errors import KdkError
+from kdk.trace.bpf import Probes, histogram_text
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = (

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import kmsg, oops, taint
-from .backend import Backend
-from .bpf import Probes, Program
-from .build import Built, build, main_module, read_modules_order
-from .device import GuestFile
 from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
-from .guest import Guest, Result
-from .kernel import Kernel, check_vermagic, modinfo, module_name, select_kernel
+from .guest.device import GuestFile
+from .guest.ssh import Guest, Result
+from .kernel import Kernel, module_name, select_kernel
+from .modules import kmsg, oops, taint
+from .modules.build import Built, build, main_module, read_modules_order
+from .modules.info import check_vermagic, modinfo
 from .project import (
     ModuleSource,
     find_module,
@@ -32,8 +31,10 @@ from .project import (
     state_root,
     vm_name,
 )
-from .qemu import QemuBackend
-from .state import VMRecord, process_alive, uptime
+from .trace.bpf import Probes, Program
+from .vm.backend import Backend
+from .vm.qemu import QemuBackend
+from .vm.state import VMRecord, process_alive, uptime
 
 LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
 STAGED_KO = "/run/kdk/staged.ko"  # where a module from outside the project is copied

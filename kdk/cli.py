@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import kmsg
 from .api import Kdk
 from .errors import KdkError, MissingDependency
-from .state import HOST_ALIAS, KNOWN_HOSTS
+from .modules import kmsg
 from .ui import progress, say
+from .vm.state import HOST_ALIAS, KNOWN_HOSTS
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -149,7 +149,7 @@ def _live(render: Callable[[], str], every: float = 1.0) -> None:
 
 
 def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
-    from . import trace
+    from .trace import functions as trace
 
     code = 0
     with trace.trace(k, a.module) as t:

@@ -12,12 +12,25 @@ from .errors import UnknownModule
 MODULE_FOLDERS = ("kmods", "drivers")
 
 
-def project_root() -> Path:
-    """The kdk project: $KDK_PROJECT, else the folder holding this package."""
+CONFIG_FILE = "kdk.toml"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project kdk works on, found from `start` (the current folder):
+    $KDK_PROJECT if set; else the nearest folder, `start` or above, that
+    holds a `.kdk/` state folder or a kdk.toml; else the top of the git
+    work tree `start` is in; else `start` itself."""
     env = os.environ.get("KDK_PROJECT")
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parent.parent
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".kdk").is_dir() or (folder / CONFIG_FILE).is_file():
+            return folder
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
 
 
 def state_root(project: Path | None = None) -> Path:

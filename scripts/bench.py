@@ -25,8 +25,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from kdk.api import Kdk  # noqa: E402
-from kdk.build import build  # noqa: E402
 from kdk.kernel import select_kernel  # noqa: E402
+from kdk.modules.build import build  # noqa: E402
 from kdk.project import find_module  # noqa: E402
 
 VM = "bench"

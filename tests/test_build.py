@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kdk.build import build, compiler_output, read_modules_order, source_digest
 from kdk.errors import BuildFailed
-from kdk.kernel import Kernel, modinfo
+from kdk.kernel import Kernel
+from kdk.modules.build import build, compiler_output, read_modules_order, source_digest
+from kdk.modules.info import modinfo
 from kdk.project import ModuleSource
 
 from .conftest import DATA, PROJECT

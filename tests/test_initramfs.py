@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from kdk.initramfs import RECIPE, cpio_archive, recipe_modules
+from kdk.vm.initramfs import RECIPE, cpio_archive, recipe_modules
 
 
 def read_newc(data: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:

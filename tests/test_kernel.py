@@ -10,12 +10,12 @@ from kdk.errors import KdkError, MissingDependency, VermagicMismatch
 from kdk.kernel import (
     _version_key,
     builtin_modules,
-    check_vermagic,
     host_kernels,
     load_order,
     module_name,
     parse_modules_dep,
 )
+from kdk.modules.info import check_vermagic
 
 from .conftest import DATA
 

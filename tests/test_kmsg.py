@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdk import kmsg
+from kdk.modules import kmsg
 
 from .conftest import DATA
 

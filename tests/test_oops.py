@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdk import oops, taint
+from kdk.modules import oops, taint
 
 from .conftest import DATA
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdk.errors import UnknownModule
-from kdk.project import find_module, known_modules
+from kdk.project import find_module, known_modules, project_root
 
 from .conftest import PROJECT
 
@@ -30,3 +30,20 @@ def test_any_folder_with_a_kbuild_is_a_module(tmp_path: Path) -> None:
     assert (m.name, m.path, m.description()) == ("mine", tmp_path / "mine", "")
     with pytest.raises(UnknownModule, match="not a folder with a Kbuild or Makefile"):
         find_module(str(tmp_path), PROJECT)
+
+
+def test_project_is_found_from_the_folder_you_work_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KDK_PROJECT", raising=False)
+    deep = tmp_path / "repo" / "drivers" / "mine"
+    deep.mkdir(parents=True)
+    assert project_root(deep) == deep  # nothing marks a project: the folder itself
+    (tmp_path / "repo" / ".git").mkdir()
+    assert project_root(deep) == tmp_path / "repo"  # the git work tree's top
+    (tmp_path / "repo" / "drivers" / "kdk.toml").write_text("")
+    assert project_root(deep) == tmp_path / "repo" / "drivers"  # a kdk.toml is nearer
+    (deep / ".kdk").mkdir()
+    assert project_root(deep) == deep  # so is a state folder
+    monkeypatch.setenv("KDK_PROJECT", str(tmp_path))
+    assert project_root(deep) == tmp_path

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kdk import qemu
 from kdk.errors import KdkError
 from kdk.kernel import Kernel
+from kdk.vm import qemu
 
 KERNEL = Kernel("6.1.0-56-amd64", Path("/boot/vmlinuz-6.1.0-56-amd64"), Path("/lib/modules/x"))
 

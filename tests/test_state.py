@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kdk.state import StateDir, VMRecord, process_alive
+from kdk.vm.state import StateDir, VMRecord, process_alive
 
 REC = VMRecord("qemu", 123, 2222, "6.1.0-56-amd64", "tcg", 1.0, 5.5)
 

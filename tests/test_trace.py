@@ -14,9 +14,15 @@ import pytest
 from experiments.init_time import init_times
 from experiments.kdkchar_sizes import size_histograms
 from kdk.api import Kdk
-from kdk.bpf import Probes, _job_error, histogram_text, log2_bucket, table_names
 from kdk.errors import KdkError, MissingDependency
-from kdk.trace import FunctionStats, TraceResult, format_result, module_functions, program_text
+from kdk.trace.bpf import Probes, _job_error, histogram_text, log2_bucket, table_names
+from kdk.trace.functions import (
+    FunctionStats,
+    TraceResult,
+    format_result,
+    module_functions,
+    program_text,
+)
 
 from .conftest import DATA, PROJECT, kdk_cli
 
@@ -176,7 +182,7 @@ def test_experiments_run_as_scripts_need_a_vm() -> None:
 
 
 def test_bcc_attach_errors_lose_their_preamble() -> None:
-    from kdk.trace import _reason
+    from kdk.trace.functions import _reason
 
     error = (
         "Failed to attach BPF program b'enter_1' to kprobe b'kdkchar_exit', "

@@ -17,8 +17,8 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed, VermagicMismatch
-from kdk.kernel import modinfo
-from kdk.state import process_alive
+from kdk.modules.info import modinfo
+from kdk.vm.state import process_alive
 
 from .conftest import PROJECT, kdk_cli
 from .test_build import copy_hello

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kdk.api import Kdk
-from kdk.device import GuestFile, ioctl_numbers
 from kdk.errors import LoadFailed
+from kdk.guest.device import GuestFile, ioctl_numbers
 
 IOC = ioctl_numbers(Path(__file__).with_name("kdkchar_ioctl.h"))
 pytestmark = pytest.mark.module("kdkchar")

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import Kdk
+from ..api import Kdk
+from ..errors import KdkError, UnknownModule
+from ..project import find_module
 from .bpf import Probes, Program
-from .errors import KdkError, UnknownModule
-from .project import find_module
 
 TEMPLATE = Path(__file__).with_name("trace.c")
 # Aliases the kernel gives a module's init/exit functions; the real names

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BootFailed, KdkError, MissingDependency, VMNotRunning
-from .guest import Endpoint, Guest
+from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
+from ..guest.ssh import Endpoint, Guest
+from ..kernel import Kernel
 from .initramfs import initramfs
-from .kernel import Kernel, extract_vmlinux
 from .state import CLIENT_KEY, HOST_KEY, PID_FILE, StateDir, VMRecord, process_alive
+from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
 READY_MARK = b"kdk-ready"
@@ -252,6 +253,7 @@ class QemuBackend:
         if not os.access(kernel.image, os.R_OK):
             raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
         self.state.ensure_keys()
+        self.state.stage_guest_files()
         step("initramfs")
         initrd = initramfs(kernel, self.state_root / "cache")
         step("kernel")

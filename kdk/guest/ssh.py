@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import GuestTimeout, KdkError, VMLost
+from ..errors import GuestTimeout, KdkError, VMLost
 
 if TYPE_CHECKING:
     import paramiko

@@ -22,15 +22,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import KdkError, MissingDependency
+from .. import inguest
+from ..errors import KdkError, MissingDependency
 
 if TYPE_CHECKING:
-    from .guest import Guest
+    from ..guest.ssh import Guest
 
-RUNNER = Path(__file__).with_name("guest_bpf.py")
+RUNNER = inguest.path("bpf_runner.py")
 ATTACH_TIMEOUT = 180.0  # a cold compile under TCG takes seconds; a stuck one is an error
 BCC_PACKAGES = "bpfcc-tools and python3-bpfcc"
 

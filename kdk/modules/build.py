@@ -15,9 +15,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuildFailed, KdkError, MissingDependency
-from .kernel import Kernel
-from .project import ModuleSource
+from ..errors import BuildFailed, KdkError, MissingDependency
+from ..kernel import Kernel
+from ..project import ModuleSource
 
 SOURCE_SUFFIXES = (".c", ".h", ".S", ".lds")
 SOURCE_NAMES = ("Kbuild", "Makefile", "Kconfig")

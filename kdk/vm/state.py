@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .. import inguest
 
 STATE_FILE = "vm.json"
 HOST_KEY = "ssh_host_ed25519_key"
@@ -22,6 +25,8 @@ CONSOLE_LOG = "console.log"
 PID_FILE = "qemu.pid"
 KNOWN_HOSTS = "known_hosts"
 HOST_ALIAS = "kdk-guest"
+GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
+STAGED = ("setup", "sshd_config")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,15 @@ class StateDir:
     def clear(self) -> None:
         for name in (STATE_FILE, PID_FILE):
             (self.path / name).unlink(missing_ok=True)
+
+    def stage_guest_files(self) -> None:
+        """Copy the guest's stage-2 setup and sshd config into guest/, where
+        the guest (which mounts this folder) runs them from; kdk's own
+        package may live where the guest cannot see it (a user's home)."""
+        target = self.path / GUEST_FILES
+        target.mkdir(parents=True, exist_ok=True)
+        for name in STAGED:
+            shutil.copyfile(inguest.path(name), target / name)
 
     def ensure_keys(self) -> None:
         """Generate the guest's host key and kdk's client key once per folder."""

@@ -24,10 +24,12 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from .guest import Guest
+from .. import inguest
 
-AGENT = Path(__file__).with_name("guest_agent.py")
+if TYPE_CHECKING:
+    from .ssh import Guest
+
+AGENT = inguest.path("file_agent.py")
 SLACK = 30.0  # seconds on top of a call's own timeout before the host gives up
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from .guest import Endpoint, Guest
-from .kernel import Kernel
+from ..guest.ssh import Endpoint, Guest
+from ..kernel import Kernel
 from .state import StateDir, VMRecord
 
 

@@ -17,12 +17,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import MissingDependency
-from .kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
+from .. import inguest
+from ..errors import MissingDependency
+from ..kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
 
-VM_DIR = Path(__file__).resolve().parent.parent / "vm"
-RECIPE = VM_DIR / "initramfs.modules"
-STAGE1 = VM_DIR / "init"
+RECIPE = inguest.path("initramfs.modules")
+STAGE1 = inguest.path("init")
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 FORMAT = "kdk-initramfs-1"
 

@@ -1,0 +1,1 @@
+"""The host's side of a running guest: SSH commands and guest files."""

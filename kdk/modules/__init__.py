@@ -1,0 +1,1 @@
+"""Kernel modules: build, load, their kernel log, taint and crash reports."""

@@ -1,0 +1,1 @@
+"""eBPF with bcc in the guest: `kdk trace` and experiments' own programs."""

@@ -1,0 +1,1 @@
+"""VMs: the backends that boot a guest, what they boot, and their state."""

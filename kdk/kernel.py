@@ -11,6 +11,7 @@ from .errors import KdkError, MissingDependency
 BOOT = Path("/boot")
 MODULES = Path("/lib/modules")
 KO_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+DEFAULT_LINKS = (Path("/vmlinuz"), BOOT / "vmlinuz")  # Debian's, Ubuntu's
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,32 @@ def host_kernels(boot: Path = BOOT, modules: Path = MODULES) -> list[Kernel]:
     return sorted(found, key=lambda k: _version_key(k.release), reverse=True)
 
 
+def default_kernel(kernels: list[Kernel], links: tuple[Path, ...] = DEFAULT_LINKS) -> Kernel:
+    """The kernel the host's own /vmlinuz link names (the distribution's
+    default), when it has headers; else the newest."""
+    for link in links:
+        try:
+            target = link.resolve(strict=True)
+        except OSError:
+            continue
+        for k in kernels:
+            if k.image.resolve() == target:
+                return k
+    return kernels[0]
+
+
+def matches(spec: str, release: str) -> bool:
+    """Whether `spec` names `release`: equal, or a prefix ending where a
+    version part ends ("6.1" names 6.1.0-56-amd64, not 6.12.117)."""
+    return release == spec or (
+        release.startswith(spec) and (spec[-1] in ".-+" or release[len(spec)] in ".-+")
+    )
+
+
 def select_kernel(spec: str | None = None) -> Kernel:
-    """The kernel named by `spec` (a release or an image path), or the newest."""
+    """The kernel named by `spec` (a release, a prefix of one, e.g. "6.12",
+    which means the newest that matches, or an image path), else the
+    host's default."""
     kernels = host_kernels()
     if spec is None:
         if not kernels:
@@ -52,9 +77,12 @@ def select_kernel(spec: str | None = None) -> Kernel:
                 "no kernel with headers on this host: install linux-image-amd64 "
                 "and linux-headers-amd64 (make demo/test do it)"
             )
-        return kernels[0]
+        return default_kernel(kernels)
     for k in kernels:
         if spec in (k.release, str(k.image)):
+            return k
+    for k in kernels:
+        if matches(spec, k.release):
             return k
     path = Path(spec)
     if path.is_file():
@@ -62,6 +90,17 @@ def select_kernel(spec: str | None = None) -> Kernel:
         return Kernel(release, path, MODULES / release)
     have = ", ".join(k.release for k in kernels) or "none"
     raise KdkError(f"no kernel {spec!r} with headers on this host (have: {have})")
+
+
+def select_kernels(specs: list[str]) -> list[Kernel]:
+    """The kernels named, each once, in order; "all" names every kernel
+    with headers (newest first)."""
+    chosen: list[Kernel] = []
+    for spec in specs:
+        for k in host_kernels() if spec == "all" else [select_kernel(spec)]:
+            if k not in chosen:
+                chosen.append(k)
+    return chosen
 
 
 def module_name(path: str) -> str:

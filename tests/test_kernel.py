@@ -8,10 +8,13 @@ import pytest
 
 from kdk.errors import KdkError, MissingDependency, VermagicMismatch
 from kdk.kernel import (
+    Kernel,
     _version_key,
     builtin_modules,
+    default_kernel,
     host_kernels,
     load_order,
+    matches,
     module_name,
     parse_modules_dep,
 )
@@ -79,3 +82,24 @@ def test_vermagic_check() -> None:
         check_vermagic(Path("hello.ko"), info, "6.12.9")
     with pytest.raises(KdkError, match="no vermagic"):
         check_vermagic(Path("x.ko"), {}, "6.1.0-56-amd64")
+
+
+def test_a_prefix_names_a_release_at_a_version_boundary() -> None:
+    assert matches("6.1", "6.1.0-56-amd64") and matches("6.1.0-", "6.1.0-56-amd64")
+    assert matches("6.12", "6.12.117+deb12-amd64")
+    assert matches("6.12.117+deb12-amd64", "6.12.117+deb12-amd64")
+    assert not matches("6.1", "6.12.117+deb12-amd64")
+    assert not matches("6.12.11", "6.12.117+deb12-amd64")
+
+
+def test_the_default_is_what_vmlinuz_names(tmp_path: Path) -> None:
+    kernels = [
+        Kernel(rel, tmp_path / f"vmlinuz-{rel}", tmp_path / rel)
+        for rel in ("6.12.117+deb12-amd64", "6.1.0-56-amd64")
+    ]
+    for k in kernels:
+        k.image.write_bytes(b"")
+    link = tmp_path / "vmlinuz"
+    assert default_kernel(kernels, (link,)) == kernels[0]  # no link: the newest
+    link.symlink_to(kernels[1].image.name)
+    assert default_kernel(kernels, (link,)) == kernels[1]

@@ -79,9 +79,11 @@ class Kdk:
         ssh_port: int | None = None,
         say: Callable[[str], None] = _quiet,
         step: Callable[[str], None] = _quiet,
+        debug: bool = False,
     ) -> tuple[VMRecord, bool]:
-        """Boot the VM unless it runs; (record, whether it was booted now)."""
-        return self.backend.up(select_kernel(kernel), accel, say, step, ssh_port)
+        """Boot the VM unless it runs; (record, whether it was booted now).
+        `debug`: with the allocator's checks on (see README, memory bugs)."""
+        return self.backend.up(select_kernel(kernel), accel, say, step, ssh_port, debug)
 
     def down(self) -> bool:
         """Stop the VM; False when it was not running."""
@@ -104,6 +106,7 @@ class Kdk:
                 pid=rec.pid,
                 uptime=round(uptime(rec), 1),
                 ready_seconds=round(rec.ready_seconds, 2),
+                debug=rec.debug,
             )
         return info
 
@@ -180,7 +183,7 @@ class Kdk:
         self.say("booting a fresh VM")
         self.backend.down(timeout=0, clean=False)
         new, _ = self.backend.up(select_kernel(rec.kernel), rec.accel, self.say, _quiet,
-                                 rec.ssh_port)  # fmt: skip
+                                 rec.ssh_port, rec.debug)  # fmt: skip
         return new
 
     def exec(

@@ -31,8 +31,10 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     with progress("kdk up") as step:
-        rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step)
+        rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step, debug=a.debug)
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
+    if a.debug and not rec.debug:
+        say("the running VM was booted without --debug: `kdk down` first to get the checks")
     say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh 127.0.0.1:{rec.ssh_port}")
     return 0
 
@@ -201,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--ssh-port", type=int, help="host port for the guest's sshd (default: a free one)"
+    )
+    up.add_argument(
+        "--debug", action="store_true", help="with the allocator's checks (slub_debug, page_poison)"
     )
     add("down", cmd_down, "power the VM off (killed after a timeout)")
     st = add("status", cmd_status, "is the VM running: accel, kernel, ssh port, pid, uptime")

@@ -27,6 +27,7 @@ class Backend(Protocol):
         say: Callable[[str], None],
         step: Callable[[str], None],
         ssh_port: int | None = None,
+        debug: bool = False,
     ) -> tuple[VMRecord, bool]:
         """Boot unless running; (record, whether it was booted now)."""
         ...

@@ -25,7 +25,15 @@ from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel
 from .initramfs import initramfs
-from .state import CLIENT_KEY, HOST_KEY, PID_FILE, StateDir, VMRecord, process_alive
+from .state import (
+    CLIENT_KEY,
+    GDB_SOCKET,
+    HOST_KEY,
+    PID_FILE,
+    StateDir,
+    VMRecord,
+    process_alive,
+)
 from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
@@ -47,6 +55,7 @@ class QemuConfig:
     ssh_port: int  # host side of the forwarded guest port 22, on 127.0.0.1
     memory_mb: int = 2048  # bcc compiling in the guest wants room
     cpus: int = 2
+    debug: bool = False  # the allocator's own checks on (kdk up --debug)
 
 
 def kernel_cmdline(cfg: QemuConfig) -> str:
@@ -68,8 +77,37 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             "no_timer_check",
             f"kdk.project={cfg.project}",
             f"kdk.state={cfg.state}",
+            *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         ]
     )
+
+
+def debug_cmdline(kernel: Kernel) -> list[str]:
+    """What `kdk up --debug` adds to the kernel command line: the checks the
+    kernel was built with that a boot parameter turns on (KASAN, lockdep and
+    kmemleak need a kernel built with them). slub_debug: sanity checks (F),
+    red zones (Z), poisoning (P) and who allocated and freed each object (U),
+    on every slab cache; page_poison: freed pages are poisoned and checked
+    when allocated again; KFENCE (Debian 6.12, not 6.1): guarded sampled
+    objects, one every 100 ms."""
+    try:
+        config = (kernel.image.parent / f"config-{kernel.release}").read_text()
+    except OSError:
+        config = ""
+    wanted = [("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
+              ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
+              ("CONFIG_KFENCE=y", "kfence.sample_interval=100")]  # fmt: skip
+    return [param for option, param in wanted if option in config.splitlines()]
+
+
+def gdb_stub(state: Path) -> list[str]:
+    """QEMU's gdb stub on a unix socket in the state folder, waiting for no
+    one, so gdb can attach to any running VM; none when the path is longer
+    than a unix socket address allows."""
+    path = state / GDB_SOCKET
+    if len(str(path)) >= 108:
+        return []
+    return ["-chardev", f"socket,id=gdb0,path={path},server=on,wait=off", "-gdb", "chardev:gdb0"]
 
 
 def qemu_argv(cfg: QemuConfig) -> list[str]:
@@ -98,6 +136,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-pidfile", str(cfg.state / PID_FILE),
         "-daemonize",
+        *gdb_stub(cfg.state),
     ]  # fmt: skip
 
 
@@ -239,9 +278,11 @@ class QemuBackend:
         say: Callable[[str], None],
         step: Callable[[str], None],
         ssh_port: int | None = None,
+        debug: bool = False,
     ) -> tuple[VMRecord, bool]:
         """Boot the VM unless it runs; returns its record and whether it was
-        booted now. `say` prints a line, `step` names the step in progress."""
+        booted now. `say` prints a line, `step` names the step in progress;
+        `debug` turns the allocator's checks on (debug_cmdline)."""
         rec = self.record()
         if rec is not None:
             return rec, False
@@ -265,7 +306,7 @@ class QemuBackend:
         step("boot")
         for _attempt in range(3):
             cfg = QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
-                             ssh_port or free_port())  # fmt: skip
+                             ssh_port or free_port(), debug=debug)  # fmt: skip
             started = time.time()
             if self._start(cfg):
                 break
@@ -275,7 +316,7 @@ class QemuBackend:
         pid = int(self.state.file(PID_FILE).read_text())
         self._wait_ready(pid, step)
         ready = time.time() - started
-        rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, accel, started, ready)
+        rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, accel, started, ready, debug)
         self.state.write(rec)
         return rec, True
 

@@ -24,6 +24,7 @@ CLIENT_KEY = "id_ed25519"
 CONSOLE_LOG = "console.log"
 PID_FILE = "qemu.pid"
 KNOWN_HOSTS = "known_hosts"
+GDB_SOCKET = "gdb.sock"  # QEMU's gdb stub
 HOST_ALIAS = "kdk-guest"
 GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
 STAGED = ("setup", "sshd_config")
@@ -40,6 +41,7 @@ class VMRecord:
     accel: str  # "kvm" or "tcg"
     started: float  # time.time() when QEMU was started
     ready_seconds: float  # from QEMU start to sshd answering
+    debug: bool = False  # booted with the allocator's checks (kdk up --debug)
 
 
 class StateDir:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
 from .guest.device import GuestFile
@@ -35,6 +35,9 @@ from .trace.bpf import Probes, Program
 from .vm.backend import Backend
 from .vm.qemu import QemuBackend
 from .vm.state import VMRecord, process_alive, uptime
+
+if TYPE_CHECKING:
+    from .net.wire import Wire
 
 LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
 STAGED_KO = "/run/kdk/staged.ko"  # where a module from outside the project is copied
@@ -220,6 +223,14 @@ class Kdk:
                 yield prog
             finally:
                 prog.close()
+
+    def wire(self, pcap: Path | None = None) -> Wire:
+        """The host end of the packet wire into the running guest, a scapy
+        socket (see kdk.net.wire); `pcap` records every frame both ways."""
+        from .net.wire import Wire
+
+        self.backend.require()
+        return Wire(self.backend.state.path, pcap)
 
     def vm_alive(self) -> bool:
         """Whether the VM runs (its record names a live QEMU)."""

@@ -35,9 +35,11 @@ def test_host_root_is_shared_read_only_and_the_project_read_write() -> None:
 
 
 def test_ssh_is_forwarded_on_loopback_only_and_the_guest_is_fenced() -> None:
-    (netdev,) = option(qemu.qemu_argv(config()), "-netdev")
+    netdev, wire = option(qemu.qemu_argv(config()), "-netdev")
     assert "hostfwd=tcp:127.0.0.1:2222-:22" in netdev
     assert "restrict=on" in netdev
+    # the packet wire: unix datagram sockets only, nothing on the host's network
+    assert wire.startswith("dgram,") and wire.count("type=unix") == 2
 
 
 def test_accel_decides_cpu_and_machine() -> None:

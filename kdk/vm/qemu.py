@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel
+from ..net import link
 from .initramfs import initramfs
 from .state import (
     CLIENT_KEY,
@@ -77,6 +78,7 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             "no_timer_check",
             f"kdk.project={cfg.project}",
             f"kdk.state={cfg.state}",
+            link.WIRE.cmdline(),  # the packet wire's addresses (kdk/net/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         ]
     )
@@ -134,6 +136,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-device", "virtio-9p-pci,fsdev=state,mount_tag=kdkstate",
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
+        *link.qemu_netdev(cfg.state),
         "-pidfile", str(cfg.state / PID_FILE),
         "-daemonize",
         *gdb_stub(cfg.state),
@@ -295,6 +298,7 @@ class QemuBackend:
             raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
         self.state.ensure_keys()
         self.state.stage_guest_files()
+        link.prepare(self.state.path)
         step("initramfs")
         initrd = initramfs(kernel, self.state_root / "cache")
         step("kernel")

@@ -1,0 +1,87 @@
+"""The packet wire on a real guest: frames in, the kernel's answers out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.net.wire import Wire, WireBusy, owner
+
+from .conftest import PROJECT
+
+pytestmark = pytest.mark.vm
+scapy_l2 = pytest.importorskip("scapy.layers.l2")
+scapy_inet = pytest.importorskip("scapy.layers.inet")
+ARP, Ether = scapy_l2.ARP, scapy_l2.Ether
+ICMP, IP, TCP = scapy_inet.ICMP, scapy_inet.IP, scapy_inet.TCP
+
+
+def test_the_guest_answers_arp_icmp_and_tcp(vm: Kdk, tmp_path: Path) -> None:
+    pcap = tmp_path / "wire.pcap"
+    with vm.wire(pcap=pcap) as w:
+        arp = w.sr1(Ether() / ARP(pdst=w.guest_ip), timeout=5, verbose=0)
+        assert arp is not None and arp[ARP].op == 2 and arp[ARP].hwsrc == w.guest_mac
+        echo = w.sr1(Ether() / IP(dst=w.guest_ip) / ICMP(id=7, seq=1) / b"kdk", timeout=5,
+                     verbose=0)  # fmt: skip
+        assert echo is not None and echo[ICMP].type == 0 and bytes(echo[ICMP].payload) == b"kdk"
+        syn = w.sr1(Ether() / IP(dst=w.guest_ip) / TCP(sport=40000, dport=22, flags="S"),
+                    timeout=5, verbose=0)  # fmt: skip
+        assert syn is not None and syn[TCP].flags == "SA"
+        closed = w.sr1(Ether() / IP(dst=w.guest_ip) / TCP(sport=40001, dport=9, flags="S"),
+                       timeout=5, verbose=0)  # fmt: skip
+        assert closed is not None and closed[TCP].flags == "RA"
+    # every frame both ways, readable by tcpdump
+    read = subprocess.run(["tcpdump", "-r", str(pcap), "-n"], capture_output=True, text=True)
+    if read.returncode == 127:
+        pytest.skip("tcpdump is not installed")
+    lines = read.stdout.splitlines()
+    assert len(lines) >= 8 and any("ICMP echo reply" in ln for ln in lines), read.stdout
+
+
+def test_the_host_end_answers_the_guests_arp_and_a_sniffer_sees_the_request(vm: Kdk) -> None:
+    with vm.wire() as w:
+        w.drain()
+        script = (
+            f"ip neigh del {w.host_ip} dev eth1 && busybox ping -c 1 -W 3 {w.host_ip}; "
+            f"ip neigh replace {w.host_ip} lladdr {w.host_mac} nud permanent dev eth1"
+        )
+        argv = [sys.executable, "-m", "kdk.cli", "exec", "--", "sh", "-c", script]
+        guest = subprocess.Popen(argv, cwd=PROJECT, env=_env(vm), stdout=subprocess.DEVNULL)
+        frames = w.sniff(timeout=30, stop_filter=lambda p: ICMP in p, verbose=0)
+        guest.wait(60)  # its ping fails: the host end answers ARP, not echo requests
+    asks = [f for f in frames if ARP in f and f[ARP].op == 1 and f[ARP].pdst == w.host_ip]
+    assert asks, frames.summary()
+    # the guest took the host end's answer: its echo request goes to host_mac
+    (echo,) = [f for f in frames if ICMP in f]
+    assert echo[ICMP].type == 8 and echo[Ether].dst == w.host_mac
+
+
+def test_one_owner_at_a_time_and_the_second_is_told_who(vm: Kdk) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom kdk.api import Kdk\n"
+         "w = Kdk().wire(); print('held', flush=True); sys.stdin.read()"],
+        cwd=PROJECT, env=_env(vm), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert owner(vm.backend.state.path) == holder.pid
+        with pytest.raises(WireBusy, match=f"owned by pid {holder.pid}"):
+            vm.wire()
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 5
+    while owner(vm.backend.state.path) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with vm.wire() as w:  # a dead owner's lock is free again
+        assert isinstance(w, Wire)
+
+
+def _env(vm: Kdk) -> dict[str, str]:
+    return dict(os.environ, KDK_VM=vm.backend.state.path.name)

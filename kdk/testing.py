@@ -14,7 +14,10 @@ are small helpers for guest shell commands and errno checks.
 
 The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
 in), else a VM of the test session's own ("pytest"), booted on first use
-and stopped at the end; a VM that was already up is left running.
+and stopped at the end; a VM that was already up is left running. It runs
+the kernel $KDK_KERNEL names (a release or a prefix, "6.12"), else the
+host's default; the tests skip when that kernel is not installed. Each
+pytest-xdist worker gets a VM of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from .api import Kdk
+from .errors import KdkError
+from .kernel import Kernel, select_kernel
 from .ui import say
 
 TEST_VM = "pytest"
@@ -37,10 +42,27 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def session_vm() -> str:
+    """The name of the session's VM: $KDK_VM, else "pytest" and the kernel
+    $KDK_KERNEL names; with the pytest-xdist worker's id under xdist."""
+    kernel = os.environ.get("KDK_KERNEL", "").replace("/", "_")
+    name = os.environ.get("KDK_VM") or "-".join(filter(None, [TEST_VM, kernel]))
+    return "-".join(filter(None, [name, os.environ.get("PYTEST_XDIST_WORKER")]))
+
+
 @pytest.fixture(scope="session")
-def kdk_session() -> Iterator[Kdk]:
+def kdk_kernel() -> Kernel:
+    """The kernel of the session's VM: $KDK_KERNEL's, else the host's default."""
+    try:
+        return select_kernel(os.environ.get("KDK_KERNEL") or None)
+    except KdkError as e:
+        pytest.skip(f"no guest kernel: {e}")
+
+
+@pytest.fixture(scope="session")
+def kdk_session(kdk_kernel: Kernel) -> Iterator[Kdk]:
     """The session's Kdk; its VM is stopped at the end if the session booted it."""
-    k = Kdk(vm=os.environ.get("KDK_VM") or TEST_VM, say=say)
+    k = Kdk(vm=session_vm(), say=say)
     was_up = k.backend.record() is not None
     yield k
     if not was_up:
@@ -48,9 +70,11 @@ def kdk_session() -> Iterator[Kdk]:
 
 
 @pytest.fixture
-def vm(kdk_session: Kdk) -> Kdk:
+def vm(kdk_session: Kdk, kdk_kernel: Kernel) -> Kdk:
     """The session's Kdk with its VM up (booted again if a test stopped it)."""
-    kdk_session.up()
+    rec, _ = kdk_session.up(kdk_kernel.release)
+    if rec.kernel != kdk_kernel.release:
+        pytest.fail(f"VM {session_vm()} runs {rec.kernel}, not {kdk_kernel.release}", False)
     return kdk_session
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kdk.kernel import Kernel, select_kernel
-from kdk.testing import TEST_VM
+from kdk.kernel import Kernel
+from kdk.testing import session_vm
 
 DATA = Path(__file__).parent / "data"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def kdk_cli(
     *args: str, input: bytes | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run the `kdk` command as a user would, against the session's VM."""
-    env = dict(os.environ, KDK_VM=os.environ.get("KDK_VM") or TEST_VM)
+    env = dict(os.environ, KDK_VM=session_vm())
     return subprocess.run(
         [sys.executable, "-m", "kdk.cli", *args],
         input=input.decode() if input is not None else None,
@@ -38,6 +38,6 @@ def kdk_cli(
 
 
 @pytest.fixture(scope="session")
-def host_kernel() -> Kernel:
+def host_kernel(kdk_kernel: Kernel) -> Kernel:
     """The kernel the test VM boots and modules build for."""
-    return select_kernel()
+    return kdk_kernel

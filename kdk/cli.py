@@ -178,6 +178,19 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
     return code
 
 
+def cmd_wire(k: Kdk, a: argparse.Namespace) -> int:
+    from .net import wire
+
+    k.backend.require()
+    print("\n".join(wire.describe(k.backend.state.path)))
+    if a.pcap is not None:
+        with k.wire(pcap=a.pcap) as w:
+            say(f"recording to {a.pcap}" + ("" if a.duration else "; Ctrl-C ends"))
+            n = w.record(a.duration)
+        say(f"{n} frames from the guest recorded in {a.pcap} (with what was sent)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so docs and completion can use it)."""
     p = argparse.ArgumentParser(
@@ -241,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true", help="machine-readable summary")
     tr.add_argument("--hist", action="store_true", help="log2 latency histograms too")
     tr.set_defaults(command=[])  # what follows `--`: a workload to run while tracing
+    wi = add("wire", cmd_wire, "the packet wire into the guest: both ends' addresses, owner")
+    wi.add_argument("--pcap", type=Path, metavar="FILE", help="record the guest's frames here")
+    wi.add_argument("--duration", type=float, metavar="S", help="record for S seconds")
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")

@@ -13,7 +13,7 @@ import pytest
 from kdk.api import Kdk
 from kdk.net.wire import Wire, WireBusy, owner
 
-from .conftest import PROJECT
+from .conftest import PROJECT, kdk_cli
 
 pytestmark = pytest.mark.vm
 scapy_l2 = pytest.importorskip("scapy.layers.l2")
@@ -85,3 +85,16 @@ def test_one_owner_at_a_time_and_the_second_is_told_who(vm: Kdk) -> None:
 
 def _env(vm: Kdk) -> dict[str, str]:
     return dict(os.environ, KDK_VM=vm.backend.state.path.name)
+
+
+def test_kdk_wire_prints_both_ends_and_records(vm: Kdk, tmp_path: Path) -> None:
+    facts = kdk_cli("wire")
+    assert facts.returncode == 0, facts.stderr
+    assert "eth1  52:54:00:6b:64:02  10.9.0.2/24" in facts.stdout and "owner   none" in facts.stdout
+    pcap = tmp_path / "r.pcap"
+    rec = kdk_cli("wire", "--pcap", str(pcap), "--duration", "0.5")
+    assert rec.returncode == 0 and "0 frames" in rec.stderr, rec.stderr
+    assert pcap.read_bytes()[:4] == bytes.fromhex("d4c3b2a1")  # a pcap file, little-endian
+    with vm.wire():
+        busy = kdk_cli("wire", "--pcap", str(pcap), "--duration", "0.5")
+    assert busy.returncode == 1 and f"owned by pid {os.getpid()}" in busy.stderr

@@ -61,6 +61,17 @@ def owner(state: Path) -> int | None:
     return None
 
 
+def describe(state: Path) -> list[str]:
+    """What `kdk wire` prints: both ends, where the sockets are, who owns it."""
+    pid = owner(state)
+    return [
+        f"guest   {WIRE.guest_if}  {WIRE.guest_mac}  {WIRE.guest_ip}/{WIRE.prefix}",
+        f"host    end   {WIRE.host_mac}  {WIRE.host_ip}",
+        f"sockets {wire_dir(state)}/{{{GUEST_SOCKET},{HOST_SOCKET}}}",
+        f"owner   {_describe(pid) if pid is not None else 'none'}",
+    ]
+
+
 def _pid_in(lock: Path) -> int:
     try:
         return int(lock.read_text().split()[0])
@@ -213,6 +224,19 @@ class Wire(SuperSocket):  # type: ignore[misc]  # scapy has no type information
             self._pcap.flush()
 
     # -- plain frames, without scapy's machinery (fast) ----------------------
+    def record(self, duration: float | None = None) -> int:
+        """Take every frame the guest sends (recording them, with pcap) for
+        `duration` seconds or until Ctrl-C; how many there were."""
+        deadline = None if duration is None else time.monotonic() + duration
+        n = 0
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                n += self.receive(max(left, 0.0)) is not None
+        except KeyboardInterrupt:
+            pass
+        return n
+
     def exchange(self, frame: bytes, timeout: float = 2.0) -> bytes | None:
         """Send `frame` and return the next frame the guest sends within
         `timeout` seconds (None if none)."""

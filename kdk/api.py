@@ -366,7 +366,7 @@ def _read_from(path: Path, offset: int) -> str:
 
 def _crash_error(crashes: list[oops.Crash], console: Path, rebooted: bool) -> KernelCrash:
     first = crashes[0]
-    what = "crashed" if first.fatal else "warned"
+    what = first.what
     after = "; the VM was booted again" if rebooted else ""
     details = "\n".join(c.format(console) for c in crashes)
     return KernelCrash(f"the guest kernel {what}: {first.summary()}{after}", details)

@@ -89,3 +89,42 @@ def test_new_taint_flags_beyond_out_of_tree_and_unsigned() -> None:
     assert taint.new_flags(0, o_e) == []
     assert taint.new_flags(o_e, o_e | 1 << 9) == ["W (kernel issued a warning)"]
     assert taint.new_flags(1 << 9, 1 << 9) == []  # already there before
+
+
+def test_slub_debug_reports_name_the_kind_and_the_module_functions() -> None:
+    uaf, overflow, doublefree = crashes("console-slub-debug.log")
+    assert (uaf.kind, uaf.cache) == ("Poison overwritten", "kdk_faulty")
+    assert (uaf.function, uaf.module) == ("faulty_uaf", "faulty")  # not faulty_uaf.cold
+    assert uaf.allocated == uaf.freed == "faulty_uaf [faulty]"
+    assert uaf.trace[:2] == ["faulty_uaf.cold [faulty]", "trigger_write [faulty]"]
+    assert (overflow.kind, overflow.function) == ("Right Redzone overwritten", "faulty_overflow")
+    assert overflow.allocated == "faulty_overflow [faulty]" and overflow.freed == ""
+    assert (doublefree.kind, doublefree.function) == ("Object already free", "faulty_doublefree")
+    assert doublefree.freed == "faulty_doublefree [faulty]"
+    for c in (uaf, overflow, doublefree):  # SLUB repaired it: the kernel goes on
+        assert c.memory and not c.fatal and c.what == "reported a memory error"
+
+
+def test_a_memory_error_block_says_who_allocated_and_freed() -> None:
+    block = crashes("console-slub-debug.log")[0].format().splitlines()
+    assert block[0] == "kernel memory error: Poison overwritten in faulty_uaf [faulty]"
+    assert block[2:4] == ["  allocated by: faulty_uaf [faulty]", "  freed by: faulty_uaf [faulty]"]
+
+
+def test_kfence_and_kasan_headlines_name_the_function() -> None:
+    text = "\n".join([
+        "BUG: KFENCE: use-after-free write in faulty_uaf+0x2a/0x60 [faulty]",
+        "BUG: KASAN: slab-out-of-bounds in memcpy_orig.isra.0+0x5/0x10",
+    ])  # fmt: skip
+    kfence, kasan = oops.parse(text)
+    assert kfence.kind == "BUG: KFENCE: use-after-free write"
+    assert (kfence.function, kfence.module) == ("faulty_uaf", "faulty")
+    assert kasan.kind == "BUG: KASAN: slab-out-of-bounds" and kasan.function == "memcpy_orig"
+    assert kfence.memory and not kfence.fatal
+
+
+def test_a_double_free_without_debug_is_a_kernel_bug_called_from_the_module() -> None:
+    (bug,) = crashes("console-doublefree-nodebug.log")
+    assert bug.kind.startswith("kernel BUG at mm/slub.c:") and bug.fatal
+    assert (bug.function, bug.caller) == ("kmem_cache_free", "faulty_doublefree [faulty]")
+    assert bug.summary().endswith(" in kmem_cache_free, called from faulty_doublefree [faulty]")

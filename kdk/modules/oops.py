@@ -4,6 +4,13 @@ An Oops, BUG, WARNING, general protection fault, soft or hard lockup, or
 panic is turned into a `Crash`: what kind it was, the function it happened
 in and its module, and the top of the call trace. The parser reads the
 console text as the kernel printed it (with or without timestamps).
+
+Memory errors are crashes too: SLUB's debug checks (`slub_debug`, which
+`kdk up --debug` turns on) print "BUG <cache> (Tainted: ...): Poison
+overwritten", "... Redzone overwritten", "... Object already free" and the
+functions that allocated and freed the object; KFENCE and KASAN print
+"BUG: KFENCE: use-after-free write in func+0x../0x.. [module]". The
+kernel goes on after these (SLUB repairs what it found).
 """
 
 from __future__ import annotations
@@ -25,9 +32,25 @@ STARTS = [
     (re.compile(r"^Oops: "), "Oops"),
 ]
 PANIC = re.compile(r"^Kernel panic - not syncing: (.*)")
+# SLUB's own report: "BUG kmalloc-64 (Not tainted): Redzone overwritten".
+SLAB_BUG = re.compile(r"^BUG (\S+) \((?:Not tainted|Tainted: [^)]*)\): (.+)")
+# Who allocated and freed that object: "Allocated in func+0x17/0x30 [mod] age=..".
+SLAB_TRACK = re.compile(r"^(Allocated|Freed) in ([\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?)")
+# "KFENCE: use-after-free write in func+0x../0x.. [mod]", after "BUG: ".
+BUG_IN = re.compile(r"^(.*?) in ([\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?)$")
+# gcc's names for parts of a function: faulty_uaf.cold, f.isra.0, f.constprop.0
+PART = re.compile(r"(\.(cold|part|isra|constprop|lto_priv)(\.\d+)?)+$")
 # Frames that are the reporting machinery, not the culprit.
 MACHINERY = {"dump_stack_lvl", "dump_stack", "panic", "__warn", "report_bug", "handle_bug",
              "exc_invalid_op", "asm_exc_invalid_op", "show_stack", "watchdog_timer_fn"}  # fmt: skip
+# SLUB's checking and freeing, above the code that freed or checked.
+SLAB_MACHINERY = {"check_bytes_and_report", "check_object", "object_err", "slab_err",
+                  "print_trailer", "free_debug_processing", "free_to_partial_list",
+                  "__slab_free", "kmem_cache_free", "kfree", "__free_slab", "free_slab",
+                  "discard_slab", "__kmem_cache_do_shrink", "kmem_cache_shrink",
+                  "alloc_debug_processing", "___slab_alloc", "__slab_alloc",
+                  "kmem_cache_alloc", "__kmalloc", "kmalloc_trace", "validate_slab",
+                  "validate_slab_cache", "validate_store"}  # fmt: skip
 TOP_FRAMES = 5
 
 
@@ -38,24 +61,45 @@ class Crash:
     kind: str  # "BUG: kernel NULL pointer dereference", "WARNING", "panic", ...
     headline: str  # the line that announced it
     function: str = ""  # where it happened, e.g. faulty_crash
-    module: str = ""  # that function's module, "" for the kernel proper
+    module: str = ""  # that function's module, else the first module on the stack
+    caller: str = ""  # for a function of the kernel proper, that module's frame
     trace: list[str] = field(default_factory=list)  # top frames, "func [module]"
     panic: str = ""  # the panic message when the kernel died of it
+    cache: str = ""  # a SLUB report's slab cache, e.g. kmalloc-64
+    allocated: str = ""  # a SLUB report's allocating function, "func [module]"
+    freed: str = ""  # and the one that freed the object last
+
+    @property
+    def memory(self) -> bool:
+        """A memory error that the kernel found and survived (SLUB, KFENCE, KASAN)."""
+        return bool(self.cache) or self.kind.startswith(("BUG: KFENCE:", "BUG: KASAN:"))
 
     @property
     def fatal(self) -> bool:
-        """Whether the kernel cannot be trusted afterwards (all but a warning)."""
-        return not self.kind.startswith("WARNING") or bool(self.panic)
+        """Whether the kernel cannot be trusted afterwards (all but a
+        warning or a memory error it found and survived)."""
+        return not (self.kind.startswith("WARNING") or self.memory) or bool(self.panic)
+
+    @property
+    def what(self) -> str:
+        """What the kernel did, for a sentence: crashed, warned, ..."""
+        if self.fatal:
+            return "crashed"
+        return "reported a memory error" if self.memory else "warned"
 
     def summary(self) -> str:
         where = f" in {self.function}" if self.function else ""
+        if self.caller:
+            return f"{self.kind}{where}, called from {self.caller}"
         mod = f" [{self.module}]" if self.module else ""
         return f"{self.kind}{where}{mod}"
 
     def format(self, console_log: Path | None = None) -> str:
         """The short block kdk prints for this crash."""
-        lines = [f"kernel {'crash' if self.fatal else 'warning'}: {self.summary()}",
-                 f"  {self.headline}"]  # fmt: skip
+        title = {"crashed": "crash", "warned": "warning"}.get(self.what, "memory error")
+        lines = [f"kernel {title}: {self.summary()}", f"  {self.headline}"]
+        lines += [f"  {label}: {who}" for label, who in
+                  (("allocated by", self.allocated), ("freed by", self.freed)) if who]  # fmt: skip
         if self.panic and self.kind != "panic":
             lines.append(f"  then: Kernel panic - not syncing: {self.panic}")
         if self.trace:
@@ -66,12 +110,20 @@ class Crash:
 
 
 def _kind(line: str) -> tuple[str, str] | None:
-    """(kind, detail) when `line` starts a report."""
+    """(kind, detail) when `line` starts a report; the detail of a SLUB
+    report is its cache, that of "BUG: ... in func" the function."""
+    slab = SLAB_BUG.match(line)
+    if slab:
+        return slab.group(2).strip(), slab.group(1)
     for pattern, kind in STARTS:
         m = pattern.search(line)
         if m:
             if kind == "BUG":
-                return f"BUG: {m.group(1).strip()}", ""
+                what = m.group(1).strip()
+                where = BUG_IN.match(line.removeprefix("BUG: "))
+                if where:
+                    return f"BUG: {where.group(1)}", where.group(2)
+                return f"BUG: {what}", ""
             if kind in ("kernel BUG", "WARNING"):
                 return f"{kind} at {m.group(1)}", ""
             return kind, ""
@@ -83,6 +135,19 @@ def _frame(text: str) -> tuple[str, str] | None:
     if m is None or m.group(1):  # '?' frames are guesses from the stack
         return None
     return m.group(2), m.group(3) or ""
+
+
+def _source(frame: tuple[str, str]) -> tuple[str, str]:
+    """A frame's function as written in C: faulty_uaf.cold -> faulty_uaf."""
+    return PART.sub("", frame[0]), frame[1]
+
+
+def _named(frame: tuple[str, str] | None) -> str:
+    """ "func [module]", or "func" for the kernel proper."""
+    if frame is None:
+        return ""
+    func, mod = _source(frame)
+    return f"{func} [{mod}]" if mod else func
 
 
 def parse(text: str) -> list[Crash]:
@@ -107,11 +172,24 @@ def parse(text: str) -> list[Crash]:
             if not (kind[0] == "Oops" and cur is not None and not cur.trace and not cur.panic):
                 cur = Crash(kind[0], line)
                 crashes.append(cur)
+                if SLAB_BUG.match(line):
+                    cur.cache = kind[1]
+                elif kind[1]:
+                    frame = _frame(kind[1])
+                    if frame:
+                        cur.function, cur.module = _source(frame)
             in_trace = False
             continue
         if cur is None:
             continue
-        if line.startswith("RIP: 0010:") and not cur.function:
+        track = SLAB_TRACK.match(line) if cur.cache else None
+        if track:
+            name = _named(_frame(track.group(2)))
+            if track.group(1) == "Allocated":
+                cur.allocated = name
+            else:
+                cur.freed = name
+        elif line.startswith("RIP: 0010:") and not cur.function:
             frame = _frame(line.removeprefix("RIP: 0010:"))
             if frame:
                 cur.function, cur.module = frame
@@ -121,11 +199,15 @@ def parse(text: str) -> list[Crash]:
             in_trace = False
         elif in_trace:
             frame = _frame(line)
-            if frame and frame[0] not in MACHINERY and len(cur.trace) < TOP_FRAMES:
+            skip = MACHINERY | SLAB_MACHINERY if cur.cache else MACHINERY
+            if frame and _source(frame)[0] not in skip and len(cur.trace) < TOP_FRAMES:
                 cur.trace.append(f"{frame[0]} [{frame[1]}]" if frame[1] else frame[0])
                 if not cur.function:
-                    cur.function, cur.module = frame
+                    cur.function, cur.module = _source(frame)
     for crash in crashes:
         if not crash.module:  # blame the first module on the stack, if any
-            crash.module = next((f.split("[")[1].rstrip("]") for f in crash.trace if "[" in f), "")
+            func, _, mod = next((f for f in crash.trace if "[" in f), "").partition(" ")
+            crash.module = mod.strip("[]")
+            if mod and crash.function:
+                crash.caller = f"{PART.sub('', func)} {mod}"
     return crashes

@@ -12,6 +12,20 @@
  *  "lockup"        - faulty_lockup(): spins with preemption disabled and
  *                    never returns, until the soft lockup detector reports
  *                    "BUG: soft lockup - CPU#N stuck for Ns!".
+ * Three memory bugs on objects of the module's own slab cache (kdk_faulty,
+ * OBJ_SIZE bytes each), silent on a stock kernel and reported by SLUB's
+ * debug checks (slub_debug=FZPU, kdk up --debug):
+ *  "uaf"           - faulty_uaf(): writes into an object after freeing it,
+ *                    then shrinks the cache; freeing the now empty slab
+ *                    checks its objects: "Poison overwritten";
+ *  "overflow"      - faulty_overflow(): writes one byte past the end of an
+ *                    object, then frees it; the free checks the object's
+ *                    red zone: "Redzone overwritten";
+ *  "doublefree"    - faulty_doublefree(): frees an object twice; the second
+ *                    free finds it on the free list: "Object already free"
+ *                    (without slub_debug, the hardened free list catches a
+ *                    double free in a row too: "kernel BUG at mm/slub.c").
+ * With slub_debug, SLUB repairs what it found and the kernel goes on.
  * Each function is noinline so that it keeps its own name in the call
  * trace instead of being folded into the write handler.
  *
@@ -36,10 +50,14 @@
 #include <linux/module.h>
 #include <linux/preempt.h>
 #include <linux/processor.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 
+#define OBJ_SIZE 64
+
 static struct dentry *faulty_dir;
+static struct kmem_cache *faulty_cache;
 
 static noinline void faulty_crash(void)
 {
@@ -70,10 +88,50 @@ static noinline void faulty_lockup(void)
 		cpu_relax();
 }
 
+static noinline int faulty_uaf(void)
+{
+	u8 *obj = kmem_cache_alloc(faulty_cache, GFP_KERNEL);
+
+	if (!obj)
+		return -ENOMEM;
+	pr_info("writing into a freed object\n");
+	kmem_cache_free(faulty_cache, obj);
+	WRITE_ONCE(obj[0], 0x42);
+	/* frees the empty slab, and slub_debug checks every object in it */
+	kmem_cache_shrink(faulty_cache);
+	return 0;
+}
+
+static noinline int faulty_overflow(void)
+{
+	u8 *obj = kmem_cache_alloc(faulty_cache, GFP_KERNEL);
+	size_t past_end = OBJ_SIZE;
+
+	if (!obj)
+		return -ENOMEM;
+	pr_info("writing one byte past the end of an object\n");
+	WRITE_ONCE(obj[past_end], 0x42);
+	kmem_cache_free(faulty_cache, obj);
+	return 0;
+}
+
+static noinline int faulty_doublefree(void)
+{
+	void *obj = kmem_cache_alloc(faulty_cache, GFP_KERNEL);
+
+	if (!obj)
+		return -ENOMEM;
+	pr_info("freeing an object twice\n");
+	kmem_cache_free(faulty_cache, obj);
+	kmem_cache_free(faulty_cache, obj);
+	return 0;
+}
+
 static ssize_t trigger_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
 {
 	char buf[16];
+	int err = 0;
 
 	if (count == 0 || count >= sizeof(buf))
 		return -EINVAL;
@@ -90,10 +148,16 @@ static ssize_t trigger_write(struct file *file, const char __user *ubuf,
 		faulty_bug();
 	else if (sysfs_streq(buf, "lockup"))
 		faulty_lockup();
+	else if (sysfs_streq(buf, "uaf"))
+		err = faulty_uaf();
+	else if (sysfs_streq(buf, "overflow"))
+		err = faulty_overflow();
+	else if (sysfs_streq(buf, "doublefree"))
+		err = faulty_doublefree();
 	else
 		return -EINVAL;
 
-	return count;
+	return err ? err : count;
 }
 
 static const struct file_operations trigger_fops = {
@@ -105,16 +169,20 @@ static const struct file_operations trigger_fops = {
 
 static int __init faulty_init(void)
 {
+	faulty_cache = kmem_cache_create("kdk_faulty", OBJ_SIZE, 0, 0, NULL);
+	if (!faulty_cache)
+		return -ENOMEM;
 	faulty_dir = debugfs_create_dir("kdk_faulty", NULL);
 	debugfs_create_file_unsafe("trigger", 0200, faulty_dir, NULL,
 				   &trigger_fops);
-	pr_info("write null, warn, bug or lockup to /sys/kernel/debug/kdk_faulty/trigger\n");
+	pr_info("write null, warn, bug, lockup, uaf, overflow or doublefree to /sys/kernel/debug/kdk_faulty/trigger\n");
 	return 0;
 }
 
 static void __exit faulty_exit(void)
 {
 	debugfs_remove_recursive(faulty_dir);
+	kmem_cache_destroy(faulty_cache);
 	pr_info("unloaded\n");
 }
 
@@ -123,4 +191,4 @@ module_exit(faulty_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("kdk");
-MODULE_DESCRIPTION("Deliberate NULL dereference, WARN_ON and BUG from a debugfs file");
+MODULE_DESCRIPTION("Deliberate oops, WARN_ON, BUG, lockup and slab memory bugs from a debugfs file");

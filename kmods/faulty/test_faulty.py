@@ -12,7 +12,7 @@ TRIGGER = "/sys/kernel/debug/kdk_faulty/trigger"
 
 def test_loads_and_unloads_twice(vm: Kdk) -> None:
     for _ in range(2):
-        assert vm.load("faulty").log[-1].text.startswith("faulty: write null, warn, bug or lockup")
+        assert vm.load("faulty").log[-1].text.startswith("faulty: write null, warn, bug, lockup")
         assert vm.unload("faulty").log[-1].text == "faulty: unloaded"
 
 

@@ -1,0 +1,63 @@
+"""faulty's memory bugs: reported with `kdk up --debug`, and what a stock boot does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.errors import KernelCrash
+from kdk.testing import TEST_VM
+from kdk.ui import say
+
+TRIGGER = "/sys/kernel/debug/kdk_faulty/trigger"
+BUGS = [("uaf", "Poison overwritten", "faulty_uaf"),
+        ("overflow", "Redzone overwritten", "faulty_overflow"),
+        ("doublefree", "Object already free", "faulty_doublefree")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def debug_vm() -> Iterator[Kdk]:
+    """A VM of its own booted with --debug (the session's VM is left as it is)."""
+    k = Kdk(vm=f"{os.environ.get('KDK_VM') or TEST_VM}-debug", say=say)
+    was_up = k.backend.record() is not None
+    rec, _ = k.up(debug=True)
+    assert rec.debug, f"{k.backend.state.path} runs without --debug: stop it first"
+    k.load("faulty")
+    yield k
+    if not was_up:
+        k.down()
+
+
+@pytest.mark.parametrize(("how", "kind", "function"), BUGS)
+def test_each_memory_bug_is_reported_when_it_happens(
+    debug_vm: Kdk, how: str, kind: str, function: str
+) -> None:
+    pid = debug_vm.backend.require().pid
+    with pytest.raises(KernelCrash) as err:
+        debug_vm.exec(f"echo {how} > {TRIGGER}")
+    message, block = str(err.value), err.value.details
+    assert message.startswith("the guest kernel reported a memory error: ")
+    assert kind in message and message.endswith(f" in {function} [faulty]")
+    assert f"  allocated by: {function} [faulty]" in block.splitlines()
+    assert "BUG kdk_faulty (Tainted: " in block
+    assert debug_vm.backend.require().pid == pid  # SLUB repaired it: no reboot
+    assert debug_vm.exec("true").ok  # and the next command finds no old report
+
+
+def test_without_debug_a_use_after_free_and_an_overflow_go_unnoticed(vm: Kdk) -> None:
+    vm.load("faulty")
+    for how in ("uaf", "overflow"):
+        assert vm.exec(f"echo {how} > {TRIGGER}").ok
+    vm.unload("faulty")
+
+
+def test_without_debug_a_double_free_in_a_row_is_a_kernel_bug(vm: Kdk) -> None:
+    vm.load("faulty")
+    with pytest.raises(KernelCrash) as err:
+        vm.exec(f"echo doublefree > {TRIGGER}")
+    message = str(err.value)
+    assert message.startswith("the guest kernel crashed: kernel BUG at mm/slub.c:")
+    assert message.endswith(" called from faulty_doublefree [faulty]; the VM was booted again")

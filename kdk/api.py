@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -16,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import GuestTimeout, KdkError, KernelCrash, LoadFailed, UnknownModule, VMLost
+from .errors import (
+    GuestHung,
+    GuestTimeout,
+    KdkError,
+    KernelCrash,
+    LoadFailed,
+    UnknownModule,
+    VMLost,
+)
 from .guest.device import GuestFile
 from .guest.ssh import Guest, Result
 from .kernel import Kernel, module_name, select_kernel
@@ -41,7 +50,6 @@ if TYPE_CHECKING:
 
 LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
 STAGED_KO = "/run/kdk/staged.ko"  # where a module from outside the project is copied
-HUNG_AFTER = 10.0  # a guest that cannot run `true` in this long is hung
 
 
 def _quiet(_: str) -> None:
@@ -73,6 +81,9 @@ class Kdk:
         self.state = state or state_root(self.project)
         self.backend: Backend = QemuBackend(self.project, self.state, vm or vm_name())
         self.say = say  # where kdk tells what it does on its own (a reboot after a crash)
+        self._guest: Guest | None = None  # the one connection all commands share
+        self._guest_pid = 0  # the QEMU it leads to (a reboot means a new connection)
+        self._connecting = threading.Lock()
 
     # -- the VM ------------------------------------------------------------
     def up(
@@ -88,8 +99,20 @@ class Kdk:
         `debug`: with the allocator's checks on (see README, memory bugs)."""
         return self.backend.up(select_kernel(kernel), accel, say, step, ssh_port, debug)
 
+    def up_command(
+        self,
+        kernel: str | None = None,
+        accel: str = "auto",
+        ssh_port: int | None = None,
+        debug: bool = False,
+        say: Callable[[str], None] = _quiet,
+    ) -> list[str]:
+        """The command `up` would start (`kdk up --dry-run`), booting nothing."""
+        return self.backend.dry_run(select_kernel(kernel), accel, say, _quiet, ssh_port, debug)
+
     def down(self) -> bool:
         """Stop the VM; False when it was not running."""
+        self._disconnect()
         return self.backend.down()
 
     def status(self) -> dict[str, Any]:
@@ -117,9 +140,26 @@ class Kdk:
         """An SSH connection to the running guest (VMNotRunning otherwise)."""
         return self.backend.guest()
 
+    def _connected(self, rec: VMRecord) -> Guest:
+        """The connection all of this Kdk's commands share, opened when there
+        is none yet, when it dropped, or when the VM was replaced."""
+        with self._connecting:
+            g = self._guest
+            if g is None or self._guest_pid != rec.pid or not g.connected:
+                self._disconnect()
+                g = self.backend.guest()
+                g.connect()
+                self._guest, self._guest_pid = g, rec.pid
+            return g
+
+    def _disconnect(self) -> None:
+        if self._guest is not None:
+            self._guest.close()
+            self._guest = None
+
     @contextmanager
     def session(self) -> Iterator[Guest]:
-        """A connected guest whose console is watched while the block runs.
+        """The connected guest, its console watched while the block runs.
 
         A crash report on the console (oops, BUG, WARNING, lockup, panic)
         raises KernelCrash with the report. When the guest died of a crash
@@ -131,20 +171,24 @@ class Kdk:
         console = self.backend.state.console_log
         offset = _size(console)
         try:
-            with self.backend.guest() as g:
-                yield g
+            yield self._connected(rec)
         except (VMLost, GuestTimeout) as e:
             # A panic ends QEMU within moments; one still running may be
-            # fine (only a channel or the command failed) or hung.
-            gone = self._wait_gone(rec, 0.0 if isinstance(e, GuestTimeout) else 3.0)
-            if not gone and self._responsive():
+            # fine (only a channel or the command failed) or hung. A guest
+            # that did not answer a keepalive is hung (see kdk.guest.ssh).
+            if isinstance(e, GuestHung):
+                gone, hung = self._wait_gone(rec, 0.0), True
+            else:
+                gone = self._wait_gone(rec, 0.0 if isinstance(e, GuestTimeout) else 3.0)
+                hung = not gone and not self._responsive(rec)
+            if not gone and not hung:
                 self._raise_crashes(console, offset)
                 raise
             crashes = oops.parse(_read_from(console, offset))
             if gone and not crashes:  # killed from outside, or QEMU itself died
                 raise VMLost(f"{e}, with no crash report on its console ({console}); "
                              "run `kdk up`") from None  # fmt: skip
-            self.reboot(rec)
+            self.reboot(rec, "" if crashes else str(e))
             kept = self.backend.state.previous_console_log
             if crashes:
                 raise _crash_error(crashes, kept, rebooted=True) from None
@@ -152,13 +196,14 @@ class Kdk:
                          "the VM was booted again") from None  # fmt: skip
         self._raise_crashes(console, offset)
 
-    def _responsive(self) -> bool:
-        """Whether the guest still runs a command within a few seconds."""
+    def _responsive(self, rec: VMRecord) -> bool:
+        """Whether the guest still answers (a keepalive on a connection that
+        works, or a new one)."""
         try:
-            with self.backend.guest() as g:
-                return g.run("true", timeout=HUNG_AFTER).ok
+            self._connected(rec).probe()
         except KdkError:
             return False
+        return True
 
     def _wait_gone(self, rec: VMRecord, wait: float) -> bool:
         """Whether QEMU ended, waiting up to `wait` seconds for it."""
@@ -181,12 +226,13 @@ class Kdk:
             console = self.backend.state.previous_console_log
         raise _crash_error(crashes, console, rebooted=fatal)
 
-    def reboot(self, rec: VMRecord) -> VMRecord:
-        """Replace the VM by a fresh boot with the same kernel, accel and port."""
-        self.say("booting a fresh VM")
-        self.backend.down(timeout=0, clean=False)
+    def reboot(self, rec: VMRecord, why: str = "") -> VMRecord:
+        """Replace the VM by a fresh boot with the same kernel, accel and
+        port (unless another kdk did that already); `why` is said first."""
+        self.say(f"{why}; booting a fresh VM" if why else "booting a fresh VM")
+        self._disconnect()
         new, _ = self.backend.up(select_kernel(rec.kernel), rec.accel, self.say, _quiet,
-                                 rec.ssh_port, rec.debug)  # fmt: skip
+                                 rec.ssh_port, rec.debug, replace=rec)  # fmt: skip
         return new
 
     def exec(
@@ -366,7 +412,7 @@ def _read_from(path: Path, offset: int) -> str:
 
 def _crash_error(crashes: list[oops.Crash], console: Path, rebooted: bool) -> KernelCrash:
     first = crashes[0]
-    what = first.what
+    what = "crashed" if first.fatal else "warned"
     after = "; the VM was booted again" if rebooted else ""
     details = "\n".join(c.format(console) for c in crashes)
     return KernelCrash(f"the guest kernel {what}: {first.summary()}{after}", details)

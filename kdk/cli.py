@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -30,6 +31,9 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
+    if a.dry_run:
+        print(shlex.join(k.up_command(a.kernel, a.accel, a.ssh_port, a.debug, say=say)))
+        return 0
     with progress("kdk up") as step:
         rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step, debug=a.debug)
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
@@ -220,7 +224,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--debug", action="store_true", help="with the allocator's checks (slub_debug, page_poison)"
     )
-    add("down", cmd_down, "power the VM off (killed after a timeout)")
+    up.add_argument(
+        "--dry-run", action="store_true", help="print the QEMU command line, boot nothing"
+    )
+    add("down", cmd_down, "stop the VM (nothing in it is kept)")
     st = add("status", cmd_status, "is the VM running: accel, kernel, ssh port, pid, uptime")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     ex = add("exec", cmd_exec, "run a command in the guest; its exit code is kdk's")

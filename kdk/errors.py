@@ -32,6 +32,11 @@ class VMLost(KdkError):
     exit_code = 255
 
 
+class GuestHung(VMLost):
+    """The VM runs but the guest stopped answering (QEMU stopped, or a kernel
+    that no longer schedules)."""
+
+
 class BootFailed(KdkError):
     """The VM did not come up."""
 

@@ -1,9 +1,21 @@
 """Running commands in the guest over SSH (paramiko).
 
 One `Guest` is one SSH connection with kdk's own keys, pinned to the host
-key kdk generated for that VM. `run()` streams or captures a command's
-output, enforces a timeout, and tells "the command failed" (a non-zero
-`Result.exit_code`) from "the guest was lost" (`VMLost`).
+key kdk generated for that VM; every command runs on a channel of its own,
+so one connection serves any number of commands. `run()` streams or
+captures a command's output, enforces a timeout, and tells "the command
+failed" (a non-zero `Result.exit_code`) from "the guest was lost" (`VMLost`)
+and "the guest stopped answering" (`GuestHung`).
+
+Liveness: a guest that says nothing for QUIET seconds during a command (a
+`sleep`, a blocking read) is asked for a sign of life with an SSH keepalive
+request on the same connection. sshd's main loop answers it without
+starting a process, so the answer needs the guest's kernel (scheduler,
+network stack) and sshd, and little else: a slow guest on a busy machine
+still answers within a second or two; one that gives no answer in
+ANSWER_WITHIN seconds is hung (QEMU stopped, or a kernel that no longer
+schedules). Every other step that waits for the guest (connecting, opening
+a channel, starting a command) has the same bound.
 """
 
 from __future__ import annotations
@@ -13,14 +25,15 @@ import json
 import logging
 import select
 import shlex
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import GuestTimeout, KdkError, VMLost
+from ..errors import GuestHung, GuestTimeout, KdkError, MissingDependency, VMLost
 
 if TYPE_CHECKING:
     import paramiko
@@ -28,6 +41,10 @@ if TYPE_CHECKING:
 # paramiko logs a lost connection with a traceback; kdk says it in one line.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False
+
+QUIET = 3.0  # seconds of silence on a command before the guest is asked if it lives
+ANSWER_WITHIN = 10.0  # a guest that answers nothing for this long is hung
+POLL = 0.25  # longest wait between looks at a channel (stderr alone wakes nothing)
 
 
 @dataclass(frozen=True)
@@ -60,43 +77,63 @@ def command_line(command: str | Sequence[str]) -> str:
 
 
 class Guest:
-    """An SSH connection to a running guest."""
+    """An SSH connection to a running guest; safe to share between threads."""
 
     def __init__(self, endpoint: Endpoint, alive: Callable[[], bool]) -> None:
         self.endpoint = endpoint
         self._alive = alive
         self._client: paramiko.SSHClient | None = None
+        self._probing = threading.Lock()  # one keepalive request at a time
 
-    def _lost(self, what: str) -> VMLost:
+    def lost(self, what: str) -> VMLost:
         why = "the VM is no longer running" if not self._alive() else "the connection dropped"
         return VMLost(f"guest lost {what}: {why}")
 
-    def connect(self, timeout: float = 15.0) -> None:
-        """Open the connection; VMLost when the guest does not answer."""
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open (it may still have gone quiet)."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
+
+    def connect(self, timeout: float = ANSWER_WITHIN) -> None:
+        """Open the connection; GuestHung when the guest does not answer
+        within `timeout`, VMLost when it refuses or goes away."""
         import paramiko
 
         ep = self.endpoint
+        try:
+            keytype, blob = ep.host_key.read_text().split()[:2]
+        except (OSError, ValueError) as e:
+            raise MissingDependency(f"the guest's host key {ep.host_key} is unreadable ({e}): "
+                                    "run `kdk down` and `kdk up`") from None  # fmt: skip
         client = paramiko.SSHClient()
-        keytype, blob = ep.host_key.read_text().split()[:2]
         client.get_host_keys().add(
             f"[{ep.host}]:{ep.port}", keytype, paramiko.PKey.from_type_string(keytype, _b64(blob))
         )
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        started = time.monotonic()
         try:
+            sock = socket.create_connection((ep.host, ep.port), timeout)
+            # Commands are small back-to-back messages: without this, Nagle
+            # and the guest's delayed ACKs add 40 ms to each.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.connect(
                 ep.host,
                 ep.port,
                 ep.user,
                 key_filename=str(ep.key),
+                sock=sock,
                 timeout=timeout,
                 banner_timeout=timeout,
                 auth_timeout=timeout,
                 allow_agent=False,
                 look_for_keys=False,
             )
-        except (OSError, paramiko.SSHException) as e:
+        except (OSError, EOFError, paramiko.SSHException) as e:
             client.close()
-            raise self._lost(f"while connecting ({e})") from None
+            if time.monotonic() - started >= timeout and self._alive():
+                raise GuestHung(f"the guest did not answer a connection in {timeout:g} s") from None
+            raise self.lost(f"while connecting ({e})") from None
         self._client = client
 
     def close(self) -> None:
@@ -112,6 +149,65 @@ class Guest:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _transport(self) -> paramiko.Transport:
+        if self._client is None:
+            self.connect()
+        assert self._client is not None
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise self.lost("before the command")
+        return transport
+
+    @contextlib.contextmanager
+    def _answered(self, what: str, transport: paramiko.Transport) -> Iterator[None]:
+        """Bound a step that waits for the guest: when no answer came within
+        ANSWER_WITHIN seconds, the connection is closed (which ends the wait)
+        and GuestHung raised; a connection that dropped is VMLost."""
+        import paramiko
+
+        fired = threading.Event()
+
+        def give_up() -> None:
+            fired.set()
+            transport.close()
+
+        timer = threading.Timer(ANSWER_WITHIN, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            if fired.is_set():
+                raise GuestHung(f"the guest did not answer {what} in {ANSWER_WITHIN:g} s") from None
+            raise self.lost(f"{what} ({e})") from None
+        finally:
+            timer.cancel()
+        if fired.is_set():
+            raise GuestHung(f"the guest did not answer {what} in {ANSWER_WITHIN:g} s")
+        if not transport.is_active():
+            raise self.lost(what)
+
+    def probe(self) -> None:
+        """Ask for a sign of life on this connection: an SSH keepalive request,
+        which sshd answers without starting anything. GuestHung when no
+        answer comes within ANSWER_WITHIN seconds, VMLost when the connection
+        dropped."""
+        transport = self._transport()
+        with self._probing, self._answered("a keepalive request", transport):
+            transport.global_request("keepalive@openssh.com", wait=True)
+
+    def wait(self, chan: paramiko.Channel, heard: float, deadline: float | None) -> float:
+        """Wait a little for `chan` to have something to read (at most until
+        `deadline`); a guest quiet for QUIET seconds since `heard` is probed.
+        Returns when the guest was last heard of."""
+        now = time.monotonic()
+        if now - heard >= QUIET:
+            self.probe()
+            return time.monotonic()
+        until = min(heard + QUIET, now + POLL, deadline if deadline is not None else now + POLL)
+        ready, _, _ = select.select([chan], [], [], max(0.0, until - now))
+        return time.monotonic() if ready else heard
+
     def run(
         self,
         command: str | Sequence[str],
@@ -124,67 +220,62 @@ class Guest:
     ) -> Result:
         """Run `command`, capturing its output (and copying it to the given
         streams as it comes). Raises GuestTimeout after `timeout` seconds
-        (None: no limit) and VMLost when the guest goes away mid-command."""
+        (None: no limit), GuestHung when the guest stops answering and
+        VMLost when it goes away mid-command."""
         import paramiko
 
+        what = f"during {command_line(command)!r}"
         chan = self._open(command, pty)
-        transport = chan.get_transport()
         if stdin is not None:
             threading.Thread(target=_pump, args=(stdin, chan), daemon=True).start()
         else:
             chan.shutdown_write()
         out: list[bytes] = []
         err: list[bytes] = []
-        deadline = None if timeout is None else time.monotonic() + timeout
+        heard = time.monotonic()
+        deadline = None if timeout is None else heard + timeout
         try:
             while True:
                 while chan.recv_ready():
                     _take(chan.recv(65536), out, stdout)
+                    heard = time.monotonic()
                 while chan.recv_stderr_ready():
                     _take(chan.recv_stderr(65536), err, stderr)
+                    heard = time.monotonic()
                 if (
                     chan.exit_status_ready()
                     and not chan.recv_ready()
                     and not chan.recv_stderr_ready()
                 ):
                     break
-                if chan.closed or transport.is_active() is False:
-                    raise self._lost(f"during {command_line(command)!r}")
-                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                if wait <= 0:
+                if chan.closed or not self.connected:
+                    raise self.lost(what)
+                if deadline is not None and time.monotonic() >= deadline:
                     raise GuestTimeout(f"{command_line(command)!r} did not finish in {timeout:g} s")
-                select.select([chan], [], [], wait)
+                heard = self.wait(chan, heard, deadline)
         except (OSError, EOFError, paramiko.SSHException) as e:
-            raise self._lost(f"during {command_line(command)!r} ({e})") from None
+            raise self.lost(f"{what} ({e})") from None
         finally:
             chan.close()
         code = chan.recv_exit_status()
         if code < 0:
-            raise self._lost(f"during {command_line(command)!r}")
+            raise self.lost(what)
         return Result(code, b"".join(out), b"".join(err))
 
     def _open(self, command: str | Sequence[str], pty: bool = False) -> paramiko.Channel:
         """A channel on which `command` has just been started."""
-        import paramiko
-
-        if self._client is None:
-            self.connect()
-        assert self._client is not None
-        try:
-            transport = self._client.get_transport()
-            assert transport is not None
-            chan = transport.open_session(timeout=15.0)
+        transport = self._transport()
+        with self._answered(f"starting {command_line(command)!r}", transport):
+            chan = transport.open_session(timeout=ANSWER_WITHIN)
             if pty:
                 chan.get_pty()
             chan.exec_command(command_line(command))
-        except (OSError, EOFError, paramiko.SSHException, AssertionError) as e:
-            raise self._lost(f"starting {command_line(command)!r} ({e})") from None
         return chan
 
     def start(self, command: str | Sequence[str], what: str) -> JsonProcess:
         """Start a long-running guest program that reads one JSON value a
         line and answers each with one JSON object a line."""
-        return JsonProcess(self._open(command), what)
+        return JsonProcess(self, self._open(command), what)
 
     def check(self, command: str | Sequence[str], *, timeout: float | None = 60.0) -> Result:
         """Run `command`, raising KdkError with its stderr when it fails."""
@@ -200,26 +291,44 @@ class Guest:
 class JsonProcess:
     """A program in the guest spoken to in JSON lines over its own channel."""
 
-    def __init__(self, chan: paramiko.Channel, what: str) -> None:
+    def __init__(self, guest: Guest, chan: paramiko.Channel, what: str) -> None:
+        self._guest = guest
         self._chan = chan
         self._buf = b""
         self.what = what  # for messages: "the guest process for /dev/x"
 
     def ask(self, request: object, timeout: float) -> dict[str, Any]:
         """Send one request, wait up to `timeout` s for its answer; VMLost
-        when the program ended or did not answer."""
+        when the program ended or did not answer, GuestHung when the whole
+        guest stopped answering, KdkError when the answer is not JSON."""
+        chan = self._chan
         try:
-            self._chan.sendall(json.dumps(request).encode() + b"\n")
-            self._chan.settimeout(timeout)
+            chan.sendall(json.dumps(request).encode() + b"\n")
+            heard = time.monotonic()
+            deadline = heard + timeout
             while b"\n" not in self._buf:
-                chunk = self._chan.recv(1 << 20)
-                if not chunk:
-                    raise VMLost(f"{self.what} ended: {self.stderr() or 'no message'}")
-                self._buf += chunk
-        except OSError as e:  # socket.timeout included
-            raise VMLost(f"no answer from {self.what} ({e or 'timeout'})") from None
+                if chan.recv_ready() or chan.eof_received or chan.closed:
+                    if not self._guest.connected:
+                        raise self._guest.lost(f"while waiting for {self.what}")
+                    chunk = chan.recv(1 << 20)
+                    if not chunk:
+                        raise VMLost(f"{self.what} ended: {self.stderr() or 'no message'}")
+                    self._buf += chunk
+                    heard = time.monotonic()
+                elif time.monotonic() >= deadline:
+                    raise VMLost(f"no answer from {self.what} in {timeout:g} s")
+                else:
+                    heard = self._guest.wait(chan, heard, deadline)
+        except OSError as e:
+            raise VMLost(f"no answer from {self.what} ({e})") from None
         line, self._buf = self._buf.split(b"\n", 1)
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            text = line.decode(errors="replace")
+            raise KdkError(f"{self.what} sent a malformed answer: {text[:100]!r}")
         return answer
 
     def stderr(self) -> str:

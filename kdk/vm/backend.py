@@ -28,8 +28,22 @@ class Backend(Protocol):
         step: Callable[[str], None],
         ssh_port: int | None = None,
         debug: bool = False,
+        replace: VMRecord | None = None,
     ) -> tuple[VMRecord, bool]:
-        """Boot unless running; (record, whether it was booted now)."""
+        """Boot unless running (stopping it first if it is `replace`);
+        (record, whether it was booted now)."""
+        ...
+
+    def dry_run(
+        self,
+        kernel: Kernel,
+        accel: str,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        ssh_port: int | None = None,
+        debug: bool = False,
+    ) -> list[str]:
+        """The command `up` would run, booting nothing."""
         ...
 
     def record(self) -> VMRecord | None:
@@ -48,7 +62,6 @@ class Backend(Protocol):
         """A connection (not yet open) to the running guest."""
         ...
 
-    def down(self, timeout: float = 10.0, clean: bool = True) -> bool:
-        """Stop the VM (`clean`: let the guest power off first); False when it
-        was not running."""
+    def down(self) -> bool:
+        """Stop the VM; False when it was not running."""
         ...

@@ -8,9 +8,11 @@ guest is reached through QEMU's user network on a free 127.0.0.1 port.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -28,6 +30,7 @@ from ..net import link
 from .initramfs import initramfs
 from .state import (
     CLIENT_KEY,
+    CMDLINE_FILE,
     GDB_SOCKET,
     HOST_KEY,
     PID_FILE,
@@ -39,6 +42,7 @@ from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
 READY_MARK = b"kdk-ready"
+FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says why it stopped
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 PROBE_TIMEOUT = 3.0
 
@@ -282,13 +286,62 @@ class QemuBackend:
         step: Callable[[str], None],
         ssh_port: int | None = None,
         debug: bool = False,
+        replace: VMRecord | None = None,
     ) -> tuple[VMRecord, bool]:
         """Boot the VM unless it runs; returns its record and whether it was
         booted now. `say` prints a line, `step` names the step in progress;
-        `debug` turns the allocator's checks on (debug_cmdline)."""
-        rec = self.record()
-        if rec is not None:
-            return rec, False
+        `debug` turns the allocator's checks on (debug_cmdline). A running
+        VM that is `replace` (a hung or crashed one) is stopped first.
+
+        One `up` at a time per state folder: a second one waits for the
+        first (bounded) and then finds the VM running."""
+        with self.state.lock(BOOT_TIMEOUT + 30):
+            rec = self.record()
+            if rec is not None and replace is not None and rec.pid == replace.pid:
+                self.down()
+                rec = None
+            if rec is not None:
+                return rec, False
+            cfg = self.config(kernel, accel, say, step, ssh_port, debug)
+            step("boot")
+            for _attempt in range(3):
+                started = time.time()
+                if self._start(cfg):
+                    break
+                cfg = dataclasses.replace(cfg, ssh_port=free_port())  # taken meanwhile
+            else:
+                raise BootFailed("QEMU could not forward any free port")
+            pid = int(self.state.file(PID_FILE).read_text())
+            self._wait_ready(pid, step)
+            ready = time.time() - started
+            rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, cfg.accel, started,
+                           ready, debug)  # fmt: skip
+            self.state.write(rec)
+            return rec, True
+
+    def dry_run(
+        self,
+        kernel: Kernel,
+        accel: str,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        ssh_port: int | None = None,
+        debug: bool = False,
+    ) -> list[str]:
+        """The QEMU command `up` would run now (nothing is started)."""
+        return qemu_argv(self.config(kernel, accel, say, step, ssh_port, debug))
+
+    def config(
+        self,
+        kernel: Kernel,
+        accel: str,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        ssh_port: int | None = None,
+        debug: bool = False,
+    ) -> QemuConfig:
+        """What `up` would boot: checks what it needs, prepares the state
+        folder, the cached initramfs and kernel, and chooses accel and port."""
         for path in (self.project, self.state.path):
             if any(c.isspace() for c in str(path)):
                 raise KdkError(f"{path}: kdk cannot share a path with white space into the guest")
@@ -307,30 +360,19 @@ class QemuBackend:
         if ssh_port is not None and not port_free(ssh_port):
             say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")
             ssh_port = None
-        step("boot")
-        for _attempt in range(3):
-            cfg = QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
-                             ssh_port or free_port(), debug=debug)  # fmt: skip
-            started = time.time()
-            if self._start(cfg):
-                break
-            ssh_port = None  # someone took the port between the check and QEMU
-        else:
-            raise BootFailed("QEMU could not forward any free port")
-        pid = int(self.state.file(PID_FILE).read_text())
-        self._wait_ready(pid, step)
-        ready = time.time() - started
-        rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, accel, started, ready, debug)
-        self.state.write(rec)
-        return rec, True
+        return QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
+                          ssh_port or free_port(), debug=debug)  # fmt: skip
 
     def _start(self, cfg: QemuConfig) -> bool:
-        """Start QEMU in the background; False when its port was taken."""
+        """Start QEMU in the background, keeping its command line in the
+        state folder; False when its port was taken."""
         log = self.state.console_log
         if log.exists() and log.stat().st_size:  # keep the last boot's (a crash's) log
             log.replace(self.state.previous_console_log)
         log.write_bytes(b"")
-        proc = subprocess.run(qemu_argv(cfg), capture_output=True, text=True, timeout=60)
+        argv = qemu_argv(cfg)
+        self.state.file(CMDLINE_FILE).write_text(shlex.join(argv) + "\n")
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if proc.returncode == 0:
             return True
         err = proc.stderr.strip()
@@ -339,10 +381,15 @@ class QemuBackend:
         raise BootFailed(f"QEMU failed: {err.splitlines()[-1] if err else proc.returncode}")
 
     def _wait_ready(self, pid: int, step: Callable[[str], None]) -> None:
-        """Wait for the guest's ready line on the console, then for sshd."""
+        """Wait for the guest's ready line on the console (its setup prints
+        it once sshd listens), or the line saying why it cannot be ready."""
         marker = str(self.state.path)
         deadline = time.monotonic() + BOOT_TIMEOUT
-        while READY_MARK not in self.state.console_log.read_bytes():
+        while READY_MARK not in (console := self.state.console_log.read_bytes()):
+            if failed := FAIL_MARK.search(console):
+                _kill(pid)
+                why = failed.group(1).decode(errors="replace").strip()
+                raise BootFailed(f"the guest is not ready: {why}; see {self.state.console_log}")
             if not process_alive(pid, marker):
                 raise BootFailed(f"the VM stopped while booting; see {self.state.console_log}")
             if time.monotonic() > deadline:
@@ -353,33 +400,26 @@ class QemuBackend:
             time.sleep(0.05)
 
     # -- down -----------------------------------------------------------
-    def down(self, timeout: float = 10.0, clean: bool = True) -> bool:
-        """Power the guest off (`clean`) or not, killing QEMU after `timeout`;
-        False if it was not up."""
+    def down(self) -> bool:
+        """Stop QEMU; False if it was not up. Nothing in the guest needs a
+        shutdown: its writable layer is a tmpfs that goes with it, and its
+        writes to the project folder reached the host when they were made
+        (the 9p share has no cache)."""
         rec = self.record()
         if rec is None:
             return False
-        if clean:
-            try:
-                with self.guest() as g:
-                    g.run("sync; busybox poweroff -f >/dev/null 2>&1 &", timeout=5)
-            except KdkError:
-                pass  # a guest that does not answer is killed below
-        marker = str(self.state.path)
-        deadline = time.monotonic() + timeout
-        while process_alive(rec.pid, marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process_alive(rec.pid, marker):
-            _kill(rec.pid)
+        _kill(rec.pid)
         self.state.clear()
         return True
 
 
 def _kill(pid: int) -> None:
-    """SIGTERM, then SIGKILL after a second."""
+    """SIGTERM (QEMU exits at once; SIGCONT wakes a stopped one to see it),
+    then SIGKILL after a second."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.kill(pid, sig)
+            os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             return
         for _ in range(20):

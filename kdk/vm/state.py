@@ -1,28 +1,35 @@
 """The state folder of a VM: what runs, where, and with which keys.
 
 Everything about one VM lives in one folder (by default `.kdk/vm`): the
-QEMU pid, the ssh port, the keys kdk generated, and the console log. The
-record is written once the VM is ready and removed when it stops; a VM that
-died or was killed is told apart from a running one by its pid *and* its
-command line, so a recycled pid never reads as "running".
+QEMU pid and command line, the ssh port, the keys kdk generated, and the
+console log; a lock lets one boot run at a time. The record is written once
+the VM is ready and removed when it stops; a VM that died or was killed is
+told apart from a running one by its pid *and* its command line, so a
+recycled pid never reads as "running".
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import inguest
+from ..errors import KdkError
 
 STATE_FILE = "vm.json"
 HOST_KEY = "ssh_host_ed25519_key"
 CLIENT_KEY = "id_ed25519"
 CONSOLE_LOG = "console.log"
 PID_FILE = "qemu.pid"
+CMDLINE_FILE = "qemu.cmdline"  # the QEMU command line of the last boot, shell-quoted
+LOCK_FILE = "up.lock"  # held while a VM is being booted
 KNOWN_HOSTS = "known_hosts"
 GDB_SOCKET = "gdb.sock"  # QEMU's gdb stub
 HOST_ALIAS = "kdk-guest"
@@ -79,6 +86,24 @@ class StateDir:
     def clear(self) -> None:
         for name in (STATE_FILE, PID_FILE):
             (self.path / name).unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        """Hold the folder's lock while the block runs (one boot at a time);
+        KdkError when another holder keeps it longer than `timeout` s."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / LOCK_FILE).open("w") as f:  # not inherited by QEMU
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise KdkError(f"another kdk kept {self.path} locked for {timeout:g} s "
+                                       "(booting this VM)") from None  # fmt: skip
+                    time.sleep(0.1)
+            yield
 
     def stage_guest_files(self) -> None:
         """Copy the guest's stage-2 setup and sshd config into guest/, where

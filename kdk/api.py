@@ -6,13 +6,13 @@ users' own scripts do the same things the same way.
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -29,9 +29,11 @@ from .errors import (
 from .guest.device import GuestFile
 from .guest.ssh import Guest, Result
 from .kernel import Kernel, module_name, select_kernel
-from .modules import kmsg, oops, taint
-from .modules.build import Built, build, main_module, read_modules_order
+from .modules import deps, kmsg, loading, oops, taint
+from .modules.build import Built, build, built_modules, main_module
+from .modules.errnos import insmod_reason
 from .modules.info import check_vermagic, modinfo
+from .modules.scaffold import new_module
 from .project import (
     ModuleSource,
     find_module,
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from .net.wire import Wire
 
 LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
-STAGED_KO = "/run/kdk/staged.ko"  # where a module from outside the project is copied
 
 
 def _quiet(_: str) -> None:
@@ -65,6 +66,7 @@ class LoadResult:
     log: list[kmsg.Record]  # exactly the kernel log records the command produced
     built: bool  # whether sources were rebuilt first
     tainted: list[str] = field(default_factory=list)  # new taint flags beyond O and E
+    build: Built | None = None  # how it was built (None: a prebuilt .ko, or an unload)
 
 
 class Kdk:
@@ -286,6 +288,13 @@ class Kdk:
     def modules(self) -> list[ModuleSource]:
         return known_modules(self.project)
 
+    def new(self, name: str, char: bool = False) -> list[Path]:
+        """Make the module folder `name` (from the current folder when it is
+        in the project, else from the project root); the files made."""
+        here = Path.cwd()
+        return new_module((here if here.is_relative_to(self.project) else self.project) / name,
+                          char)  # fmt: skip
+
     def target_kernel(self, spec: str | None = None) -> Kernel:
         """The kernel to build for: the running guest's, else `spec` or the default."""
         rec = self.backend.record()
@@ -297,84 +306,80 @@ class Kdk:
                      self.state / "builds", force=force)  # fmt: skip
 
     def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
-        """Build if needed, check vermagic, (re)load the module, and return
-        the kernel log lines the load produced. LoadFailed carries the
-        kernel's error text and those lines when insmod fails."""
+        """Build if needed, check vermagic, load what the module needs from
+        its folder and the kernel, (re)load the module, and return the
+        kernel log lines all that produced. LoadFailed carries the kernel's
+        error text and those lines when an insmod fails."""
         prebuilt = spec.endswith(".ko") and Path(spec).is_file()
         src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
         rec = self.backend.require()
+        kernel = select_kernel(rec.kernel)
+        built = None
         if src is None:
-            ko, rebuilt = Path(spec).resolve(), False
+            ko = Path(spec).resolve()
+            siblings = sorted(ko.parent.glob("*.ko"))
         else:
-            built = build(src, select_kernel(rec.kernel), self.state / "builds")
-            ko, rebuilt = built.main_module(src.name), built.rebuilt
-        info = modinfo(ko)
-        check_vermagic(ko, info, rec.kernel)
-        name = info.get("name") or module_name(ko.name)
+            built = build(src, kernel, self.state / "builds")
+            ko, siblings = built.main_module(src.module or src.name), built.modules
+        plan = deps.plan(ko, deps.Siblings(siblings), deps.kernel_symbols(kernel.build_dir))
         staged = not ko.is_relative_to(self.project)
-        path = STAGED_KO if staged else str(ko)
-        script = "\n".join([
-            "before=$(" + kmsg.LAST_SEQ + ")",
-            "taint=$(cat /proc/sys/kernel/tainted)",
-            *([f"cat > {path}"] if staged else []),
-            f"[ ! -d /sys/module/{name} ] || rmmod {name} || exit 100",
-            f"insmod {shlex.quote(path)} {shlex.join(params)}",
-            "rc=$?",
-            kmsg.dump_since("before"),
-            'echo "kdk-taint $taint $(cat /proc/sys/kernel/tainted)"',
-            "exit $rc",
-        ])  # fmt: skip
+        target, *_ = steps = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
+        providers = steps[1:]
+        script = loading.load_script(target, providers, plan.kernel_modules, list(params), staged)
+        stdin = io.BytesIO(loading.stage([*plan.providers, ko])) if staged else None
         log: list[kmsg.Record] = []
         tainted: list[str] = []
         try:
-            with self.session() as g, ko.open("rb") if staged else nullcontext() as data:
-                result = g.run(script, timeout=LOAD_TIMEOUT, stdin=data)
+            with self.session() as g:
+                result = g.run(script, timeout=LOAD_TIMEOUT, stdin=stdin)
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
         except KernelCrash as e:  # the load's own lines and taint belong to the report
-            said = f"loading {name} tainted the kernel: {', '.join(tainted)}" if tainted else ""
-            e.details = "\n".join(filter(None, [_format(log), said, e.details]))
+            said = f"loading {target.name} tainted the kernel: {', '.join(tainted)}"
+            e.details = "\n".join(filter(None, [_format(log), said if tainted else "", e.details]))
             raise
-        if result.exit_code == 100:
-            raise LoadFailed(f"{name} is loaded and could not be unloaded for the reload: "
-                             f"{_insmod_error(result.stderr)}", _format(log))  # fmt: skip
         if not result.ok:
-            raise LoadFailed(f"insmod {name} failed: {_insmod_error(result.stderr)}", _format(log))
-        return LoadResult(name, ko, log, rebuilt, tainted)
+            raise loading.load_error(result.exit_code, target, providers,
+                                     result.stderr.decode(errors="replace"),
+                                     [r.text for r in log])  # fmt: skip
+        return LoadResult(target.name, ko, log, built is not None and built.rebuilt, tainted, built)
 
     def unload(self, spec: str) -> LoadResult:
-        """rmmod the module and return the kernel log lines that produced."""
+        """rmmod the module, after the loaded modules of its folder that use
+        it and before those it used that nothing else uses; return the
+        kernel log lines that produced."""
         self.backend.require()
-        name = self._loaded_name(spec)
-        script = "\n".join([
-            "before=$(" + kmsg.LAST_SEQ + ")",
-            f"[ -d /sys/module/{name} ] || {{ echo '{name} is not loaded' >&2; exit 1; }}",
-            f"rmmod {name}",
-            "rc=$?",
-            kmsg.dump_since("before"),
-            "exit $rc",
-        ])  # fmt: skip
+        ko = self._built_module(spec)
+        if ko is None:
+            name, dependents, providers = module_name(spec), [], []
+        else:
+            siblings = deps.Siblings(sorted(ko.parent.glob("*.ko")))
+            name = modinfo(ko).get("name") or module_name(ko.name)
+            dependents = [module_name(d.name) for d in siblings.dependents(ko)]
+            providers = [module_name(p.name) for p in siblings.providers(ko)]
         with self.session() as g:
-            result = g.run(script, timeout=LOAD_TIMEOUT)
+            result = g.run(loading.unload_script(name, dependents, providers), timeout=LOAD_TIMEOUT)
         log = kmsg.parse(result.stdout.decode(errors="replace"))
         if not result.ok:
-            raise LoadFailed(f"rmmod {name} failed: {_insmod_error(result.stderr)}", _format(log))
+            reason = insmod_reason(result.stderr.decode(errors="replace"), [r.text for r in log])
+            raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
         return LoadResult(name, None, log, False)
 
-    def _loaded_name(self, spec: str) -> str:
-        """The kernel's name for a module given by name, folder or .ko file;
-        a name kdk does not know is taken as the kernel's (e.g. veth)."""
+    def _built_module(self, spec: str) -> Path | None:
+        """The built .ko of a module given by name, folder or .ko file; None
+        for a name kdk does not know (taken as the kernel's, e.g. veth) or a
+        module not built yet."""
         if spec.endswith(".ko"):
-            return module_name(spec)
+            return Path(spec).resolve() if Path(spec).is_file() else None
         try:
             src = find_module(spec, self.project)
         except UnknownModule:
             if "/" in spec:
                 raise
-            return module_name(spec)
-        kos = read_modules_order(src.path)
-        return module_name(main_module(kos, src.name).name if kos else src.name)
+            return None
+        kos = built_modules(src.path)
+        return main_module(kos, src.module or src.name) if kos else None
 
     def dmesg(self) -> list[kmsg.Record]:
         """The guest's whole kernel log."""
@@ -386,11 +391,12 @@ def _format(log: list[kmsg.Record]) -> str:
     return "\n".join(r.format() for r in log)
 
 
-def _insmod_error(stderr: bytes) -> str:
-    """The kernel's reason from insmod/rmmod's message, e.g. 'Invalid parameters'."""
-    text = stderr.decode(errors="replace").strip()
-    last = text.splitlines()[-1] if text else "no message"
-    return last.rsplit(": ", 1)[-1] if "ERROR" in last else last
+def _insmod_step(ko: Path, release: str, staged: bool) -> loading.Insmod:
+    """A module checked against the guest's kernel, with its guest path."""
+    info = modinfo(ko)
+    check_vermagic(ko, info, release)
+    path = loading.staged_path(ko) if staged else str(ko)
+    return loading.Insmod(info.get("name") or module_name(ko.name), path)
 
 
 def _size(path: Path) -> int:

@@ -100,6 +100,8 @@ def cmd_build(k: Kdk, a: argparse.Namespace) -> int:
     built = k.build(a.module, kernel=a.kernel, force=a.force)
     if built.output:
         print(built.output, file=sys.stderr)
+    if a.verbose:
+        say(built.how())
     state = "built" if built.rebuilt else "up to date"
     say(f"{state}: " + " ".join(str(ko) for ko in built.modules))
     return 0
@@ -107,6 +109,8 @@ def cmd_build(k: Kdk, a: argparse.Namespace) -> int:
 
 def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
     res = k.load(a.module, a.params)
+    if a.verbose and res.build is not None:
+        say(res.build.how())
     _print_log(res.log)
     if res.tainted:
         say(f"loading {res.name} tainted the kernel: " + ", ".join(res.tainted))
@@ -119,10 +123,26 @@ def cmd_unload(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_list(k: Kdk, a: argparse.Namespace) -> int:
-    mods = k.modules()
-    width = max((len(f"{m.path.parent.name}/{m.name}") for m in mods), default=0)
-    for m in mods:
-        print(f"{m.path.parent.name + '/' + m.name:<{width}}  {m.description()}")
+    rows = []
+    for m in k.modules():
+        folder = str(m.path.relative_to(k.project)) if m.path != k.project else "."
+        names = m.module_names()
+        if len(names) > 1:  # a folder of many modules: each on its own line
+            rows.append((folder, f"{len(names)} modules"))
+            rows += [(f"  {n}", m.description(n)) for n in names]
+        else:
+            rows.append((folder, m.description()))
+    width = max((len(folder) for folder, _ in rows), default=0)
+    for folder, description in rows:
+        print(f"{folder:<{width}}  {description}".rstrip())
+    return 0
+
+
+def cmd_new(k: Kdk, a: argparse.Namespace) -> int:
+    made = k.new(a.name, char=a.char)
+    folder = made[0].parent
+    say(f"made {folder}: " + ", ".join(p.name for p in made))
+    say(f"next: kdk load {folder.name}; kdk test {folder.name}")
     return 0
 
 
@@ -202,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
         description="Build, load and watch Linux kernel modules in a throw-away VM.",
         epilog="Start with: kdk up && kdk load hello",
     )
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say what kdk does (e.g. which make ran, with its argv)")  # fmt: skip
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def add(
@@ -209,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="say what kdk does (e.g. which make ran, with its argv)")  # fmt: skip
         return sp
 
     up = add("up", cmd_up, "boot the VM in the background; returns when it is ready")
@@ -243,13 +267,17 @@ def parser() -> argparse.ArgumentParser:
         ("unload", cmd_unload, "rmmod, print the log lines it produced"),
     ):
         sp = add(name, func, help)
-        sp.add_argument("module", help="name under kmods/ or drivers/, a folder, or a .ko file")
+        sp.add_argument("module", help="a module folder's or a module's name, a folder "
+                        "(. is this one), or a .ko file")  # fmt: skip
         if name == "build":
             sp.add_argument("--kernel", help="kernel release when the VM is not up")
             sp.add_argument("--force", action="store_true", help="build even if nothing changed")
         if name == "load":
             sp.add_argument("params", nargs="*", help="module parameters, name=value")
-    add("list", cmd_list, "the modules and drivers kdk knows, with descriptions")
+    add("list", cmd_list, "the module folders of the project and their modules")
+    nw = add("new", cmd_new, "make a new module folder: Kbuild, Makefile, commented C, a test")
+    nw.add_argument("name", help="the module's name (also a path: the folder to make)")
+    nw.add_argument("--char", action="store_true", help="a character device with read/write")
     tr = add(
         "trace",
         cmd_trace,

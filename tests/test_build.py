@@ -1,20 +1,30 @@
-"""Kbuild on the host: output filtering, staleness, real builds and errors."""
+"""Builds on the host: Kbuild or the folder's own make, output filtering, staleness, errors."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from kdk.errors import BuildFailed
+from kdk.errors import BuildFailed, UnknownModule
 from kdk.kernel import Kernel
-from kdk.modules.build import build, compiler_output, read_modules_order, source_digest
+from kdk.modules.build import (
+    build,
+    compiler_output,
+    drives_kbuild,
+    main_module,
+    make_argv,
+    read_modules_order,
+    source_digest,
+)
 from kdk.modules.info import modinfo
 from kdk.project import ModuleSource
 
 from .conftest import DATA, PROJECT
+from .usermods import classic, pair
 
 
 def test_compiler_output_keeps_errors_and_drops_chatter() -> None:
@@ -73,3 +83,50 @@ def test_compile_errors_are_shown_with_file_and_line(tmp_path: Path, host_kernel
     with pytest.raises(BuildFailed, match="broken does not compile") as err:
         build(src, host_kernel, tmp_path / "stamps")
     assert f"{c}:" in err.value.details and "error:" in err.value.details
+
+
+def test_which_makefiles_drive_kbuild(tmp_path: Path) -> None:
+    assert drives_kbuild(classic(tmp_path))
+    (tmp_path / "Makefile").write_text("all:\n\tmake -C $(KDIR) \\\n\t\tSUBDIRS=$(PWD) modules\n")
+    assert drives_kbuild(tmp_path)
+    (tmp_path / "Makefile").write_text("obj-m := a.o\n# make -C /lib/modules/x/build M=.\n")
+    assert not drives_kbuild(tmp_path)  # obj-m lines only: kdk runs Kbuild
+
+
+def test_own_make_gets_the_build_tree_under_every_usual_name(
+    tmp_path: Path, host_kernel: Kernel
+) -> None:
+    folder = classic(tmp_path)
+    argv, cwd = make_argv(folder, host_kernel)
+    assert cwd == folder and argv[0] == "make" and "-C" not in argv
+    tree = str(host_kernel.build_dir)
+    for name in ("KDIR", "KERNELDIR", "KERNEL_DIR", "KSRC", "KERNEL_SRC"):
+        assert f"{name}={tree}" in argv
+    assert f"KVER={host_kernel.release}" in argv and f"KVERSION={host_kernel.release}" in argv
+    pair_argv, pair_cwd = make_argv(pair(tmp_path), host_kernel)
+    assert pair_cwd is None and pair_argv[1:3] == ["-C", tree]
+
+
+def test_a_folder_of_several_modules_needs_a_name() -> None:
+    kos = [Path("/f/vinput.ko"), Path("/f/vkbd.ko"), Path("/f/hello-1.ko")]
+    assert main_module(kos, "vkbd") == kos[1]
+    assert main_module(kos, "hello_1") == kos[2]
+    with pytest.raises(UnknownModule, match=r"f builds 3 modules \(vinput, vkbd, hello-1\)"):
+        main_module(kos, "f")
+
+
+@pytest.mark.kbuild
+def test_a_classic_makefile_builds_with_its_own_make(tmp_path: Path, host_kernel: Kernel) -> None:
+    folder = classic(tmp_path)
+    plain = subprocess.run(
+        ["make", "-C", str(host_kernel.build_dir), f"M={folder}", "modules"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert plain.returncode != 0 and "classic.h" in plain.stdout + plain.stderr
+    src = ModuleSource("classic", folder)
+    built = build(src, host_kernel, tmp_path / "stamps")
+    assert built.rebuilt and built.modules == [folder / "classic.ko"] and built.cwd == folder
+    assert f"ran its make in {folder}: make -s" in built.how()
+    assert modinfo(built.modules[0])["vermagic"].split()[0] == host_kernel.release
+    again = build(src, host_kernel, tmp_path / "stamps")
+    assert not again.rebuilt and "make not run" in again.how()

@@ -1,4 +1,10 @@
-"""Building modules with Kbuild on the host, against the guest's kernel.
+"""Building modules on the host, against the guest's kernel.
+
+A folder whose Makefile drives Kbuild itself (`$(MAKE) -C $(KDIR) M=...`)
+is built the way its author builds it: its own `make`, run in the folder,
+told where the guest kernel's build tree is under the names such Makefiles
+use. Any other module folder (a Kbuild, or a Makefile of obj-m lines only)
+gets `make -C <build tree> M=<folder> modules`.
 
 A build runs only when a source file, the file set, or the target kernel
 changed since the last successful one (kdk keeps a stamp per folder), so an
@@ -11,14 +17,16 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BuildFailed, KdkError, MissingDependency
+from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
 from ..kernel import Kernel
 from ..project import ModuleSource
 
+BUILD_TIMEOUT = 600.0  # seconds; a build still running then is reported, not waited on
 SOURCE_SUFFIXES = (".c", ".h", ".S", ".lds")
 SOURCE_NAMES = ("Kbuild", "Makefile", "Kconfig")
 # make's directory chatter, Kbuild's progress lines and a note every module
@@ -27,6 +35,13 @@ NOISE = re.compile(
     r"^(make(\[\d+\])?: (Entering|Leaving) directory|\s*(CC|LD|BTF|MODPOST|AR)\b"
     r"|Skipping BTF generation)"
 )
+# A Makefile line that runs Kbuild on a folder: `make -C <tree> M=<folder>`
+# (or the older SUBDIRS=).
+DRIVES_KBUILD = re.compile(r"^\t.*-C\s*\S+.*\b(M|SUBDIRS)=", re.M)
+# The variables out-of-tree Makefiles take the kernel build tree and the
+# release from; all are set on the command line of the folder's own make.
+TREE_VARIABLES = ("KDIR", "KERNELDIR", "KERNEL_DIR", "KSRC", "KERNEL_SRC")
+RELEASE_VARIABLES = ("KVER", "KVERSION")
 
 
 @dataclass(frozen=True)
@@ -36,14 +51,34 @@ class Built:
     modules: list[Path]  # the .ko files, in modules.order order
     rebuilt: bool  # False when the stamp said nothing changed
     output: str  # what Kbuild printed that matters (warnings), "" if none
+    argv: tuple[str, ...] = ()  # the make command that ran (none when up to date)
+    cwd: Path | None = None  # where it ran: the folder for its own make
 
     def main_module(self, name: str) -> Path:
         return main_module(self.modules, name)
 
+    def how(self) -> str:
+        """What was done, for `-v`: which make ran, where, with which argv."""
+        if not self.rebuilt:
+            return "sources unchanged since the last build: make not run"
+        if self.cwd is not None:
+            return (
+                "its own Makefile drives Kbuild: ran its make in "
+                f"{self.cwd}: {shlex.join(self.argv)}"
+            )
+        return f"ran Kbuild: {shlex.join(self.argv)}"
+
 
 def main_module(kos: list[Path], name: str) -> Path:
-    """Of a folder's modules, the .ko named like the folder, else the first."""
-    return next((ko for ko in kos if ko.name == f"{name}.ko"), kos[0])
+    """Of a folder's modules, the one called `name` (a module or the folder's
+    name), else the only one; a folder of several needs a module's name."""
+    for ko in kos:
+        if ko.name.removesuffix(".ko").replace("-", "_") == name.replace("-", "_"):
+            return ko
+    if len(kos) == 1:
+        return kos[0]
+    names = ", ".join(ko.name.removesuffix(".ko") for ko in kos)
+    raise UnknownModule(f"{name} builds {len(kos)} modules ({names}): name one of them")
 
 
 def _is_source(path: Path) -> bool:
@@ -64,6 +99,33 @@ def source_digest(folder: Path, kernel: Kernel) -> str:
                 st = path.stat()
                 h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def drives_kbuild(folder: Path) -> bool:
+    """Whether the folder's Makefile runs Kbuild itself (`-C <tree> M=...`)."""
+    try:
+        text = (folder / "Makefile").read_text(errors="replace")
+    except OSError:
+        return False
+    return bool(DRIVES_KBUILD.search(text.replace("\\\n", " ")))
+
+
+def make_argv(folder: Path, kernel: Kernel) -> tuple[list[str], Path | None]:
+    """The make command for `folder` and the folder it runs in (None: any)."""
+    jobs = f"-j{os.cpu_count() or 1}"
+    if drives_kbuild(folder):
+        tree = [f"{v}={kernel.build_dir}" for v in TREE_VARIABLES]
+        release = [f"{v}={kernel.release}" for v in RELEASE_VARIABLES]
+        return ["make", "-s", jobs, *tree, *release], folder
+    return ["make", "-C", str(kernel.build_dir), f"M={folder}", jobs, "modules"], None
+
+
+def built_modules(folder: Path) -> list[Path]:
+    """The modules a build made: from the modules.order files Kbuild wrote
+    (the folder's own first), else every .ko in the folder."""
+    orders = sorted(folder.rglob("modules.order"), key=lambda p: (p.parent != folder, p))
+    kos = [ko for order in orders for ko in read_modules_order(order.parent)]
+    return list(dict.fromkeys(kos)) or sorted(folder.glob("*.ko"))
 
 
 def read_modules_order(folder: Path) -> list[Path]:
@@ -98,19 +160,23 @@ def build(src: ModuleSource, kernel: Kernel, stamps: Path, *, force: bool = Fals
         raise MissingDependency(
             f"no headers for {kernel.release}: install linux-headers-{kernel.release}"
         )
-    argv = ["make", "-C", str(kernel.build_dir), f"M={src.path}", f"-j{os.cpu_count() or 1}",
-            "modules"]  # fmt: skip
+    argv, cwd = make_argv(src.path, kernel)
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    if cwd is not None:
+        env["PWD"] = str(cwd)  # Makefiles use $(PWD) for their folder
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env,
+                              timeout=BUILD_TIMEOUT)  # fmt: skip
     except FileNotFoundError:
         raise MissingDependency("make not found: install the build-essential package") from None
+    except subprocess.TimeoutExpired:
+        raise BuildFailed(f"{src.name}: the build did not finish in {BUILD_TIMEOUT:g} s") from None
     output = compiler_output(proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         raise BuildFailed(f"{src.name} does not compile (compiler errors above)", output)
-    kos = read_modules_order(src.path)
+    kos = built_modules(src.path)
     if not kos:
-        raise KdkError(f"{src.name}: Kbuild built no module (is obj-m set in its Kbuild?)")
+        raise KdkError(f"{src.name}: the build made no module (is obj-m set in its Kbuild?)")
     stamps.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"digest": digest, "modules": [str(k) for k in kos]}) + "\n")
-    return Built(kos, True, output)
+    return Built(kos, True, output, tuple(argv), cwd)

@@ -1,0 +1,169 @@
+"""Which modules a module needs loaded first, from the symbols in the .ko files.
+
+A module's undefined symbols must come from somewhere when insmod links it:
+the kernel image, one of the kernel's own modules (both listed in the build
+tree's Module.symvers), or another module of the same folder (its
+`__ksymtab_<symbol>` entries). So, before anything is loaded:
+
+- the folder's modules that export what it needs are loaded first, their
+  own providers before them;
+- the kernel's modules it needs are `modprobe`d in the guest;
+- a symbol that none of them provides is an error naming the symbol and
+  the module that needs it (insmod would only say "Unknown symbol in module").
+
+modpost's `depends=` line in .modinfo says the same for a folder built in one
+go; the symbols also work for prebuilt .ko files and say *which* symbol is
+missing. kmod's depmod cannot tell the kernel's modules apart from the image
+when given only Module.symvers, which is why the resolution is done here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ..errors import KdkError
+from ..kernel import module_name
+
+KSYMTAB = "__ksymtab_"
+IMAGE = "vmlinux"  # Module.symvers's name for the kernel image
+
+
+class UnresolvedSymbol(KdkError):
+    """A module needs a symbol that neither the kernel nor its folder exports."""
+
+
+@dataclass(frozen=True)
+class Symbols:
+    """What one .ko exports and what it needs from elsewhere."""
+
+    exports: frozenset[str]
+    needs: frozenset[str]  # undefined global symbols (weak ones may stay unresolved)
+
+
+def ko_symbols(ko: Path) -> Symbols:
+    """The exported and the undefined symbols of a module's symbol table."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    exports, needs = set(), set()
+    try:
+        with ko.open("rb") as f:
+            symtab = ELFFile(f).get_section_by_name(".symtab")
+            if not isinstance(symtab, SymbolTableSection):
+                raise ELFError("no symbol table")
+            for sym in symtab.iter_symbols():
+                if sym.name.startswith(KSYMTAB):
+                    exports.add(sym.name[len(KSYMTAB) :])
+                elif (
+                    sym.name
+                    and sym["st_shndx"] == "SHN_UNDEF"
+                    and sym["st_info"]["bind"] == "STB_GLOBAL"
+                ):
+                    needs.add(sym.name)
+    except (ELFError, OSError) as e:
+        raise KdkError(f"{ko}: not a kernel module ({e})") from None
+    return Symbols(frozenset(exports), frozenset(needs))
+
+
+def parse_symvers(text: str) -> dict[str, str]:
+    """Module.symvers as {symbol: where it is}: "vmlinux" for the kernel
+    image, else the name of the kernel module exporting it."""
+    where = {}
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 3:
+            where[fields[1]] = IMAGE if fields[2] == IMAGE else module_name(fields[2])
+    return where
+
+
+@cache
+def kernel_symbols(build_dir: Path) -> dict[str, str]:
+    """The symbols a kernel exports ({symbol: "vmlinux" or module}), from
+    its build tree's Module.symvers; empty when the tree has none."""
+    try:
+        return parse_symvers((build_dir / "Module.symvers").read_text())
+    except OSError:
+        return {}
+
+
+class Siblings:
+    """The modules of one folder, and which of them provides what to which."""
+
+    def __init__(self, kos: list[Path]) -> None:
+        self.symbols = {ko: ko_symbols(ko) for ko in dict.fromkeys(kos)}
+        self.exporter = {s: ko for ko, syms in self.symbols.items() for s in syms.exports}
+
+    def _add(self, ko: Path) -> None:
+        if ko not in self.symbols:
+            self.symbols[ko] = ko_symbols(ko)
+            self.exporter.update(dict.fromkeys(self.symbols[ko].exports, ko))
+
+    def providers(self, ko: Path) -> list[Path]:
+        """The modules of the folder `ko` needs loaded first, in load order
+        (depth first: a provider's providers come before it)."""
+        self._add(ko)
+        order: list[Path] = []
+        seen = {ko}
+
+        def visit(user: Path) -> None:
+            for sym in sorted(self.symbols[user].needs):
+                provider = self.exporter.get(sym)
+                if provider is not None and provider not in seen:
+                    seen.add(provider)
+                    visit(provider)
+                    order.append(provider)
+
+        visit(ko)
+        return order
+
+    def dependents(self, ko: Path) -> list[Path]:
+        """The modules of the folder that need `ko`, directly or through
+        another, in unload order (a user before what it uses)."""
+        self._add(ko)
+        order: list[Path] = []
+        seen = {ko}
+
+        def visit(provider: Path) -> None:
+            for user, syms in self.symbols.items():
+                if user not in seen and syms.needs & self.symbols[provider].exports:
+                    seen.add(user)
+                    visit(user)
+                    order.append(user)
+
+        visit(ko)
+        return order
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to load before a module, in order."""
+
+    kernel_modules: list[str]  # the kernel's own modules to modprobe first
+    providers: list[Path]  # modules of its folder to insmod first, in load order
+
+
+def plan(target: Path, siblings: Siblings, kernel: dict[str, str]) -> Plan:
+    """What must be loaded before `target`: its providers among `siblings`
+    and the kernel modules any of them needs (`kernel` from kernel_symbols).
+    UnresolvedSymbol names a symbol that nothing provides, with the module
+    that needs it."""
+    providers = siblings.providers(target)
+    kernel_modules: list[str] = []
+    for ko in [*providers, target]:
+        missing = []
+        for sym in sorted(siblings.symbols[ko].needs):
+            if sym in siblings.exporter:
+                continue
+            if sym not in kernel:
+                missing.append(sym)
+            elif kernel[sym] != IMAGE and kernel[sym] not in kernel_modules:
+                kernel_modules.append(kernel[sym])
+        if missing:
+            raise UnresolvedSymbol(
+                f"{module_name(ko.name)} needs {', '.join(missing)}, which neither the kernel "
+                f"nor the modules of {ko.parent} export"
+            )
+    return Plan(kernel_modules, providers)

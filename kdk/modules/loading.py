@@ -1,0 +1,108 @@
+"""The guest shell scripts that load and unload a module with what it needs.
+
+One script per command, so a load with its providers costs one guest
+round trip: note the kernel log's position, modprobe the kernel modules it
+needs, insmod the providers that are not loaded yet, reload the module
+itself, then print the log records all of that produced. The exit code says
+which step failed.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LoadFailed
+from . import kmsg
+from .errnos import insmod_reason
+
+STAGE_DIR = "/run/kdk/staged"  # where modules from outside the project are unpacked
+RELOAD_FAILED = 100  # the module was loaded and rmmod (for the reload) failed
+MODPROBE_FAILED = 101  # a kernel module it needs could not be loaded
+PROVIDER_FAILED = 110  # + i: insmod of the i-th provider failed
+
+
+@dataclass(frozen=True)
+class Insmod:
+    """One module to insmod: its name in the kernel and its path in the guest."""
+
+    name: str
+    path: str
+
+
+def staged_path(ko: Path) -> str:
+    return f"{STAGE_DIR}/{ko.name}"
+
+
+def stage(kos: list[Path]) -> bytes:
+    """A tar archive of the files, for `tar -x` into STAGE_DIR in the guest."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for ko in kos:
+            tar.add(ko, arcname=ko.name)
+    return buf.getvalue()
+
+
+def load_script(
+    target: Insmod,
+    providers: list[Insmod],
+    kernel_modules: list[str],
+    params: list[str],
+    staged: bool,
+) -> str:
+    """The script that loads `target` after what it needs; the taint before
+    and after goes to stdout after the log records (see api.Kdk.load)."""
+    lines = ["before=$(" + kmsg.LAST_SEQ + ")", "taint=$(cat /proc/sys/kernel/tainted)"]
+    if staged:
+        lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
+    lines.append("rc=0")
+    for m in kernel_modules:
+        lines.append(f"[ -d /sys/module/{m} ] || modprobe -q {m} || rc={MODPROBE_FAILED}")
+    for i, p in enumerate(providers):
+        lines.append(f"[ $rc != 0 ] || [ -d /sys/module/{p.name} ] "
+                     f"|| insmod {shlex.quote(p.path)} || rc={PROVIDER_FAILED + i}")  # fmt: skip
+    lines += [
+        f"[ $rc != 0 ] || [ ! -d /sys/module/{target.name} ] || rmmod {target.name} "
+        f"|| rc={RELOAD_FAILED}",
+        f"[ $rc != 0 ] || insmod {shlex.quote(target.path)} {shlex.join(params)} || rc=$?",
+        kmsg.dump_since("before"),
+        'echo "kdk-taint $taint $(cat /proc/sys/kernel/tainted)"',
+        "exit $rc",
+    ]
+    return "\n".join(lines)
+
+
+def load_error(
+    code: int, target: Insmod, providers: list[Insmod], stderr: str, log: list[str]
+) -> LoadFailed:
+    """The error for a load script's non-zero exit `code`."""
+    reason = insmod_reason(stderr, log)
+    details = "\n".join(log)
+    if code == RELOAD_FAILED:
+        what = f"{target.name} is loaded and could not be unloaded for the reload"
+    elif code == MODPROBE_FAILED:
+        what = f"a kernel module {target.name} needs could not be loaded"
+    elif PROVIDER_FAILED <= code < PROVIDER_FAILED + len(providers):
+        what = f"insmod {providers[code - PROVIDER_FAILED].name} (needed by {target.name}) failed"
+    else:
+        what = f"insmod {target.name} failed"
+    return LoadFailed(f"{what}: {reason}", details)
+
+
+def unload_script(target: str, dependents: list[str], providers: list[str]) -> str:
+    """The script that unloads the loaded modules that use `target` (users
+    first), `target`, then its unused providers (the last loaded first)."""
+    unused = (f'[ "$(cat /sys/module/{p}/refcnt 2>/dev/null)" != 0 ] || rmmod {p}'
+              for p in reversed(providers))  # fmt: skip
+    return "\n".join([
+        "before=$(" + kmsg.LAST_SEQ + ")",
+        f"[ -d /sys/module/{target} ] || {{ echo '{target} is not loaded' >&2; exit 1; }}",
+        " && ".join([*(f"{{ [ ! -d /sys/module/{d} ] || rmmod {d}; }}" for d in dependents),
+                     f"rmmod {target}", *(f"{{ {u}; }}" for u in unused)]),
+        "rc=$?",
+        kmsg.dump_since("before"),
+        "exit $rc",
+    ])  # fmt: skip

@@ -1,0 +1,93 @@
+"""Which modules load first, from the symbols of real .ko files built here;
+kernel errnos and missing symbols named, on stored real insmod messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdk.kernel import Kernel
+from kdk.modules import kmsg
+from kdk.modules.build import build
+from kdk.modules.deps import Siblings, UnresolvedSymbol, kernel_symbols, parse_symvers, plan
+from kdk.modules.errnos import KERNEL_ERRNOS, insmod_reason, name_errno
+from kdk.project import ModuleSource
+
+from .conftest import DATA
+from .usermods import pair
+
+
+def test_module_symvers_says_image_or_module() -> None:
+    text = (
+        "0x4c9d28b0\tphys_base\tvmlinux\tEXPORT_SYMBOL\t\n"
+        "0x12345678\tusb_register_driver\tdrivers/usb/core/usbcore\tEXPORT_SYMBOL_GPL\t\n"
+        "0x9abcdef0\tnf_conntrack_in\tnet/netfilter/nf_conntrack\tEXPORT_SYMBOL_GPL\t\n"
+    )
+    assert parse_symvers(text) == {
+        "phys_base": "vmlinux",
+        "usb_register_driver": "usbcore",
+        "nf_conntrack_in": "nf_conntrack",
+    }
+
+
+@pytest.fixture(scope="module")
+def pair_kos(tmp_path_factory: pytest.TempPathFactory, host_kernel: Kernel) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("deps")
+    built = build(ModuleSource("pair", pair(root)), host_kernel, root / "stamps")
+    return {ko.name.removesuffix(".ko"): ko for ko in built.modules}
+
+
+@pytest.mark.kbuild
+def test_the_provider_loads_first_and_its_user_unloads_first(
+    pair_kos: dict[str, Path], host_kernel: Kernel
+) -> None:
+    prov, user = pair_kos["kdkprov"], pair_kos["kdkuser"]
+    folder = Siblings(list(pair_kos.values()))
+    assert "kdkprov_add" in folder.symbols[prov].exports
+    assert "kdkprov_add" in folder.symbols[user].needs
+    kernel = kernel_symbols(host_kernel.build_dir)
+    assert plan(user, folder, kernel).providers == [prov]
+    assert plan(prov, folder, kernel).providers == []
+    assert folder.dependents(prov) == [user] and folder.dependents(user) == []
+    assert plan(user, folder, kernel).kernel_modules == []  # only the image's symbols
+
+
+@pytest.mark.kbuild
+def test_a_symbol_nothing_provides_is_named_with_its_module(
+    pair_kos: dict[str, Path], host_kernel: Kernel
+) -> None:
+    user = pair_kos["kdkuser"]
+    with pytest.raises(UnresolvedSymbol, match=r"^kdkuser needs kdkprov_add, which neither"):
+        plan(user, Siblings([user]), kernel_symbols(host_kernel.build_dir))
+
+
+@pytest.mark.kbuild
+def test_symbols_of_the_kernels_modules_are_modprobed(
+    pair_kos: dict[str, Path], host_kernel: Kernel
+) -> None:
+    user = pair_kos["kdkuser"]
+    kernel = {**kernel_symbols(host_kernel.build_dir), "kdkprov_add": "somedriver"}
+    p = plan(user, Siblings([user]), kernel)
+    assert (p.providers, p.kernel_modules) == ([], ["somedriver"])
+
+
+def test_kernel_internal_errnos_are_named_and_explained() -> None:
+    stored = (DATA / "insmod-eprobe-defer.txt").read_text()  # insmod's own stderr
+    reason = insmod_reason(stored, [])
+    assert reason.startswith("EPROBE_DEFER (517): ") and "probe is retried" in reason
+    assert set(KERNEL_ERRNOS) == set(range(512, 532)) - {520}  # 520 is unused
+    assert name_errno("Unknown error 512").startswith("ERESTARTSYS (512): ")
+    assert name_errno("Unknown error 4242") == "Unknown error 4242"
+    assert insmod_reason("insmod: ERROR: could not insert module x.ko: Invalid parameters", []) == (
+        "Invalid parameters"
+    )
+
+
+def test_unknown_symbol_in_module_names_the_symbols_from_the_log() -> None:
+    stored = (DATA / "insmod-unknown-symbol.txt").read_text()
+    log = [r.text for r in kmsg.parse((DATA / "kmsg-unknown-symbol.txt").read_text())]
+    assert insmod_reason(stored, log) == (
+        "Unknown symbol in module: kdkprov_add (exported by no loaded module)"
+    )
+    assert insmod_reason(stored, []) == "Unknown symbol in module"

@@ -1,0 +1,116 @@
+"""Module folders written without kdk in mind, made in a test's folder.
+
+- `classic`: LDD3's style. The default target of its Makefile runs Kbuild
+  itself and passes an include folder it finds through $(PWD); a plain
+  `make -C <tree> M=<folder>` loses it and fails to compile.
+- `pair`: one folder, two modules; kdkuser calls what kdkprov exports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CLASSIC_MAKEFILE = """\
+ifneq ($(KERNELRELEASE),)
+# called from the kernel build system
+obj-m := classic.o
+ccflags-y += -I$(INCDIR)
+else
+KERNELDIR ?= /lib/modules/$(shell uname -r)/build
+PWD := $(shell pwd)
+
+modules:
+\t$(MAKE) -C $(KERNELDIR) M=$(PWD) INCDIR=$(PWD)/../include modules
+
+clean:
+\trm -rf *.o *.ko *.mod* .*.cmd modules.order Module.symvers
+endif
+"""
+CLASSIC_H = '#define CLASSIC_GREETING "found its header through $(PWD)"\n'
+CLASSIC_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+#include "classic.h"
+
+static int __init classic_init(void)
+{
+\tpr_info("classic: %s\\n", CLASSIC_GREETING);
+\treturn 0;
+}
+
+static void __exit classic_exit(void)
+{
+}
+
+module_init(classic_init);
+module_exit(classic_exit);
+MODULE_LICENSE("GPL");
+"""
+CLASSIC_LINE = "classic: found its header through $(PWD)"
+
+PROVIDER_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+
+int kdkprov_add(int a, int b)
+{
+\treturn a + b;
+}
+EXPORT_SYMBOL_GPL(kdkprov_add);
+
+static int __init kdkprov_init(void)
+{
+\tpr_info("kdkprov: ready\\n");
+\treturn 0;
+}
+
+static void __exit kdkprov_exit(void)
+{
+\tpr_info("kdkprov: gone\\n");
+}
+
+module_init(kdkprov_init);
+module_exit(kdkprov_exit);
+MODULE_LICENSE("GPL");
+"""
+USER_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+
+int kdkprov_add(int a, int b);
+
+static int __init kdkuser_init(void)
+{
+\tpr_info("kdkuser: 2 + 3 = %d\\n", kdkprov_add(2, 3));
+\treturn 0;
+}
+
+static void __exit kdkuser_exit(void)
+{
+\tpr_info("kdkuser: gone\\n");
+}
+
+module_init(kdkuser_init);
+module_exit(kdkuser_exit);
+MODULE_LICENSE("GPL");
+"""
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def classic(root: Path) -> Path:
+    """root/classic (the module folder) and root/include; the folder."""
+    _write(root, {"classic/Makefile": CLASSIC_MAKEFILE, "classic/classic.c": CLASSIC_C,
+                  "include/classic.h": CLASSIC_H})  # fmt: skip
+    return root / "classic"
+
+
+def pair(root: Path) -> Path:
+    """root/pair: kdkprov and kdkuser, built by one Kbuild; the folder."""
+    _write(root, {"pair/Kbuild": "obj-m := kdkprov.o kdkuser.o\n",
+                  "pair/kdkprov.c": PROVIDER_C, "pair/kdkuser.c": USER_C})  # fmt: skip
+    return root / "pair"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .api import Kdk
 from .errors import KdkError, MissingDependency
+from .kernel import select_kernels
 from .modules import kmsg
 from .ui import progress, say
 from .vm.state import HOST_ALIAS, KNOWN_HOSTS
@@ -149,6 +150,10 @@ def cmd_new(k: Kdk, a: argparse.Namespace) -> int:
 def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     from . import testrun
 
+    if a.kernels:
+        runs = testrun.run_matrix(k, a.modules, select_kernels(a.kernels), a.junit)
+        print(f"\n{testrun.matrix_table(runs)}")
+        return next((r.code for r in runs if r.code), 0)
     code, tallies = testrun.run(k, a.modules, a.junit)
     print()
     for t in tallies:
@@ -295,6 +300,13 @@ def parser() -> argparse.ArgumentParser:
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
+    te.add_argument("--kernel", dest="kernels", action="append", default=[], metavar="K",
+                    help="on kernel K (a release or a prefix: 6.12) in a VM of its own, "
+                    "not the running one; repeat for several; a module x kernel table "
+                    "ends the output")  # fmt: skip
+    te.add_argument("--kernels", dest="kernels", action="extend", type=lambda s: s.split(","),
+                    metavar="K,K|all",
+                    help="several at once; all: every kernel with headers")  # fmt: skip
     return p
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .api import Kdk
 from .errors import KdkError
+from .kernel import Kernel
 from .project import ModuleSource, find_module
 
 
@@ -64,6 +65,15 @@ def tally(junit: Path, mods: list[ModuleSource]) -> list[Tally]:
     return list(by_folder.values())
 
 
+def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) -> int:
+    """pytest over the modules' tests, its compact output to stdout as it
+    comes, JUnit XML to `xml`; its exit code."""
+    argv = [sys.executable, "-m", "pytest", "-q", "--no-header", "-rfE", "--tb=short",
+            "-p", "no:cacheprovider", f"--junitxml={xml}",
+            *(str(f) for m in mods for f in test_files(m))]  # fmt: skip
+    return subprocess.run(argv, cwd=k.project, env=dict(os.environ, **env)).returncode
+
+
 def run(k: Kdk, names: list[str], junit: Path | None = None) -> tuple[int, list[Tally]]:
     """Run the tests in the running VM; (pytest's exit code, tallies).
     pytest's own compact output goes to stdout as it comes."""
@@ -71,9 +81,62 @@ def run(k: Kdk, names: list[str], junit: Path | None = None) -> tuple[int, list[
     k.backend.require()
     with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
         xml = junit or Path(tmp, "junit.xml")
-        argv = [sys.executable, "-m", "pytest", "-q", "--no-header", "-rfE", "--tb=short",
-                "-p", "no:cacheprovider", f"--junitxml={xml}",
-                *(str(f) for m in mods for f in test_files(m))]  # fmt: skip
-        env = dict(os.environ, KDK_VM=k.backend.state.path.name)
-        code = subprocess.run(argv, cwd=k.project, env=env).returncode
+        code = _pytest(k, mods, xml, {"KDK_VM": k.backend.state.path.name})
         return code, tally(xml, mods) if xml.exists() else []
+
+
+@dataclass(frozen=True)
+class KernelRun:
+    """The tests of the modules on one kernel, in a VM of its own."""
+
+    kernel: str  # the release the VM ran
+    vm: str  # the VM's name (its state folder under .kdk/vms)
+    code: int  # pytest's exit code
+    tallies: list[Tally]  # per module, in the order of the modules
+
+
+def run_matrix(
+    k: Kdk, names: list[str], kernels: list[Kernel], junit: Path | None = None
+) -> list[KernelRun]:
+    """The same tests on each kernel, one after the other, each in its own
+    VM (`<vm>-<release>`: own state folder and port), booted for the run and
+    stopped after it unless it was up already. `junit` gets one file per
+    kernel, the release added to its name."""
+    mods = select(k, names)
+    runs = []
+    for kernel in kernels:
+        vm = f"{k.backend.state.path.name}-{kernel.release}"
+        print(f"== {kernel.release} (VM {vm})", flush=True)
+        with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
+            xml = Path(tmp, "junit.xml")
+            if junit is not None:
+                xml = junit.with_name(f"{junit.stem}-{kernel.release}{junit.suffix}")
+            code = _pytest(k, mods, xml, {"KDK_VM": vm, "KDK_KERNEL": kernel.release})
+            runs.append(
+                KernelRun(kernel.release, vm, code, tally(xml, mods) if xml.exists() else [])
+            )
+    return runs
+
+
+def verdict(t: Tally) -> str:
+    """One word for a module's tests: FAIL, ok, skipped or none."""
+    return "FAIL" if t.failed else "ok" if t.passed else "skipped" if t.skipped else "none"
+
+
+def matrix_table(runs: list[KernelRun]) -> str:
+    """Module x kernel -> verdict and passed/total, a row per module; a kernel
+    whose run ended without results (pytest did not get to write them) says
+    so in its column."""
+    names = list(dict.fromkeys(t.name for r in runs for t in r.tallies))
+    rows = [["module", *(r.kernel for r in runs)]]
+    for name in names:
+        row = [name]
+        for r in runs:
+            t = next((t for t in r.tallies if t.name == name), None)
+            total = t.passed + t.failed + t.skipped if t else 0
+            row.append(f"{verdict(t)} {t.passed}/{total}" if t else f"no result ({r.code})")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

@@ -220,6 +220,14 @@ def cmd_wire(k: Kdk, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_net(k: Kdk, a: argparse.Namespace) -> int:
+    from .net import topology
+
+    left = topology.clean(k.guest())
+    say(f"removed {len(left)} namespaces: {' '.join(left)}" if left else "no namespaces to remove")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so docs and completion can use it)."""
     p = argparse.ArgumentParser(
@@ -297,6 +305,8 @@ def parser() -> argparse.ArgumentParser:
     wi = add("wire", cmd_wire, "the packet wire into the guest: both ends' addresses, owner")
     wi.add_argument("--pcap", type=Path, metavar="FILE", help="record the guest's frames here")
     wi.add_argument("--duration", type=float, metavar="S", help="record for S seconds")
+    nt = add("net", cmd_net, "network namespaces kdk made in the guest: `kdk net clean`")
+    nt.add_argument("action", choices=["clean"], help="clean: remove every one of them")
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")

@@ -10,7 +10,8 @@ kmods/ and drivers/, and a user's own tests, all get them:
 Mark a test (or a file, with `pytestmark`) with
 `@pytest.mark.module("kdkchar", "nr_devs=2")`: the `loaded` fixture loads it,
 and it is unloaded after the test either way. `sh()` and `check_writes()`
-are small helpers for guest shell commands and errno checks.
+are small helpers for guest shell commands and errno checks. Packet labs
+get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.net.fixtures).
 
 The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
 in), else a VM of the test session's own ("pytest"), booted on first use
@@ -30,6 +31,7 @@ import pytest
 from .api import Kdk
 from .errors import KdkError
 from .kernel import Kernel, select_kernel
+from .net.fixtures import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
 from .ui import say
 
 TEST_VM = "pytest"

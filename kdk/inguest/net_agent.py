@@ -1,0 +1,264 @@
+"""The guest side of kdk.net.topology: network namespaces built with pyroute2.
+
+Runs in the guest as `/usr/bin/python3 -I -u -c <this file>` for as long as
+the host keeps its SSH channel open, so pyroute2 is imported once (seconds
+under emulation), not once per step. Each request on stdin is one JSON
+object with an "op"; each answer on stdout is one JSON object, or
+{"error": "..."} when the step failed. Standard library and Debian's
+python3-pyroute2 (0.7 series) only.
+
+Namespaces are bind mounts under /run/netns (as `ip netns` makes them).
+Netlink work in a namespace uses a socket opened while this process was
+switched into it (setns), which stays bound to that namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+libc = ctypes.CDLL(None, use_errno=True)
+
+try:
+    from pyroute2 import IPRoute, netns
+except ImportError:
+    sys.stdout.write(json.dumps({"error": "pyroute2 is missing in the guest: install "
+                                 "Debian's python3-pyroute2 on the host"}) + "\n")  # fmt: skip
+    sys.exit(1)
+
+
+def _setns(fd: int) -> None:
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _enter(name: str) -> None:
+    """Switch the calling process into namespace `name` (in a child: for good)."""
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.root = os.open("/proc/self/ns/net", os.O_RDONLY)
+        self.iprs: dict[str | None, Any] = {None: IPRoute()}
+        self.procs: dict[int, tuple[subprocess.Popen[bytes], str, str, str | None]] = {}
+
+    def op_hello(self) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+    # -- netlink -------------------------------------------------------------
+    def ipr(self, ns: str | None) -> Any:
+        """A netlink socket in namespace `ns` (None: the guest's own)."""
+        if ns not in self.iprs:
+            assert ns is not None
+            _enter(ns)
+            try:
+                self.iprs[ns] = IPRoute()
+            finally:
+                _setns(self.root)
+        return self.iprs[ns]
+
+    def index(self, ns: str | None, ifname: str) -> int:
+        found = self.ipr(ns).link_lookup(ifname=ifname)
+        if not found:
+            raise LookupError(f"no interface {ifname} in {ns or 'the root namespace'}")
+        return int(found[0])
+
+    def op_netns(self, name: str) -> dict[str, Any]:
+        netns.create(name)
+        ipr = self.ipr(name)
+        ipr.link("set", index=self.index(name, "lo"), state="up")
+        return {}
+
+    def op_veth(self, a: list[Any], b: list[Any]) -> dict[str, Any]:
+        """A veth pair with end a = [ns, ifname] and end b = [ns, ifname]."""
+        tag = f"{os.getpid() % 10000}{len(self.procs)}{time.monotonic_ns() % 100000}"
+        tmp_a, tmp_b = f"kv{tag}a"[:15], f"kv{tag}b"[:15]
+        root = self.ipr(None)
+        root.link("add", ifname=tmp_a, kind="veth", peer=tmp_b)
+        for tmp, (ns, ifname) in ((tmp_a, a), (tmp_b, b)):
+            idx = self.index(None, tmp)
+            if ns is None:
+                root.link("set", index=idx, ifname=ifname)
+            else:
+                root.link("set", index=idx, net_ns_fd=ns, ifname=ifname)
+        return {}
+
+    def op_bridge(self, ns: str | None, ifname: str) -> dict[str, Any]:
+        ipr = self.ipr(ns)
+        ipr.link("add", ifname=ifname, kind="bridge")
+        ipr.link("set", index=self.index(ns, ifname), state="up")
+        return {}
+
+    def op_link(self, ns: str | None, ifname: str, **attrs: Any) -> dict[str, Any]:
+        """Set attributes: state ("up"/"down"), master (a bridge's name),
+        address (MAC), mtu."""
+        if "master" in attrs:
+            attrs["master"] = self.index(ns, attrs["master"])
+        self.ipr(ns).link("set", index=self.index(ns, ifname), **attrs)
+        return {}
+
+    def op_addr(self, ns: str | None, ifname: str, address: str, prefixlen: int) -> dict[str, Any]:
+        idx = self.index(ns, ifname)
+        self.ipr(ns).addr("add", index=idx, address=address, prefixlen=prefixlen)
+        return {}
+
+    def op_route(self, ns: str | None, dst: str, gateway: str) -> dict[str, Any]:
+        self.ipr(ns).route("add", dst=dst, gateway=gateway)
+        return {}
+
+    def op_links(self, ns: str | None) -> dict[str, Any]:
+        """Every interface of `ns`: name, MAC, state, and its counters."""
+        out = []
+        for msg in self.ipr(ns).get_links():
+            stats = msg.get_attr("IFLA_STATS64") or {}
+            out.append({
+                "ifname": msg.get_attr("IFLA_IFNAME"),
+                "index": msg["index"],
+                "address": msg.get_attr("IFLA_ADDRESS"),
+                "state": msg.get_attr("IFLA_OPERSTATE"),
+                "stats": {k: v for k, v in dict(stats).items() if isinstance(v, int)},
+            })  # fmt: skip
+        return {"links": out}
+
+    # -- processes -----------------------------------------------------------
+    def op_run(
+        self, ns: str | None, argv: list[str], timeout: float, input: str | None = None
+    ) -> dict[str, Any]:
+        proc = subprocess.run(argv, input=None if input is None else input.encode(),
+                              capture_output=True, timeout=timeout,
+                              preexec_fn=_child_in(ns))  # fmt: skip
+        return {"code": proc.returncode, "stdout": proc.stdout.decode(errors="replace"),
+                "stderr": proc.stderr.decode(errors="replace")}  # fmt: skip
+
+    def op_spawn(self, ns: str | None, argv: list[str]) -> dict[str, Any]:
+        """Start `argv` in the background; its output goes to files."""
+        out = tempfile.mkstemp(prefix="kdk-net-", suffix=".out")
+        err = tempfile.mkstemp(prefix="kdk-net-", suffix=".err")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out[0], stderr=err[0],
+                                preexec_fn=_child_in(ns))  # fmt: skip
+        os.close(out[0])
+        os.close(err[0])
+        self.procs[proc.pid] = (proc, out[1], err[1], ns)
+        return {"id": proc.pid}
+
+    def _output(self, pid: int) -> tuple[str, str]:
+        _, out, err, _ = self.procs[pid]
+        with open(out, "rb") as o, open(err, "rb") as e:
+            return o.read().decode(errors="replace"), e.read().decode(errors="replace")
+
+    def op_wait_output(self, id: int, text: str, timeout: float) -> dict[str, Any]:
+        """Wait until the process printed `text` (a ready line), or ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out, err = self._output(id)
+            ended = self.procs[id][0].poll() is not None
+            if text in out or ended or time.monotonic() > deadline:
+                return {"found": text in out, "ended": ended, "stdout": out, "stderr": err}
+            time.sleep(0.02)
+
+    def op_finish(self, id: int, timeout: float, signal: int = 0) -> dict[str, Any]:
+        """Signal the process (when `signal`), wait for it (killed after
+        `timeout`), and return its exit code and output."""
+        proc, out_path, err_path, _ = self.procs[id]
+        if signal and proc.poll() is None:
+            proc.send_signal(signal)
+        try:
+            code = proc.wait(timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            timed_out = True
+        out, err = self._output(id)
+        del self.procs[id]
+        os.unlink(out_path)
+        os.unlink(err_path)
+        return {"code": code, "stdout": out, "stderr": err, "timed_out": timed_out}
+
+    # -- teardown ------------------------------------------------------------
+    def op_delete(self, names: list[str], timeout: float = 10.0) -> dict[str, Any]:
+        """Kill every process in the namespaces (waiting until they are
+        gone), then remove them; once nothing holds a namespace, the kernel
+        frees it with its interfaces (a veth pair goes with either end)."""
+        for name in names:
+            self._kill_inside(name, timeout)
+            ipr = self.iprs.pop(name, None)
+            if ipr is not None:
+                ipr.close()
+            netns.remove(name)
+        return {"deleted": names}
+
+    def op_clean(self, prefix: str) -> dict[str, Any]:
+        """Delete every namespace whose name starts with `prefix`."""
+        names = sorted(n for n in netns.listnetns() if n.startswith(prefix))
+        return self.op_delete(names)
+
+    def _kill_inside(self, name: str, timeout: float) -> None:
+        inode = os.stat(os.path.join(NETNS_DIR, name)).st_ino
+        if inode == os.fstat(self.root).st_ino:
+            return  # a name for the guest's own namespace: its processes stay
+        target = f"net:[{inode}]"
+        for pid, (proc, *_rest, ns) in list(self.procs.items()):
+            if ns == name:
+                proc.kill()
+                proc.wait(timeout)
+                self.op_finish(pid, 0)
+        deadline = time.monotonic() + timeout
+        while pids := [p for p in _pids() if _netns_of(p) == target]:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes {pids} in {name} did not end")
+            time.sleep(0.02)
+
+
+def _child_in(ns: str | None) -> Any:
+    return None if ns is None else (lambda: _enter(ns))
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+
+
+def _netns_of(pid: int) -> str:
+    """The process's network namespace ("net:[inode]"); "" once it is gone
+    or a zombie (which no longer holds the namespace)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return ""
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except (OSError, IndexError):
+        return ""
+
+
+def main() -> None:
+    agent = Agent()
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req.pop("op")
+        try:
+            answer = getattr(agent, "op_" + op)(**req)
+        except Exception as e:  # the host gets every failure as one line
+            answer = {"error": f"{op}: {type(e).__name__}: {e}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+
+
+main()

@@ -1,0 +1,72 @@
+"""Modules not written for kdk, in the VM: a folder of two modules where one
+uses the other's export, and an init that returns a kernel-internal errno.
+
+The folders are outside the project, so kdk stages the .ko files into the
+guest: that path is exercised too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.errors import LoadFailed
+
+from .usermods import pair
+
+pytestmark = pytest.mark.vm
+
+
+def loaded(vm: Kdk) -> set[str]:
+    out = vm.exec("cd /sys/module && ls -d kdkprov kdkuser 2>/dev/null; true").stdout
+    return set(out.decode().split())
+
+
+def texts(log: list[str], *wanted: str) -> list[str]:
+    """The lines of `log` that are among `wanted`, in their order."""
+    return [t for t in log if t in wanted]
+
+
+def test_the_provider_loads_first_and_unloads_after_its_user(vm: Kdk, tmp_path: Path) -> None:
+    folder = pair(tmp_path)
+    vm.exec("rmmod kdkuser kdkprov 2>/dev/null; true")
+    res = vm.load(str(folder / "kdkuser"))
+    log = [r.text for r in res.log]
+    assert texts(log, "kdkprov: ready", "kdkuser: 2 + 3 = 5") == [
+        "kdkprov: ready",
+        "kdkuser: 2 + 3 = 5",
+    ]
+    assert res.name == "kdkuser" and loaded(vm) == {"kdkprov", "kdkuser"}
+    assert vm.exec(["cat", "/sys/module/kdkprov/refcnt"]).stdout == b"1\n"
+    # unloading the user also unloads the provider it alone used, after it
+    log = [r.text for r in vm.unload(str(folder / "kdkuser")).log]
+    assert texts(log, "kdkuser: gone", "kdkprov: gone") == ["kdkuser: gone", "kdkprov: gone"]
+    assert loaded(vm) == set()
+    # unloading the provider unloads its user first
+    vm.load(str(folder / "kdkuser"))
+    log = [r.text for r in vm.unload(str(folder / "kdkprov")).log]
+    assert texts(log, "kdkuser: gone", "kdkprov: gone") == ["kdkuser: gone", "kdkprov: gone"]
+    assert loaded(vm) == set()
+
+
+DEFERRED_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+
+static int __init deferred_init(void)
+{
+\treturn -EPROBE_DEFER;
+}
+module_init(deferred_init);
+MODULE_LICENSE("GPL");
+"""
+
+
+def test_an_init_returning_eprobe_defer_is_named(vm: Kdk, tmp_path: Path) -> None:
+    (tmp_path / "deferred").mkdir()
+    (tmp_path / "deferred" / "Kbuild").write_text("obj-m := deferred.o\n")
+    (tmp_path / "deferred" / "deferred.c").write_text(DEFERRED_C)
+    with pytest.raises(LoadFailed, match=r"^insmod deferred failed: EPROBE_DEFER \(517\): "):
+        vm.load(str(tmp_path / "deferred"))

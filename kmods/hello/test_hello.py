@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from kdk.api import Kdk
+from kdk.kernel import Kernel
+from kdk.modules.info import modinfo
 
 
 def test_load_and_unload_twice_print_their_lines(vm: Kdk) -> None:
@@ -18,4 +20,14 @@ def test_greeting_parameter_is_used_and_visible_read_only(vm: Kdk) -> None:
     param = "/sys/module/hello/parameters/greeting"
     assert vm.exec(["cat", param]).stdout == b"bonjour\n"
     assert vm.exec(["stat", "-c", "%a", param]).stdout == b"444\n"
+    vm.unload("hello")
+
+
+def test_runs_on_the_session_kernel_built_for_it(vm: Kdk, kdk_kernel: Kernel) -> None:
+    """What a kernel matrix rests on: the guest runs the kernel the session
+    asked for ($KDK_KERNEL), and the module loaded is built for it."""
+    assert vm.exec(["uname", "-r"]).stdout.decode().strip() == kdk_kernel.release
+    ko = vm.load("hello").ko
+    assert ko is not None
+    assert modinfo(ko)["vermagic"].split()[0] == kdk_kernel.release
     vm.unload("hello")

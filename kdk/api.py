@@ -33,6 +33,7 @@ from .modules import deps, kmsg, loading, oops, taint
 from .modules.build import Built, build, built_modules, main_module
 from .modules.errnos import insmod_reason
 from .modules.info import check_vermagic, modinfo
+from .modules.inspect import Inspection, inspect
 from .modules.scaffold import new_module
 from .project import (
     ModuleSource,
@@ -305,6 +306,20 @@ class Kdk:
         return build(find_module(spec, self.project), self.target_kernel(kernel),
                      self.state / "builds", force=force)  # fmt: skip
 
+    def module_file(self, spec: str, kernel: str | None = None) -> Path:
+        """The .ko of a module given by name, folder or .ko file; one of kdk's
+        to build is built for the guest kernel (or `kernel`) first if needed."""
+        if spec.endswith(".ko") and Path(spec).is_file():
+            return Path(spec).resolve()
+        src = find_module(spec, self.project)
+        built = build(src, self.target_kernel(kernel), self.state / "builds")
+        return built.main_module(src.module or src.name)
+
+    def inspect(self, spec: str, kernel: str | None = None) -> Inspection:
+        """What a module's .ko holds and what it needs from the guest kernel
+        (or `kernel`), read on the host before any load (kdk inspect)."""
+        return inspect(self.module_file(spec, kernel), self.target_kernel(kernel))
+
     def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
         """Build if needed, check vermagic, load what the module needs from
         its folder and the kernel, (re)load the module, and return the
@@ -418,7 +433,7 @@ def _read_from(path: Path, offset: int) -> str:
 
 def _crash_error(crashes: list[oops.Crash], console: Path, rebooted: bool) -> KernelCrash:
     first = crashes[0]
-    what = "crashed" if first.fatal else "warned"
+    what = first.what
     after = "; the VM was booted again" if rebooted else ""
     details = "\n".join(c.format(console) for c in crashes)
     return KernelCrash(f"the guest kernel {what}: {first.summary()}{after}", details)

@@ -228,6 +228,17 @@ def cmd_net(k: Kdk, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(k: Kdk, a: argparse.Namespace) -> int:
+    from .modules import inspect
+
+    if a.disasm:
+        print(inspect.disassemble(k.module_file(a.module, a.kernel), a.disasm), end="")
+        return 0
+    ins = k.inspect(a.module, a.kernel)
+    print(json.dumps(ins.as_json(), indent=1) if a.json else inspect.format_text(ins))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so docs and completion can use it)."""
     p = argparse.ArgumentParser(
@@ -307,6 +318,12 @@ def parser() -> argparse.ArgumentParser:
     wi.add_argument("--duration", type=float, metavar="S", help="record for S seconds")
     nt = add("net", cmd_net, "network namespaces kdk made in the guest: `kdk net clean`")
     nt.add_argument("action", choices=["clean"], help="clean: remove every one of them")
+    ins = add("inspect", cmd_inspect, "what a module's .ko holds (sections, functions, data, "
+              "modinfo) and the kernel symbols it needs; on the host, before any load")  # fmt: skip
+    ins.add_argument("module", help="name, folder or .ko file (built first if needed)")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.add_argument("--disasm", metavar="FUNC", help="only FUNC's disassembly, with source lines")
+    ins.add_argument("--kernel", help="kernel release to check against when the VM is not up")
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")

@@ -9,6 +9,12 @@ from ..errors import KdkError, VermagicMismatch
 
 def modinfo(ko: Path) -> dict[str, str]:
     """The key=value pairs of a module's .modinfo section (last value wins)."""
+    return dict(modinfo_entries(ko))
+
+
+def modinfo_entries(ko: Path) -> list[tuple[str, str]]:
+    """Every key=value entry of a module's .modinfo section, in order (keys
+    such as alias, parm and parmtype come once per value)."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
@@ -18,12 +24,12 @@ def modinfo(ko: Path) -> dict[str, str]:
             data = section.data() if section is not None else b""
     except (ELFError, OSError) as e:
         raise KdkError(f"{ko}: not a kernel module ({e})") from None
-    info = {}
+    entries = []
     for entry in data.split(b"\0"):
         key, sep, value = entry.decode(errors="replace").partition("=")
         if sep:
-            info[key] = value
-    return info
+            entries.append((key, value))
+    return entries
 
 
 def check_vermagic(ko: Path, info: dict[str, str], release: str) -> None:

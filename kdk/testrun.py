@@ -1,7 +1,8 @@
-"""`kdk test`: the tests of modules and drivers, run in the running VM.
+"""`kdk test`: the tests of modules, drivers and labs, run in the running VM.
 
 They are the same pytest files `make test` runs (`kmods/*/test_*.py`,
-`drivers/*/test_*.py`); kdk runs pytest with KDK_VM naming the current VM
+`drivers/*/test_*.py`, `rawnet/*/test_*.py`; `kdk test rawnet` runs every
+lab's); kdk runs pytest with KDK_VM naming the current VM
 and sums the JUnit XML up per module.
 """
 
@@ -36,11 +37,19 @@ def test_files(mod: ModuleSource) -> list[Path]:
     return sorted(mod.path.glob("test_*.py"))
 
 
+def labs(project: Path, name: str | None = None) -> list[ModuleSource]:
+    """The packet labs with tests (rawnet/<lab>/): all of them for None or
+    "rawnet", else the one named (none if there is no such lab)."""
+    root = project / "rawnet"
+    found = [ModuleSource(p.name, p) for p in sorted(root.glob("*/")) if any(p.glob("test_*.py"))]
+    return found if name in (None, "rawnet") else [m for m in found if m.name == name]
+
+
 def select(k: Kdk, names: list[str]) -> list[ModuleSource]:
-    """The named modules (all that have tests when none is named)."""
+    """The named modules and labs (all that have tests when none is named)."""
     if not names:
-        return [m for m in k.modules() if test_files(m)]
-    mods = [find_module(n, k.project) for n in names]
+        return [m for m in k.modules() if test_files(m)] + labs(k.project)
+    mods = [m for n in names for m in labs(k.project, n) or [find_module(n, k.project)]]
     for m in mods:
         if not test_files(m):
             raise KdkError(f"{m.name} has no tests (no test_*.py in {m.path})")

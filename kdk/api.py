@@ -336,7 +336,10 @@ class Kdk:
         else:
             built = build(src, kernel, self.state / "builds")
             ko, siblings = built.main_module(src.module or src.name), built.modules
-        plan = deps.plan(ko, deps.Siblings(siblings), deps.kernel_symbols(kernel.build_dir))
+        plan = deps.plan_in_project(
+            ko, siblings, deps.kernel_symbols(kernel.build_dir),
+            lambda: [k for m in self.modules() for k in built_modules(m.path)],
+        )  # fmt: skip
         staged = not ko.is_relative_to(self.project)
         target, *_ = steps = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
         providers = steps[1:]

@@ -10,7 +10,14 @@ import pytest
 from kdk.kernel import Kernel
 from kdk.modules import kmsg
 from kdk.modules.build import build
-from kdk.modules.deps import Siblings, UnresolvedSymbol, kernel_symbols, parse_symvers, plan
+from kdk.modules.deps import (
+    Siblings,
+    UnresolvedSymbol,
+    kernel_symbols,
+    parse_symvers,
+    plan,
+    plan_in_project,
+)
 from kdk.modules.errnos import KERNEL_ERRNOS, insmod_reason, name_errno
 from kdk.project import ModuleSource
 
@@ -91,3 +98,14 @@ def test_unknown_symbol_in_module_names_the_symbols_from_the_log() -> None:
         "Unknown symbol in module: kdkprov_add (exported by no loaded module)"
     )
     assert insmod_reason(stored, []) == "Unknown symbol in module"
+
+
+@pytest.mark.kbuild
+def test_a_provider_in_another_folder_of_the_project_is_found(
+    pair_kos: dict[str, Path], host_kernel: Kernel
+) -> None:
+    prov, user = pair_kos["kdkprov"], pair_kos["kdkuser"]
+    kernel = kernel_symbols(host_kernel.build_dir)
+    assert plan_in_project(user, [user], kernel, lambda: [prov]).providers == [prov]
+    with pytest.raises(UnresolvedSymbol, match="nor the modules built in the project export"):
+        plan_in_project(user, [user], kernel, lambda: [])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from kdk.cli import main
 from kdk.errors import UnknownModule
 from kdk.project import ModuleSource, find_module, known_modules, obj_m_names, project_root
 
@@ -122,3 +123,18 @@ def test_project_is_found_from_the_folder_you_work_in(
     assert project_root(deep) == deep  # so is a state folder
     monkeypatch.setenv("KDK_PROJECT", str(tmp_path))
     assert project_root(deep) == tmp_path
+
+
+def test_kdk_list_shows_folders_and_the_modules_of_a_many_module_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_project(tmp_path)
+    monkeypatch.setenv("KDK_PROJECT", str(tmp_path))
+    assert main(["list"]) == 0
+    assert [ln.split() for ln in capsys.readouterr().out.splitlines()] == [
+        ["drivers/net/mynic"],
+        ["examples", "3", "modules"],
+        ["hello-1"],
+        ["vinput"],
+        ["vkbd", "Emulate", "a", "keyboard"],
+    ]

@@ -19,6 +19,7 @@ when given only Module.symvers, which is why the resolution is done here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -145,11 +146,11 @@ class Plan:
     providers: list[Path]  # modules of its folder to insmod first, in load order
 
 
-def plan(target: Path, siblings: Siblings, kernel: dict[str, str]) -> Plan:
+def plan(target: Path, siblings: Siblings, kernel: dict[str, str], where: str = "") -> Plan:
     """What must be loaded before `target`: its providers among `siblings`
     and the kernel modules any of them needs (`kernel` from kernel_symbols).
     UnresolvedSymbol names a symbol that nothing provides, with the module
-    that needs it."""
+    that needs it (`where`: what `siblings` are, for the message)."""
     providers = siblings.providers(target)
     kernel_modules: list[str] = []
     for ko in [*providers, target]:
@@ -164,6 +165,22 @@ def plan(target: Path, siblings: Siblings, kernel: dict[str, str]) -> Plan:
         if missing:
             raise UnresolvedSymbol(
                 f"{module_name(ko.name)} needs {', '.join(missing)}, which neither the kernel "
-                f"nor the modules of {ko.parent} export"
+                f"nor {where or f'the modules of {ko.parent}'} export"
             )
     return Plan(kernel_modules, providers)
+
+
+def plan_in_project(
+    target: Path,
+    siblings: list[Path],
+    kernel: dict[str, str],
+    project: Callable[[], list[Path]],
+) -> Plan:
+    """plan() over the modules of `target`'s folder; when a symbol is still
+    missing, over the project's built modules too (`project()` lists them): a
+    folder may be built against another's Module.symvers (KBUILD_EXTRA_SYMBOLS)."""
+    try:
+        return plan(target, Siblings(siblings), kernel)
+    except UnresolvedSymbol:
+        return plan(target, Siblings([*siblings, *project()]), kernel,
+                    "the modules built in the project")  # fmt: skip

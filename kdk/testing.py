@@ -44,6 +44,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session's VM (through any fixture built on
+    `kdk_session`) is marked `vm`, so `pytest -m "not vm"` runs the rest."""
+    for item in items:
+        if "kdk_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vm)
+
+
 def session_vm() -> str:
     """The name of the session's VM: $KDK_VM, else "pytest" and the kernel
     $KDK_KERNEL names; with the pytest-xdist worker's id under xdist."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import inguest
-from ..errors import MissingDependency
+from ..errors import KdkError, MissingDependency
 from ..kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
 
 RECIPE = inguest.path("initramfs.modules")
@@ -73,13 +73,21 @@ def _module_bytes(path: Path) -> bytes:
     if path.name.endswith(".zst"):
         if not shutil.which("zstd"):
             raise MissingDependency(f"{path.name} is zstd-compressed: install the zstd package")
-        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+        out = subprocess.run(["zstd", "-dc", str(path)], capture_output=True)
+        if out.returncode != 0:
+            raise KdkError(f"zstd cannot decompress {path}: {out.stderr.decode().strip()}")
+        return out.stdout
     return raw
 
 
 def _resolved_modules(kernel: Kernel) -> list[Path]:
     """The recipe's modules and their dependencies, in load order."""
-    deps = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
+    dep_file = kernel.modules_dir / "modules.dep"
+    try:
+        deps = parse_modules_dep(dep_file.read_text())
+    except OSError as e:
+        why = f"cannot read {dep_file} ({e.strerror}): run `depmod {kernel.release}`"
+        raise MissingDependency(why) from None
     builtin_file = kernel.modules_dir / "modules.builtin"
     builtin = builtin_modules(builtin_file.read_text()) if builtin_file.exists() else set()
     wanted = recipe_modules(RECIPE.read_text())

@@ -352,10 +352,14 @@ class QemuBackend:
         self.state.ensure_keys()
         self.state.stage_guest_files()
         link.prepare(self.state.path)
-        step("initramfs")
-        initrd = initramfs(kernel, self.state_root / "cache")
-        step("kernel")
-        boot_image = extract_vmlinux(kernel.image, self.state_root / "cache") or kernel.image
+        cache = self.state_root / "cache"
+        try:
+            step("initramfs")
+            initrd = initramfs(kernel, cache)
+            step("kernel")
+            boot_image = extract_vmlinux(kernel.image, cache) or kernel.image
+        except OSError as e:  # e.g. a full disk, an unreadable module
+            raise BootFailed(f"cannot prepare the guest's boot files in {cache}: {e}") from None
         accel = choose_accel(accel, kernel, self.state_root / "cache" / "accel.json", say)
         if ssh_port is not None and not port_free(ssh_port):
             say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import KernelCrash
-from kdk.testing import TEST_VM
+from kdk.kernel import Kernel
+from kdk.testing import session_vm
 from kdk.ui import say
+
+pytestmark = pytest.mark.vm  # boots a VM of its own (not through kdk_session)
 
 TRIGGER = "/sys/kernel/debug/kdk_faulty/trigger"
 BUGS = [("uaf", "Poison overwritten", "faulty_uaf"),
@@ -19,11 +21,11 @@ BUGS = [("uaf", "Poison overwritten", "faulty_uaf"),
 
 
 @pytest.fixture(scope="module")
-def debug_vm() -> Iterator[Kdk]:
+def debug_vm(kdk_kernel: Kernel) -> Iterator[Kdk]:
     """A VM of its own booted with --debug (the session's VM is left as it is)."""
-    k = Kdk(vm=f"{os.environ.get('KDK_VM') or TEST_VM}-debug", say=say)
+    k = Kdk(vm=f"{session_vm()}-debug", say=say)
     was_up = k.backend.record() is not None
-    rec, _ = k.up(debug=True)
+    rec, _ = k.up(kdk_kernel.release, debug=True)
     assert rec.debug, f"{k.backend.state.path} runs without --debug: stop it first"
     k.load("faulty")
     yield k

@@ -1,0 +1,1 @@
+"""The arp lab (see README.md)."""

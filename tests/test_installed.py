@@ -2,11 +2,11 @@
 kdk's checkout, on a module written in the classic Makefile style.
 
 This is what a user does: `pip install` kdk, `cd` to their module, `kdk up`,
-`kdk load .`. The wheel is built from a copy of the package's sources (so
-nothing in the checkout changes), installed without `-e` into a venv made by
-the system's python3, and only its `kdk` binary is run, with the module
-folder as the current folder. The module is under /tmp, where the guest has
-a tmpfs: the project is mounted on top of it at the same path.
+`kdk load .`, then `kdk new` and `kdk test`. The wheel is built from a copy
+of the package's sources (so nothing in the checkout changes), installed
+without `-e` into a venv made by the system's python3, and only its `kdk`
+binary is run, in the user's folders. They are under /tmp, where the guest
+has a tmpfs: the project is mounted on top of it at the same path.
 """
 
 from __future__ import annotations
@@ -57,20 +57,26 @@ def user_env() -> dict[str, str]:
     return dict(env, KDK_VM=os.environ.get("KDK_VM") or TEST_VM)
 
 
-def test_wheel_in_a_fresh_venv_loads_a_classic_module_in_its_folder(
+def test_wheel_in_a_fresh_venv_works_in_a_project_of_its_own(
     installed_kdk: Path, user_env: dict[str, str], tmp_path: Path
 ) -> None:
-    folder = classic(tmp_path)
+    project = tmp_path / "mydrivers"
+    project.mkdir()
+    (project / "kdk.toml").write_text("")  # marks the project's top
+    folder = classic(project)
     kdk = str(installed_kdk)
     assert not Path(kdk).resolve().is_relative_to(PROJECT)
     try:
         run([kdk, "up"], cwd=folder, env=user_env)
+        assert (project / ".kdk" / "vms" / user_env["KDK_VM"]).is_dir()  # the project's state
         r = run([kdk, "load", "-v", "."], cwd=folder, env=user_env)
         assert f"ran its make in {folder}: make -s" in r.stderr
         assert any(ln.endswith(f"] {CLASSIC_LINE}") for ln in r.stdout.splitlines()), r.stdout
-        # the state is the project's own: the folder kdk was run in
-        assert (folder / ".kdk" / "vms" / user_env["KDK_VM"]).is_dir()
-        again = run([kdk, "load", "-v", "."], cwd=folder, env=user_env)
+        again = run([kdk, "load", "-v", "classic"], cwd=project, env=user_env)
         assert "make not run" in again.stderr  # unchanged: the build stamp skips make
+        # the templates and the pytest plugin come with the wheel
+        run([kdk, "new", "mymod"], cwd=project, env=user_env)
+        tested = run([kdk, "test", "mymod"], cwd=project, env=user_env)
+        assert "1 passed, 0 failed" in tested.stdout
     finally:
         subprocess.run([kdk, "down"], cwd=folder, env=user_env, timeout=120)

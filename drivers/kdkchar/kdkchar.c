@@ -122,7 +122,7 @@ static ssize_t kdkchar_read(struct file *file, char __user *ubuf,
 		goto out;
 	}
 	d->head = (d->head + n) % d->cap;
-	d->len -= n;
+	WRITE_ONCE(d->len, d->len - n);	/* peeked at without the lock */
 	if (d->len == 0)
 		d->head = 0;
 	ret = n;
@@ -163,7 +163,7 @@ static ssize_t kdkchar_write(struct file *file, const char __user *ubuf,
 		ret = -EFAULT;			/* nothing is stored */
 		goto out;
 	}
-	d->len += n;
+	WRITE_ONCE(d->len, d->len + n);
 	ret = n;
 	wake_up_interruptible(&d->readq);
 out:
@@ -217,7 +217,7 @@ static int kdkchar_resize(struct kdkchar_dev *d, int newcap)
 	memcpy(nbuf + first, d->buf, d->len - first);
 	old = d->buf;
 	d->buf = nbuf;
-	d->cap = newcap;
+	WRITE_ONCE(d->cap, newcap);
 	d->head = 0;
 	wake_up_interruptible(&d->writeq);	/* there may be more room */
 	mutex_unlock(&d->lock);
@@ -252,7 +252,7 @@ static long kdkchar_ioctl(struct file *file, unsigned int cmd,
 	case KDKCHAR_IOC_CLEAR:
 		mutex_lock(&d->lock);
 		d->head = 0;
-		d->len = 0;
+		WRITE_ONCE(d->len, 0);
 		wake_up_interruptible(&d->writeq);
 		mutex_unlock(&d->lock);
 		return 0;

@@ -15,7 +15,8 @@
 
 #include <linux/ioctl.h>
 
-#define KDKCHAR_IOC_MAGIC	'k'
+/* 'Y': not listed in Documentation/userspace-api/ioctl/ioctl-number.rst */
+#define KDKCHAR_IOC_MAGIC	'Y'
 
 /* bytes currently stored in the buffer */
 #define KDKCHAR_IOC_GET_SIZE		_IOR(KDKCHAR_IOC_MAGIC, 1, int)

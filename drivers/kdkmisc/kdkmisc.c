@@ -37,6 +37,8 @@
 
 /* bytes in one command, its '\n' included */
 #define KDKMISC_MAX_WRITE	256
+/* the digits of a size_t and the NUL; @out of kdkmisc_run() has 24 bytes */
+#define KDKMISC_NUM_ROOM	21
 
 /* the latest answer, shared by all users of the device */
 static DEFINE_MUTEX(kdkmisc_lock);	/* protects all of the below */
@@ -125,7 +127,7 @@ static ssize_t kdkmisc_run(const char *cmd, const char *text, size_t len,
 		for (i = 0; i < len; i++)
 			out[i] = text[len - 1 - i];
 	} else if (!strcmp(cmd, "len")) {
-		len = sprintf(out, "%zu", len);
+		len = scnprintf(out, KDKMISC_NUM_ROOM, "%zu", len);
 	} else {
 		return -EINVAL;
 	}

@@ -4,7 +4,7 @@
  *
  * It shows:
  *  - struct timer_list: timer_setup(), mod_timer() and
- *    del_timer_sync()/timer_delete_sync().  Its expiry is in jiffies, so
+ *    del_timer_sync()/timer_shutdown_sync().  Its expiry is in jiffies, so
  *    the period is rounded up to whole ticks (1000/HZ ms each); the
  *    callback runs in softirq context and re-arms the timer relative to
  *    its previous expiry, so the average rate does not drift;
@@ -135,7 +135,8 @@ static void __exit tm_exit(void)
 	/* both wait for a callback that is running on another CPU */
 	hrtimer_cancel(&tm_hrtimer);
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
-	timer_delete_sync(&tm_timer);
+	/* also stops the callback from arming the timer again */
+	timer_shutdown_sync(&tm_timer);
 #else
 	del_timer_sync(&tm_timer);
 #endif

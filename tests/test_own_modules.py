@@ -70,3 +70,35 @@ def test_an_init_returning_eprobe_defer_is_named(vm: Kdk, tmp_path: Path) -> Non
     (tmp_path / "deferred" / "deferred.c").write_text(DEFERRED_C)
     with pytest.raises(LoadFailed, match=r"^insmod deferred failed: EPROBE_DEFER \(517\): "):
         vm.load(str(tmp_path / "deferred"))
+
+
+CRC_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/crc7.h>
+#include <linux/module.h>
+
+static int __init kdkcrc_init(void)
+{
+\tpr_info("kdkcrc: %02x\\n", crc7_be(0, "123456789", 9));
+\treturn 0;
+}
+
+static void __exit kdkcrc_exit(void)
+{
+}
+
+module_init(kdkcrc_init);
+module_exit(kdkcrc_exit);
+MODULE_LICENSE("GPL");
+"""
+
+
+def test_a_kernel_module_it_needs_is_modprobed_first(vm: Kdk, tmp_path: Path) -> None:
+    (tmp_path / "kdkcrc").mkdir()
+    (tmp_path / "kdkcrc" / "Kbuild").write_text("obj-m := kdkcrc.o\n")
+    (tmp_path / "kdkcrc" / "kdkcrc.c").write_text(CRC_C)
+    vm.exec("rmmod kdkcrc crc7 2>/dev/null; true")
+    res = vm.load(str(tmp_path / "kdkcrc"))  # crc7_be is lib/crc7's, a module of the kernel
+    assert res.log[-1].text == "kdkcrc: ea"  # CRC-7/MMC of "123456789", shifted left by one
+    assert vm.exec("test -d /sys/module/crc7").ok
+    vm.unload(str(tmp_path / "kdkcrc"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .debug import gdb
 from .errors import (
     GuestHung,
     GuestTimeout,
@@ -47,6 +48,7 @@ from .trace.bpf import Probes, Program
 from .vm.backend import Backend
 from .vm.qemu import QemuBackend
 from .vm.state import VMRecord, process_alive, uptime
+from .vm.vmlinux import extract_vmlinux
 
 if TYPE_CHECKING:
     from .net.wire import Wire
@@ -184,6 +186,8 @@ class Kdk:
             else:
                 gone = self._wait_gone(rec, 0.0 if isinstance(e, GuestTimeout) else 3.0)
                 hung = not gone and not self._responsive(rec)
+            if not gone:  # stopped in gdb is not hung
+                gdb.check_not_held(self.backend.state.path, e)
             if not gone and not hung:
                 self._raise_crashes(console, offset)
                 raise
@@ -398,6 +402,28 @@ class Kdk:
             return None
         kos = built_modules(src.path)
         return main_module(kos, src.module or src.name) if kos else None
+
+    def gdb_command(self, spec: str | None = None, args: Sequence[str] = ()) -> list[str]:
+        """The gdb command line (kdk gdb) attached to the guest through QEMU's
+        gdb stub, with the module's symbols where the guest loaded it; `args`
+        are gdb's own (e.g. -batch -ex ...)."""
+        rec = self.backend.require()
+        symbol_file = None
+        if spec is not None:
+            ko = self._built_module(spec)
+            if ko is None:
+                raise UnknownModule(f"{spec} is not a module kdk built: `kdk load {spec}` first")
+            name = modinfo(ko).get("name") or module_name(ko.name)
+            with self.session() as g:
+                found = g.run(gdb.sections_script(name), timeout=30)
+            if found.exit_code == 3:
+                raise KdkError(f"{name} is not loaded in the guest: `kdk load {spec}` first")
+            symbol_file = gdb.symbol_file_command(ko, name, found.stdout.decode())
+        kernel = select_kernel(rec.kernel)
+        vmlinux = gdb.debug_vmlinux(rec.kernel) or extract_vmlinux(
+            kernel.image, self.state / "cache"
+        )
+        return gdb.gdb_argv(self.backend.state.path, vmlinux, symbol_file, args)
 
     def dmesg(self) -> list[kmsg.Record]:
         """The guest's whole kernel log."""

@@ -228,6 +228,16 @@ def cmd_net(k: Kdk, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gdb(k: Kdk, a: argparse.Namespace) -> int:
+    import subprocess
+
+    from .debug import gdb
+
+    argv = k.gdb_command(a.module, a.command)
+    with gdb.holding(k.backend.state.path):
+        return subprocess.run(argv).returncode
+
+
 def cmd_inspect(k: Kdk, a: argparse.Namespace) -> int:
     from .modules import inspect
 
@@ -318,6 +328,10 @@ def parser() -> argparse.ArgumentParser:
     wi.add_argument("--duration", type=float, metavar="S", help="record for S seconds")
     nt = add("net", cmd_net, "network namespaces kdk made in the guest: `kdk net clean`")
     nt.add_argument("action", choices=["clean"], help="clean: remove every one of them")
+    gd = add("gdb", cmd_gdb, "gdb on the running guest kernel, with a loaded module's symbols: "
+             "kdk gdb [MODULE] [-- GDB ARGS...]")  # fmt: skip
+    gd.add_argument("module", nargs="?", help="a module kdk loaded (its symbols at its addresses)")
+    gd.set_defaults(command=[])  # what follows `--`: gdb's own arguments
     ins = add("inspect", cmd_inspect, "what a module's .ko holds (sections, functions, data, "
               "modinfo) and the kernel symbols it needs; on the host, before any load")  # fmt: skip
     ins.add_argument("module", help="name, folder or .ko file (built first if needed)")
@@ -341,11 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kdk` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     workload: list[str] = []
-    if argv[:1] == ["trace"] and "--" in argv:  # options may follow the module name
+    if argv[:1] in (["trace"], ["gdb"]) and "--" in argv:  # options may follow the module
         cut = argv.index("--")
         argv, workload = argv[:cut], argv[cut + 1 :]
     args = parser().parse_args(argv)
-    if args.cmd == "trace":
+    if args.cmd in ("trace", "gdb"):
         args.command = workload
     elif getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]

@@ -1,0 +1,1 @@
+"""Debugging the guest kernel from the host: gdb through QEMU's gdb stub."""

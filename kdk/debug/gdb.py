@@ -1,0 +1,149 @@
+"""`kdk gdb`: gdb on the running guest kernel, through QEMU's gdb stub.
+
+Every VM has the stub on a unix socket in its state folder (kdk/vm/qemu.py),
+so gdb attaches without a reboot; attaching stops the guest's CPUs until gdb
+continues or detaches (quitting gdb detaches: the guest goes on). A module's
+symbols are loaded with add-symbol-file at the addresses the guest kernel
+gave its sections (/sys/module/NAME/sections), from the .ko file that was
+loaded (its build id is checked against the loaded module's), so
+`break kdkchar_write`, `bt`, `list` and `print` work with source lines.
+
+Kernel symbols need the kernel's debug info: Debian's
+linux-image-REL-dbg package installs vmlinux with it as
+/usr/lib/debug/boot/vmlinux-REL (for 6.1: 860 MB to download, 5.6 GB
+installed); kdk uses it when it is there. Without it gdb gets kdk's bare
+vmlinux (no symbols): the module's functions, variables and source lines
+work, kernel frames show as addresses.
+
+While `kdk gdb` runs, a marker file in the state folder names its process;
+a kdk command that finds the guest not answering then says it is held in
+gdb (GuestHeld) instead of taking it for hung and booting a fresh VM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import KdkError, MissingDependency
+from ..vm.state import GDB_SOCKET, process_alive
+
+GDB = "gdb"
+DEBUG_VMLINUX = Path("/usr/lib/debug/boot")  # where Debian's -dbg package puts vmlinux
+MARKER = "gdb.attached"  # in the state folder while `kdk gdb` runs: its pid
+BUILD_ID = ".note.gnu.build-id"
+
+
+class GuestHeld(KdkError):
+    """The guest does not answer because gdb holds it stopped."""
+
+
+def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
+    """The kernel image with debug info from the -dbg package, if installed."""
+    path = folder / f"vmlinux-{release}"
+    return path if path.is_file() else None
+
+
+def sections_script(name: str) -> str:
+    """A guest shell script printing "SECTION ADDRESS" for each section of
+    the loaded module `name`, then "build-id HEX" (exit 3: not loaded)."""
+    notes = f"/sys/module/{name}/notes/{BUILD_ID}"
+    return "\n".join([
+        f"cd /sys/module/{name}/sections 2>/dev/null || exit 3",
+        'for f in .* *; do [ -f "$f" ] && echo "$f $(cat "$f")"; done',
+        f"[ ! -f {notes} ] || echo \"build-id $(od -An -v -tx1 {notes} | tr -d ' \\n')\"",
+    ])  # fmt: skip
+
+
+def ko_sections(ko: Path) -> tuple[list[str], str]:
+    """The names of a module's loaded (SHF_ALLOC) sections and its build id."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with ko.open("rb") as f:
+            elf = ELFFile(f)
+            names = [s.name for s in elf.iter_sections() if s["sh_flags"] & 0x2]
+            note = elf.get_section_by_name(BUILD_ID)
+            build_id = note.data().hex() if note is not None else ""
+    except (ELFError, OSError) as e:
+        raise KdkError(f"{ko}: not a kernel module ({e})") from None
+    return names, build_id
+
+
+def symbol_file_command(ko: Path, name: str, guest_output: str) -> str:
+    """gdb's add-symbol-file for `ko` at the addresses `sections_script`
+    printed; KdkError when the loaded module is not built from this file.
+    (Init sections are in too, at the addresses they had before the kernel
+    freed them: left out, gdb would put their symbols at address 0.)"""
+    addresses: dict[str, str] = {}
+    loaded_id = ""
+    for line in guest_output.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "build-id":
+            loaded_id = value
+        elif re.fullmatch(r"0x[0-9a-f]+", value):
+            addresses[key] = value
+    names, build_id = ko_sections(ko)
+    if loaded_id and build_id and loaded_id != build_id:
+        raise KdkError(f"the loaded {name} is not the one in {ko} (rebuilt since it was "
+                       f"loaded?): `kdk load {name}` again")  # fmt: skip
+    if ".text" not in addresses:
+        raise KdkError(f"no .text address for {name} in the guest's /sys/module/{name}/sections")
+    others = [f"-s {s} {addresses[s]}" for s in names if s in addresses and s != ".text"]
+    return " ".join(["add-symbol-file", str(ko), addresses[".text"], *others])
+
+
+def gdb_argv(
+    state: Path, vmlinux: Path | None, symbol_file: str | None, args: Sequence[str] = ()
+) -> list[str]:
+    """gdb attached to the VM of state folder `state`: the kernel image
+    (`vmlinux`, for the architecture and, from -dbg, kernel symbols), the
+    module's symbols, then the user's own arguments."""
+    path = shutil.which(GDB)
+    if path is None:
+        raise MissingDependency("gdb not found: install the gdb package")
+    argv = [path, "-q"]
+    if vmlinux is not None:
+        argv.append(str(vmlinux))
+    argv += ["-ex", f"target remote {state / GDB_SOCKET}"]
+    if symbol_file:  # confirm off: add-symbol-file with addresses asks (y or n)
+        argv += ["-ex", "set confirm off", "-ex", symbol_file, "-ex", "set confirm on"]
+    return [*argv, *args]
+
+
+def holder(state: Path) -> int | None:
+    """The pid of the `kdk gdb` attached to the VM of `state`, if one is."""
+    try:
+        pid = int((state / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if process_alive(pid, "") else None
+
+
+def check_not_held(state: Path, error: KdkError) -> None:
+    """Raise GuestHeld instead of `error` (the guest did not answer) when
+    gdb is attached: it may hold the guest stopped, which is not a hang."""
+    pid = holder(state)
+    if pid is not None:
+        raise GuestHeld(f"{error}: the guest may be stopped in gdb (kdk gdb, pid {pid}); "
+                        "continue or quit gdb there") from None  # fmt: skip
+
+
+@contextmanager
+def holding(state: Path) -> Iterator[None]:
+    """While the block runs (gdb attached): the marker names this process,
+    and Ctrl-C goes to gdb (to stop the guest), not to kdk."""
+    marker = state / MARKER
+    marker.write_text(f"{os.getpid()}\n")
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        marker.unlink(missing_ok=True)

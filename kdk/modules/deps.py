@@ -13,8 +13,11 @@ tree's Module.symvers), or another module of the same folder (its
 
 modpost's `depends=` line in .modinfo says the same for a folder built in one
 go; the symbols also work for prebuilt .ko files and say *which* symbol is
-missing. kmod's depmod cannot tell the kernel's modules apart from the image
-when given only Module.symvers, which is why the resolution is done here.
+missing. kmod's depmod over a scratch tree (`depmod -b DIR -E Module.symvers
+-e RELEASE`, then `modprobe -d DIR --show-depends`) orders a folder's modules
+the same way, but tried on 6.1 it called crc7_be (exported by the kernel's
+lib/crc7 module) an unknown symbol and gave no dependency for it; getting
+that right would need the kernel's whole module tree in the scratch tree.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import pytest
 from kdk.kernel import Kernel, host_kernels
 from kdk.modules.build import compiler_output
 from kdk.project import known_modules
+from kdk.testing import session_vm
 from kdk.testrun import KernelRun, Tally, matrix_table
 
 from .conftest import PROJECT, kdk_cli
@@ -81,3 +82,15 @@ def test_kdk_test_runs_the_tests_on_every_kernel() -> None:
     assert re.split(r"\s{2,}", header)[1:] == [k.release for k in kernels]
     cells = re.split(r"\s{2,}", row)[1:]
     assert len(cells) == len(kernels) and all(c.startswith("ok ") for c in cells), row
+
+
+def test_each_kernel_and_xdist_worker_gets_a_vm_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("KDK_VM", "KDK_KERNEL", "PYTEST_XDIST_WORKER"):
+        monkeypatch.delenv(var, raising=False)
+    assert session_vm() == "pytest"
+    monkeypatch.setenv("KDK_KERNEL", "6.12")
+    assert session_vm() == "pytest-6.12"
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert session_vm() == "pytest-6.12-gw1"
+    monkeypatch.setenv("KDK_VM", "mine")
+    assert session_vm() == "mine-gw1"

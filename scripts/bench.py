@@ -79,6 +79,17 @@ def panic_to_working() -> float:
     return crash + kdk("exec", "--", "true")
 
 
+def debug_rows(n: int) -> list[tuple[str, list[float], float | None]]:
+    """`kdk gdb` and `kdk inspect` on the loaded kdkchar (the VM is up)."""
+    query = ["gdb", "kdkchar", "--", "-batch", "-ex", "info line kdkchar_write"]
+    return [
+        ("5b. `kdk gdb kdkchar` to gdb with its symbols loaded (batch, one query)",
+         repeat(n, lambda: kdk(*query)), None),
+        ("5c. `kdk inspect kdkchar` (built: sections, symbols, modinfo, kernel exports)",
+         repeat(n, lambda: kdk("inspect", "kdkchar")), None),
+    ]  # fmt: skip
+
+
 def repeat(
     n: int, run: Callable[[], float], before: Callable[[], object] = lambda: None
 ) -> list[float]:
@@ -141,6 +152,7 @@ def main() -> int:
     kdk("load", "kdkchar")
     rows.append(("5. `kdk trace kdkchar` to probes attached (8 functions, 16 probes)",
                  repeat(a.n, trace_attach), 12.0))  # fmt: skip
+    rows += debug_rows(a.n)
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
     rows.append(("7. `kdk test`, every module and driver", [kdk("test")], None))
     k.down()

@@ -43,9 +43,9 @@ def test_sections_at_the_guests_addresses_and_the_build_id_checked(
     src = ModuleSource("hello", tmp_path / "hello")
     ko = build(src, kdk_kernel, tmp_path / "stamps").main_module("hello")
     build_id = gdb.ko_sections(ko)[1]
-    guest = "\n".join([".text 0xffffffffc0200000", ".data 0xffffffffc0204000",
-                       ".init.text 0xffffffffc0210000", ".gnu.linkonce.this_module 0x1",
-                       "__versions 0xffffffffc0205000", f"build-id {build_id}"])  # fmt: skip
+    guest = "\n".join(["sections .data .init.text .text __versions", "0xffffffffc0204000",
+                       "0xffffffffc0210000", "0xffffffffc0200000", "0xffffffffc0205000",
+                       f"build-id {build_id}"])  # fmt: skip
     cmd = gdb.symbol_file_command(ko, "hello", guest)
     assert cmd.startswith(f"add-symbol-file {ko} 0xffffffffc0200000 ")
     assert "-s .data 0xffffffffc0204000" in cmd and "-s .init.text 0xffffffffc0210000" in cmd
@@ -53,7 +53,7 @@ def test_sections_at_the_guests_addresses_and_the_build_id_checked(
     with pytest.raises(KdkError, match="is not the one in"):
         gdb.symbol_file_command(ko, "hello", guest.replace(build_id, "00" * 36))
     with pytest.raises(KdkError, match=r"no \.text address"):
-        gdb.symbol_file_command(ko, "hello", "build-id " + build_id)
+        gdb.symbol_file_command(ko, "hello", "sections .data\n0x10\nbuild-id " + build_id)
 
 
 def test_a_marker_names_the_live_gdb_session(tmp_path: Path) -> None:

@@ -50,12 +50,17 @@ def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
 
 
 def sections_script(name: str) -> str:
-    """A guest shell script printing "SECTION ADDRESS" for each section of
-    the loaded module `name`, then "build-id HEX" (exit 3: not loaded)."""
+    """A guest shell script printing "sections NAME..." for the sections of
+    the loaded module `name`, their addresses in that order, one a line, and
+    "build-id HEX" (exit 3: not loaded). One `cat` reads all addresses: a
+    process per file is slow under emulation, and the files answer only a
+    read of the whole line (no shell `read`)."""
     notes = f"/sys/module/{name}/notes/{BUILD_ID}"
     return "\n".join([
         f"cd /sys/module/{name}/sections 2>/dev/null || exit 3",
-        'for f in .* *; do [ -f "$f" ] && echo "$f $(cat "$f")"; done',
+        'names=; for f in .* *; do [ -f "$f" ] && names="$names $f"; done',
+        'echo "sections$names"',
+        "cat $names",
         f"[ ! -f {notes} ] || echo \"build-id $(od -An -v -tx1 {notes} | tr -d ' \\n')\"",
     ])  # fmt: skip
 
@@ -81,14 +86,11 @@ def symbol_file_command(ko: Path, name: str, guest_output: str) -> str:
     printed; KdkError when the loaded module is not built from this file.
     (Init sections are in too, at the addresses they had before the kernel
     freed them: left out, gdb would put their symbols at address 0.)"""
-    addresses: dict[str, str] = {}
-    loaded_id = ""
-    for line in guest_output.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "build-id":
-            loaded_id = value
-        elif re.fullmatch(r"0x[0-9a-f]+", value):
-            addresses[key] = value
+    lines = guest_output.splitlines()
+    sections = next((ln.split()[1:] for ln in lines if ln.startswith("sections")), [])
+    values = [ln for ln in lines if re.fullmatch(r"0x[0-9a-f]+", ln)]
+    addresses = dict(zip(sections, values, strict=False))
+    loaded_id = next((ln.split()[1] for ln in lines if ln.startswith("build-id ")), "")
     names, build_id = ko_sections(ko)
     if loaded_id and build_id and loaded_id != build_id:
         raise KdkError(f"the loaded {name} is not the one in {ko} (rebuilt since it was "

@@ -1,0 +1,1 @@
+"""The tcp_handshake lab (see README.md)."""

@@ -1,0 +1,1 @@
+"""The sniffer lab (see README.md)."""

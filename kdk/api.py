@@ -46,11 +46,15 @@ from .project import (
 )
 from .trace.bpf import Probes, Program
 from .vm.backend import Backend
-from .vm.qemu import QemuBackend
+from .vm.box import Box, build_box, write_pointer
+from .vm.choose import forget, open_backend
 from .vm.state import VMRecord, process_alive, uptime
+from .vm.vagrant import VagrantBackend
 from .vm.vmlinux import extract_vmlinux
 
 if TYPE_CHECKING:
+    import fabric
+
     from .net.wire import Wire
 
 LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
@@ -81,10 +85,12 @@ class Kdk:
         state: Path | None = None,
         vm: str | None = None,
         say: Callable[[str], None] = _quiet,
+        backend: str | None = None,
     ) -> None:
         self.project = project or project_root()
         self.state = state or state_root(self.project)
-        self.backend: Backend = QemuBackend(self.project, self.state, vm or vm_name())
+        # `backend` ("qemu", "vagrant") is remembered by the VM; None: the remembered one
+        self.backend: Backend = open_backend(self.project, self.state, vm or vm_name(), backend)
         self.say = say  # where kdk tells what it does on its own (a reboot after a crash)
         self._guest: Guest | None = None  # the one connection all commands share
         self._guest_pid = 0  # the QEMU it leads to (a reboot means a new connection)
@@ -115,10 +121,34 @@ class Kdk:
         """The command `up` would start (`kdk up --dry-run`), booting nothing."""
         return self.backend.dry_run(select_kernel(kernel), accel, say, _quiet, ssh_port, debug)
 
-    def down(self) -> bool:
-        """Stop the VM; False when it was not running."""
+    def down(self, destroy: bool = False) -> bool:
+        """Stop the VM; False when it was not running. `destroy`: also remove
+        everything kdk started for it (Vagrant: domain, volumes, pool, and
+        libvirt's daemons and namespace when no other VM uses them) and
+        forget its backend."""
         self._disconnect()
-        return self.backend.down()
+        stopped = self.backend.down()
+        if destroy:
+            if isinstance(self.backend, VagrantBackend):
+                self.backend.destroy()
+            forget(self.backend)
+        return stopped
+
+    def box_build(
+        self, say: Callable[[str], None] = _quiet, force: bool = False
+    ) -> tuple[Box, bool]:
+        """kdk's Vagrant box, built unless cached (see kdk.vm.box); (box,
+        whether it was built now). The project's Vagrantfile is pointed at it."""
+        box, built = build_box(say, force)
+        write_pointer(self.state, box)
+        return box, built
+
+    def connection(self) -> fabric.Connection:
+        """An open fabric Connection to the running guest (`run`, `sudo`,
+        `put`, `get`), with kdk's keys and the guest's host key pinned."""
+        from .guest.connection import connection
+
+        return connection(self.backend.endpoint(self.backend.require()))
 
     def status(self) -> dict[str, Any]:
         """What `kdk status --json` prints."""

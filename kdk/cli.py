@@ -18,9 +18,11 @@ from pathlib import Path
 
 from .api import Kdk
 from .errors import KdkError, MissingDependency
+from .guest.netns import exec_prefix
 from .kernel import select_kernels
 from .modules import kmsg
 from .ui import progress, say
+from .vm.choose import BACKENDS
 from .vm.state import HOST_ALIAS, KNOWN_HOSTS
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -45,7 +47,15 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
-    say("VM stopped" if k.down() else "the VM was not running")
+    say("VM stopped" if k.down(destroy=a.destroy) else "the VM was not running")
+    if a.destroy:
+        say(f"removed what kdk started for the VM ({k.backend.name} backend)")
+    return 0
+
+
+def cmd_box(k: Kdk, a: argparse.Namespace) -> int:
+    box, built = k.box_build(say=say, force=a.force)
+    say(f"{'built' if built else 'cached'}: {box.name} at {box.path}")
     return 0
 
 
@@ -75,8 +85,9 @@ def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
     if ssh is None:
         raise MissingDependency("ssh not found: install the openssh-client package")
     ep = k.backend.endpoint(k.backend.require())
-    argv = [ssh, "-i", str(ep.key), "-p", str(ep.port), "-o", "IdentitiesOnly=yes",
-            "-o", f"HostKeyAlias={HOST_ALIAS}", "-o", "StrictHostKeyChecking=yes",
+    argv = [*exec_prefix(ep.netns), ssh, "-i", str(ep.key), "-p", str(ep.port),
+            "-o", "IdentitiesOnly=yes", "-o", f"HostKeyAlias={HOST_ALIAS}",
+            "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={k.backend.state.file(KNOWN_HOSTS)}",
             "-o", "LogLevel=ERROR"]  # fmt: skip
     # The guest's login shell is dash (fast for commands); people get bash.
@@ -85,7 +96,7 @@ def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
         if a.command
         else ["-t", f"{ep.user}@{ep.host}", "exec bash --login"]
     )
-    os.execv(ssh, argv)
+    os.execvp(argv[0], argv)
 
 
 def cmd_dmesg(k: Kdk, a: argparse.Namespace) -> int:
@@ -283,9 +294,20 @@ def parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="with the allocator's checks (slub_debug, page_poison)"
     )
     up.add_argument(
+        "--backend", choices=BACKENDS,
+        help="qemu (the host's kernel and root) or vagrant (kdk's box, its own kernel); "
+             "remembered by the VM (default: the remembered one, else qemu)",
+    )  # fmt: skip
+    up.add_argument(
         "--dry-run", action="store_true", help="print the QEMU command line, boot nothing"
     )
-    add("down", cmd_down, "stop the VM (nothing in it is kept)")
+    down = add("down", cmd_down, "stop the VM (nothing in it is kept)")
+    down.add_argument("--destroy", action="store_true",
+                      help="also remove what kdk started for it (Vagrant: domain, volumes, "
+                           "pool, libvirt's daemons and namespace)")  # fmt: skip
+    box = add("box", cmd_box, "build kdk's Vagrant box (cached; says where)")
+    box.add_argument("action", choices=["build"], help="build (unless cached)")
+    box.add_argument("--force", action="store_true", help="build even if cached")
     st = add("status", cmd_status, "is the VM running: accel, kernel, ssh port, pid, uptime")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     ex = add("exec", cmd_exec, "run a command in the guest; its exit code is kdk's")
@@ -365,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = args.command[1:]
 
     try:
-        return int(args.func(Kdk(say=say), args))
+        return int(args.func(Kdk(say=say, backend=getattr(args, "backend", None)), args))
     except KdkError as e:
         if e.details:
             print(e.details, file=sys.stderr)

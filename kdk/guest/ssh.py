@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import GuestHung, GuestTimeout, KdkError, MissingDependency, VMLost
+from .netns import connect_tcp
 
 if TYPE_CHECKING:
     import paramiko
@@ -56,6 +57,7 @@ class Endpoint:
     user: str
     key: Path  # private key file
     host_key: Path  # the guest's public host key (OpenSSH format)
+    netns: str | None = None  # the network namespace the guest is reached from
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,12 @@ class Guest:
                                     "run `kdk down` and `kdk up`") from None  # fmt: skip
         client = paramiko.SSHClient()
         client.get_host_keys().add(
-            f"[{ep.host}]:{ep.port}", keytype, paramiko.PKey.from_type_string(keytype, _b64(blob))
+            known_host_name(ep), keytype, paramiko.PKey.from_type_string(keytype, _b64(blob))
         )
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         started = time.monotonic()
         try:
-            sock = socket.create_connection((ep.host, ep.port), timeout)
+            sock = connect_tcp(ep.host, ep.port, timeout, ep.netns)
             # Commands are small back-to-back messages: without this, Nagle
             # and the guest's delayed ACKs add 40 ms to each.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -343,6 +345,11 @@ class JsonProcess:
     def close(self) -> None:
         """Close the channel; the program sees the end of its input."""
         self._chan.close()
+
+
+def known_host_name(ep: Endpoint) -> str:
+    """The name paramiko looks the guest's host key up by."""
+    return ep.host if ep.port == 22 else f"[{ep.host}]:{ep.port}"
 
 
 def _b64(text: str) -> bytes:

@@ -1,0 +1,380 @@
+"""The Vagrant backend: a guest with its own root and kernel (kdk's box),
+brought up by the `vagrant` CLI with the repository's Vagrantfile.
+
+libvirt runs confined to a network namespace kdk creates (`kdk-vagrant`):
+libvirtd and virtlogd are started there, with a copy of /etc/libvirt that
+`ip netns exec` puts in place of the host's (/etc/netns/kdk-vagrant/), so
+vagrant-libvirt's bridge, dnsmasq and NAT rules exist only inside the
+namespace, and the host's own network and libvirt configuration are never
+touched. `vagrant` runs in the namespace too (the guest's address exists
+only there); kdk reaches the guest's sshd with a socket opened in it, as
+`vagrant ssh-config` describes, logged in as root with the box's key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
+from ..guest.netns import exec_prefix
+from ..guest.ssh import Endpoint, Guest
+from ..kernel import Kernel
+from . import box as boxes
+from .state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
+
+NETNS = "kdk-vagrant"
+ETC = Path("/etc/netns") / NETNS  # `ip netns exec` binds its entries over /etc's
+RUN = Path("/run") / NETNS  # the daemons' pid files
+LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
+VAGRANTFILE = Path(__file__).resolve().parents[2] / "Vagrantfile"
+VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
+# qemu.conf for kdk's libvirtd: QEMU as root without a security driver or
+# cgroups (containers and CI machines have neither set up for libvirt).
+QEMU_CONF = """\
+# kdk: libvirt confined to the network namespace kdk-vagrant
+security_driver = "none"
+user = "root"
+group = "root"
+cgroup_controllers = [ ]
+remember_owner = 0
+"""
+DAEMON_TIMEOUT = 30.0
+VAGRANT_TIMEOUT = 600.0
+INFO = "vagrant.json"  # in the VM's state folder: the guest's address and key
+HOST_KEY_PUB = "vagrant_host_key.pub"
+LOG = "vagrant.log"  # everything the vagrant CLI printed
+
+
+def in_netns(argv: list[str]) -> list[str]:
+    return [*exec_prefix(NETNS), *argv]
+
+
+def _run(argv: list[str], timeout: float = 60.0, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stop(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL when it did not end within `timeout`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                return
+            time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Libvirt:
+    """kdk's own libvirtd and virtlogd, in the namespace NETNS."""
+
+    DAEMONS = ("virtlogd", "libvirtd")
+
+    def running(self) -> bool:
+        pid = _pid(RUN / "libvirtd.pid")
+        return pid is not None and process_alive(pid, "libvirtd")
+
+    def virsh(self, *args: str, check: bool = True) -> str:
+        proc = _run(in_netns([*VIRSH, *args]))
+        if check and proc.returncode != 0:
+            raise KdkError(f"virsh {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def ensure(self, say: Callable[[str], None]) -> None:
+        """Start the namespace and the daemons unless they run."""
+        if self.running():
+            return
+        if os.geteuid() != 0:
+            raise KdkError("the vagrant backend needs root (libvirt in a network namespace)")
+        for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virsh", "libvirt-clients"),
+                              ("vagrant", "vagrant vagrant-libvirt")):  # fmt: skip
+            if shutil.which(tool) is None:
+                raise MissingDependency(f"{tool} not found: install {package} "
+                                        "(scripts/install-vagrant)")  # fmt: skip
+        if LIBVIRT_SOCK.exists() and _answers(LIBVIRT_SOCK):
+            raise KdkError(f"a libvirtd that kdk did not start answers on {LIBVIRT_SOCK}: "
+                           "stop it to use kdk's vagrant backend")  # fmt: skip
+        say(f"starting libvirt in the network namespace {NETNS}")
+        if not Path("/run/netns", NETNS).exists():
+            _check(["ip", "netns", "add", NETNS])
+        _check(["ip", "-n", NETNS, "link", "set", "lo", "up"])
+        conf = ETC / "libvirt"
+        if not conf.is_dir():
+            shutil.copytree("/etc/libvirt", conf, symlinks=True)
+            # the host's default network (if enabled) is not started in here
+            shutil.rmtree(conf / "qemu" / "networks" / "autostart", ignore_errors=True)
+        (conf / "qemu.conf").write_text(QEMU_CONF)
+        RUN.mkdir(parents=True, exist_ok=True)
+        for daemon in self.DAEMONS:
+            _check(in_netns([daemon, "-d", "-p", str(RUN / f"{daemon}.pid")]))
+        deadline = time.monotonic() + DAEMON_TIMEOUT
+        while _run(in_netns([*VIRSH, "version"])).returncode != 0:
+            if time.monotonic() > deadline:
+                raise BootFailed(f"libvirtd did not answer within {DAEMON_TIMEOUT:g} s")
+            time.sleep(0.2)
+
+    def ensure_pool(self, name: str, path: Path) -> None:
+        """A storage pool in a folder kdk owns, defined and started."""
+        if name not in self.virsh("pool-list", "--all", "--name").split():
+            path.mkdir(parents=True, exist_ok=True)
+            self.virsh("pool-define-as", name, "dir", "--target", str(path))
+        if name not in self.virsh("pool-list", "--name").split():
+            self.virsh("pool-start", name)
+
+    def remove_pool(self, name: str) -> None:
+        """The pool, its volumes and its folder."""
+        if name not in self.virsh("pool-list", "--all", "--name").split():
+            return
+        self.virsh("pool-start", name, check=False)  # volumes are listed only when it runs
+        for vol in self.virsh("vol-list", name, check=False).splitlines():
+            self.virsh("vol-delete", vol.split()[0], "--pool", name, check=False)
+        self.virsh("pool-destroy", name, check=False)
+        self.virsh("pool-delete", name, check=False)
+        self.virsh("pool-undefine", name, check=False)
+
+    def idle(self) -> bool:
+        """No domain and no storage pool left: nothing of any kdk VM."""
+        return not (self.virsh("list", "--all", "--name").split()
+                    or self.virsh("pool-list", "--all", "--name").split())  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop everything kdk started for libvirt: networks (their dnsmasq),
+        the daemons by pid, any process left in the namespace, the
+        namespace and its /etc copy."""
+        if self.running():
+            for net in self.virsh("net-list", "--all", "--name", check=False).split():
+                self.virsh("net-destroy", net, check=False)
+                self.virsh("net-undefine", net, check=False)
+        for daemon in reversed(self.DAEMONS):
+            pid = _pid(RUN / f"{daemon}.pid")
+            if pid is not None and process_alive(pid, daemon):
+                _stop(pid)
+        if Path("/run/netns", NETNS).exists():
+            for left in _run(["ip", "netns", "pids", NETNS]).stdout.split():
+                _stop(int(left))
+            _check(["ip", "netns", "del", NETNS])
+        shutil.rmtree(ETC, ignore_errors=True)
+        shutil.rmtree(RUN, ignore_errors=True)
+
+
+def _answers(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+        return True
+
+
+def _check(argv: list[str]) -> None:
+    proc = _run(argv)
+    if proc.returncode != 0:
+        raise KdkError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def parse_ssh_config(text: str) -> dict[str, str]:
+    """`vagrant ssh-config`'s options of its (single) host, by lower-case name."""
+    opts: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and value:
+            opts.setdefault(key.lower(), value.strip().strip('"'))
+    return opts
+
+
+class VagrantBackend:
+    """Brings up, reaches and stops the Vagrant guest of one state folder."""
+
+    name = "vagrant"
+
+    def __init__(self, project: Path, state_root: Path, vm: str = "default") -> None:
+        self.project = project
+        self.state_root = state_root
+        self.state = StateDir(state_root / "vms" / vm)
+        self.libvirt = Libvirt()
+        self.prefix = f"kdk-{vm}-"
+        self.domain = self.prefix + "default"  # vagrant-libvirt: prefix + machine name
+        self.pool = f"kdk-{vm}"
+
+    # -- vagrant --------------------------------------------------------
+    def _env(self, box: boxes.Box | None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            VAGRANT_CWD=str(VAGRANTFILE.parent),
+            VAGRANT_DOTFILE_PATH=str(self.state.path / "vagrant"),
+            VAGRANT_DEFAULT_PROVIDER="libvirt",
+            VAGRANT_NO_COLOR="1",
+            KDK_PROJECT=str(self.project),
+            KDK_DOMAIN_PREFIX=self.prefix,
+            KDK_POOL=self.pool,
+            KDK_CONSOLE_LOG=str(self.state.console_log),
+        )
+        if box is None:
+            box, _ = boxes.find_box()
+        env.update(KDK_BOX_NAME=box.name, KDK_BOX_PATH=str(box.path))
+        return env
+
+    def vagrant(self, *args: str, box: boxes.Box | None = None,
+                timeout: float = VAGRANT_TIMEOUT) -> str:  # fmt: skip
+        """Run `vagrant ARGS` in the namespace (output logged); its stdout.
+        BootFailed with the last lines it printed when it fails."""
+        argv = in_netns(["vagrant", *args, "--no-tty"])
+        log = self.state.file(LOG)
+        self.state.path.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = _run(argv, timeout=timeout, env=self._env(box))
+        except subprocess.TimeoutExpired:
+            raise BootFailed(f"vagrant {args[0]} took more than {timeout:g} s") from None
+        with log.open("a") as f:
+            f.write(f"$ vagrant {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+        if proc.returncode != 0:
+            tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+            raise BootFailed(f"vagrant {args[0]} failed: {' | '.join(tail[-3:])} (see {log})")
+        return proc.stdout
+
+    # -- status ---------------------------------------------------------
+    def record(self) -> VMRecord | None:
+        """The running VM's record; a stopped VM's record is cleared."""
+        rec = self.state.read()
+        if rec is None:
+            return None
+        if process_alive(rec.pid, self.domain):
+            return rec
+        self.state.clear()
+        return None
+
+    def require(self) -> VMRecord:
+        rec = self.record()
+        if rec is None:
+            raise VMNotRunning("the VM is not up: run `kdk up --backend vagrant`")
+        return rec
+
+    def endpoint(self, rec: VMRecord) -> Endpoint:
+        info = json.loads(self.state.file(INFO).read_text())
+        return Endpoint(info["host"], rec.ssh_port, "root", Path(info["key"]),
+                        self.state.file(HOST_KEY_PUB), netns=NETNS)  # fmt: skip
+
+    def guest(self) -> Guest:
+        rec = self.require()
+        return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, self.domain))
+
+    # -- up -------------------------------------------------------------
+    def up(
+        self,
+        kernel: Kernel,
+        accel: str,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        ssh_port: int | None = None,
+        debug: bool = False,
+        replace: VMRecord | None = None,
+    ) -> tuple[VMRecord, bool]:
+        """`vagrant up` unless running (the box is built first if needed); a
+        running VM that is `replace` (a crashed or hung one) is stopped
+        first. The guest runs the box's kernel under TCG: `kernel`, `accel`,
+        `ssh_port` and `debug` are QEMU's and do not apply."""
+        with self.state.lock(VAGRANT_TIMEOUT + 60):
+            rec = self.record()
+            if rec is not None and replace is not None and rec.pid == replace.pid:
+                self.down()
+                rec = None
+            if rec is not None:
+                return rec, False
+            return self._up(say, step), True
+
+    def _up(self, say: Callable[[str], None], step: Callable[[str], None]) -> VMRecord:
+        step("box")
+        box, built = boxes.build_box(say)
+        if built:
+            say(f"box cached at {box.path}")
+        step("libvirt")
+        self.libvirt.ensure(say)
+        self.libvirt.ensure_pool(self.pool, self.state.path / "pool")
+        log = self.state.console_log
+        if log.exists() and log.stat().st_size:  # keep the last boot's (a crash's) log
+            log.replace(self.state.previous_console_log)
+        step("vagrant up")
+        started = time.time()
+        self.vagrant("up", "--provider", "libvirt", box=box)
+        opts = parse_ssh_config(self.vagrant("ssh-config", box=box))
+        shutil.copyfile(box.host_key, self.state.file(HOST_KEY_PUB))
+        pub = box.host_key.read_text().split()
+        self.state.file(KNOWN_HOSTS).write_text(f"{HOST_ALIAS} {pub[0]} {pub[1]}\n")  # kdk ssh
+        self.state.file(INFO).write_text(json.dumps({
+            "host": opts["hostname"], "key": opts["identityfile"], "domain": self.domain,
+        }) + "\n")  # fmt: skip
+        pid = _pid(Path("/run/libvirt/qemu") / f"{self.domain}.pid")
+        if pid is None:
+            raise BootFailed(f"vagrant up succeeded but libvirt names no QEMU for {self.domain}")
+        probe = VMRecord(self.name, pid, int(opts.get("port", "22")), "", "tcg", started, 0.0)
+        with Guest(self.endpoint(probe), lambda: True) as g:
+            release = g.check("uname -r").stdout.decode().strip()
+        rec = VMRecord(self.name, pid, probe.ssh_port, release, "tcg", started,
+                       time.time() - started)  # fmt: skip
+        self.state.write(rec)
+        return rec
+
+    def dry_run(
+        self,
+        kernel: Kernel,
+        accel: str,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        ssh_port: int | None = None,
+        debug: bool = False,
+    ) -> list[str]:
+        """The vagrant command `up` runs (in the namespace, with KDK_*
+        variables naming the box and this VM's folder, pool and domain)."""
+        return in_netns(["vagrant", "up", "--provider", "libvirt", "--no-tty"])
+
+    # -- down -----------------------------------------------------------
+    def down(self) -> bool:
+        """`vagrant halt`; False if it was not up."""
+        rec = self.record()
+        if rec is None:
+            return False
+        self.vagrant("halt", timeout=120.0)
+        if process_alive(rec.pid, self.domain):
+            self.libvirt.virsh("destroy", self.domain, check=False)
+        self.state.clear()
+        return True
+
+    def destroy(self) -> None:
+        """Remove everything kdk started for this VM: the domain and its
+        volumes (`vagrant destroy`), the storage pool, and, when no other kdk
+        VM uses libvirt, the daemons, the namespace and its /etc copy."""
+        if self.libvirt.running():
+            if self.state.path.joinpath("vagrant").exists():
+                self.vagrant("destroy", "-f", timeout=120.0)
+            self.libvirt.remove_pool(self.pool)
+        self.state.clear()
+        for name in (INFO, HOST_KEY_PUB):
+            self.state.file(name).unlink(missing_ok=True)
+        shutil.rmtree(self.state.path / "vagrant", ignore_errors=True)
+        shutil.rmtree(self.state.path / "pool", ignore_errors=True)
+        if not self.libvirt.running() or self.libvirt.idle():
+            self.libvirt.stop()

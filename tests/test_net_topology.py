@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.net.fixtures import AgentKeeper, Lan, Pair
-from kdk.net.topology import PREFIX, NetError, Topology
+from kdk.net.topology import PREFIX, Namespace, NetAgent, NetError, Topology
 
 pytestmark = pytest.mark.vm
 
@@ -79,3 +80,13 @@ def test_a_spawned_server_is_ready_before_the_client_runs(netns_pair: Pair) -> N
         f"socket.create_connection(('{netns_pair.b_ip}', 7000)).sendall(b'hi')"])  # fmt: skip
     done = server.finish(timeout=10)
     assert done.ok and done.stdout.decode().split() == ["listening", "hi"]
+
+
+def test_programs_end_with_the_agent_whatever_the_host_did(vm: Kdk) -> None:
+    agent = NetAgent(vm.guest())
+    Namespace(agent, None).spawn(["sh", "-c", "exec sleep 555"])
+    agent.close()  # as when the host side is killed: the channel just closes
+    deadline = time.monotonic() + 20
+    while vm.exec("ps -o args= -e | grep -c '^sleep 555'; true").stdout.strip() != b"0":
+        assert time.monotonic() < deadline, "sleep 555 outlived its agent"
+        time.sleep(0.5)

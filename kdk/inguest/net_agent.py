@@ -27,6 +27,7 @@ from typing import Any
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 libc = ctypes.CDLL(None, use_errno=True)
 
 try:
@@ -192,6 +193,14 @@ class Agent:
         return {"code": code, "stdout": out, "stderr": err, "timed_out": timed_out}
 
     # -- teardown ------------------------------------------------------------
+    def op_kill(self, ids: list[int]) -> dict[str, Any]:
+        """Kill those of the processes `ids` that still run and forget them."""
+        for pid in ids:
+            if pid in self.procs:
+                self.procs[pid][0].kill()
+                self.op_finish(pid, 10)
+        return {}
+
     def op_delete(self, names: list[str], timeout: float = 10.0) -> dict[str, Any]:
         """Kill every process in the namespaces (waiting until they are
         gone), then remove them; once nothing holds a namespace, the kernel
@@ -230,7 +239,15 @@ class Agent:
 
 
 def _child_in(ns: str | None) -> Any:
-    return None if ns is None else (lambda: _enter(ns))
+    """What a child runs before its program: it dies with the agent, and
+    enters namespace `ns` (None: stays in the guest's own)."""
+
+    def prepare() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if ns is not None:
+            _enter(ns)
+
+    return prepare
 
 
 def _pids() -> list[int]:
@@ -259,6 +276,7 @@ def main() -> None:
         except Exception as e:  # the host gets every failure as one line
             answer = {"error": f"{op}: {type(e).__name__}: {e}"}
         sys.stdout.write(json.dumps(answer) + "\n")
+    agent.op_kill(list(agent.procs))  # the host went away: so do our programs
 
 
 main()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import inguest
@@ -115,6 +115,7 @@ class Namespace:
 
     agent: NetAgent
     name: str | None
+    spawned: list[int] = field(default_factory=list)  # ended with the topology
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, input: str | None = None) -> Result:
         """Run a program in the namespace and wait for it."""
@@ -131,8 +132,10 @@ class Namespace:
         return r.stdout.decode()
 
     def spawn(self, argv: Sequence[str]) -> Process:
-        """Start a program in the background (ended with the namespace)."""
-        return Process(self, int(self.agent.call("spawn", ns=self.name, argv=list(argv))["id"]))
+        """Start a program in the background (ended with the topology)."""
+        proc = Process(self, int(self.agent.call("spawn", ns=self.name, argv=list(argv))["id"]))
+        self.spawned.append(proc.id)
+        return proc
 
     def addr(self, ifname: str, cidr: str) -> None:
         address, prefix = cidr.split("/")
@@ -164,10 +167,16 @@ class Topology:
         self.agent = agent
         self.tag = secrets.token_hex(3)
         self.namespaces: list[Namespace] = []
+        self.spawned: list[int] = []  # programs started through any of its namespaces
+
+    def guest(self) -> Namespace:
+        """The guest's own namespace (where eth1, the wire, is); programs
+        started there end with the topology too."""
+        return Namespace(self.agent, None, self.spawned)
 
     def netns(self, role: str) -> Namespace:
         """A new namespace (`lo` up), named kdk-<tag>-<role>."""
-        ns = Namespace(self.agent, f"{PREFIX}{self.tag}-{role}")
+        ns = Namespace(self.agent, f"{PREFIX}{self.tag}-{role}", self.spawned)
         self.agent.call("netns", name=ns.name)
         self.namespaces.append(ns)
         return ns
@@ -181,11 +190,14 @@ class Topology:
         self.agent.call("bridge", ns=ns.name, ifname=ifname)
 
     def close(self) -> None:
-        """Remove the namespaces (their processes killed first)."""
+        """End the programs it started and remove its namespaces (every
+        process in them killed first)."""
         names = [ns.name for ns in self.namespaces]
-        self.namespaces = []
-        if names and self.agent.alive:
-            self.agent.call("delete", names=names, _timeout=60)
+        ids, self.spawned[:], self.namespaces = list(self.spawned), [], []
+        if self.agent.alive:
+            self.agent.call("kill", ids=ids)
+            if names:
+                self.agent.call("delete", names=names, _timeout=60)
 
     def __enter__(self) -> Topology:
         return self

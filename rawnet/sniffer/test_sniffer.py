@@ -4,11 +4,12 @@ exactly the matching frames through, as the kernel's own statistics say."""
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import pytest
 
 from kdk.api import Kdk
-from kdk.net.topology import Namespace, Topology
+from kdk.net.topology import Topology
 from kdk.net.wire import Wire
 from rawnet.lab import build, require_config
 
@@ -20,7 +21,7 @@ ARP, Ether = scapy_l2.ARP, scapy_l2.Ether
 PORT = 5555
 
 
-def frames(w: Wire) -> tuple[list[Ether], list[Ether]]:
+def frames(w: Wire) -> tuple[list[Any], list[Any]]:
     """(frames the filter must keep, frames it must drop)."""
     ip = IP(dst=w.guest_ip)
     keep = [Ether() / ip / UDP(sport=1000 + i, dport=PORT) / b"match" for i in range(5)]
@@ -41,7 +42,7 @@ def frames(w: Wire) -> tuple[list[Ether], list[Ether]]:
 def test_exactly_the_matching_frames_get_through(vm: Kdk, net: Topology, wire: Wire) -> None:
     require_config(vm, "CONFIG_PACKET")
     sniffer = build("sniffer", "sniffer")
-    guest = Namespace(net.agent, None)  # the guest's own namespace holds eth1
+    guest = net.guest()  # the guest's own namespace holds eth1
     proc = guest.spawn([sniffer, "-i", wire.guest_if, "-p", str(PORT), "-t", "60"])
     proc.wait_for("ready")
     keep, drop = frames(wire)

@@ -37,7 +37,7 @@ c.sendall(b"got %d bytes" % len(data)); c.close()
 
 
 def test_handshake_data_and_fin_by_hand(net: Topology, wire: Wire) -> None:
-    server = Namespace(net.agent, None).spawn(["python3", "-c", SERVER])  # the guest's own
+    server = net.guest().spawn(["python3", "-c", SERVER])  # the guest's own
     server.wait_for("listening")
     conn = Connection(wire, PORT)
     message = b"hello from hand-made segments"

@@ -1,0 +1,1 @@
+"""The fragments lab (see README.md)."""

@@ -370,10 +370,7 @@ class Kdk:
         else:
             built = build(src, kernel, self.state / "builds")
             ko, siblings = built.main_module(src.module or src.name), built.modules
-        plan = deps.plan_in_project(
-            ko, siblings, deps.kernel_symbols(kernel.build_dir),
-            lambda: [k for m in self.modules() for k in built_modules(m.path)],
-        )  # fmt: skip
+        plan = self._plan(ko, siblings, kernel)
         staged = not ko.is_relative_to(self.project)
         target, *_ = steps = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
         providers = steps[1:]
@@ -399,17 +396,20 @@ class Kdk:
 
     def unload(self, spec: str) -> LoadResult:
         """rmmod the module, after the loaded modules of its folder that use
-        it and before those it used that nothing else uses; return the
-        kernel log lines that produced."""
-        self.backend.require()
+        it, and before the modules it needed (see load) that nothing else
+        uses now; return the kernel log lines that produced."""
+        rec = self.backend.require()
         ko = self._built_module(spec)
-        if ko is None:
-            name, dependents, providers = module_name(spec), [], []
-        else:
-            siblings = deps.Siblings(sorted(ko.parent.glob("*.ko")))
+        name, dependents, providers = module_name(spec), [], []
+        if ko is not None:
+            siblings = sorted(ko.parent.glob("*.ko"))
             name = modinfo(ko).get("name") or module_name(ko.name)
-            dependents = [module_name(d.name) for d in siblings.dependents(ko)]
-            providers = [module_name(p.name) for p in siblings.providers(ko)]
+            dependents = [module_name(d.name) for d in deps.Siblings(siblings).dependents(ko)]
+            try:
+                plan = self._plan(ko, siblings, select_kernel(rec.kernel))
+                providers = [module_name(p.name) for p in plan.providers]
+            except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
+                pass
         with self.session() as g:
             result = g.run(loading.unload_script(name, dependents, providers), timeout=LOAD_TIMEOUT)
         log = kmsg.parse(result.stdout.decode(errors="replace"))
@@ -417,6 +417,14 @@ class Kdk:
             reason = insmod_reason(result.stderr.decode(errors="replace"), [r.text for r in log])
             raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
         return LoadResult(name, None, log, False)
+
+    def _plan(self, ko: Path, siblings: list[Path], kernel: Kernel) -> deps.Plan:
+        """What `ko` needs loaded first: modules of its folder (else of the
+        project) and of the kernel."""
+        return deps.plan_in_project(
+            ko, siblings, deps.kernel_symbols(kernel.build_dir),
+            lambda: [k for m in self.modules() for k in built_modules(m.path)],
+        )  # fmt: skip
 
     def _built_module(self, spec: str) -> Path | None:
         """The built .ko of a module given by name, folder or .ko file; None

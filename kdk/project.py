@@ -148,7 +148,7 @@ def find_module(spec: str, project: Path | None = None) -> ModuleSource:
     root = project or project_root()
     if os.sep in spec or spec.startswith("."):
         path = Path(spec)
-        if not path.exists():
+        if not path.exists() and not path.parent.is_dir():
             path = root / spec
         if path.is_dir() and is_module_folder(path):
             return ModuleSource(path.resolve().name, path.resolve())

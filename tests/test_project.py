@@ -89,6 +89,8 @@ def test_module_folders_are_found_anywhere_in_the_project(
     assert find_module("mynic", tmp_path).path == tmp_path / "drivers/net/mynic"
     monkeypatch.chdir(tmp_path / "examples")
     assert find_module(".", tmp_path).path == tmp_path / "examples"
+    monkeypatch.chdir(tmp_path / "drivers")  # FOLDER/MODULE from the current folder
+    assert find_module("../examples/vinput", tmp_path).module == "vinput"
     with pytest.raises(UnknownModule, match="not a module folder"):
         find_module("../tools", tmp_path)
 

@@ -17,6 +17,7 @@ from kdk.modules.build import (
     drives_kbuild,
     main_module,
     make_argv,
+    outside_sources,
     read_modules_order,
     source_digest,
 )
@@ -130,3 +131,6 @@ def test_a_classic_makefile_builds_with_its_own_make(tmp_path: Path, host_kernel
     assert modinfo(built.modules[0])["vermagic"].split()[0] == host_kernel.release
     again = build(src, host_kernel, tmp_path / "stamps")
     assert not again.rebuilt and "make not run" in again.how()
+    assert outside_sources(folder) == [tmp_path / "include" / "classic.h"]
+    os.utime(tmp_path / "include" / "classic.h", ns=(1, 1))  # the header outside changed
+    assert build(src, host_kernel, tmp_path / "stamps").rebuilt

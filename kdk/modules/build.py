@@ -6,9 +6,11 @@ told where the guest kernel's build tree is under the names such Makefiles
 use. Any other module folder (a Kbuild, or a Makefile of obj-m lines only)
 gets `make -C <build tree> M=<folder> modules`.
 
-A build runs only when a source file, the file set, or the target kernel
-changed since the last successful one (kdk keeps a stamp per folder), so an
-unchanged `kdk load` costs a few stat() calls instead of a Kbuild run.
+A build runs only when a source file, the file set, a file outside the
+folder that the last build read (a header in a sibling include folder), or
+the target kernel changed since the last successful one (kdk keeps a stamp
+per folder), so an unchanged `kdk load` costs a few stat() calls instead of
+a Kbuild run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from ..project import ModuleSource
 
 BUILD_TIMEOUT = 600.0  # seconds; a build still running then is reported, not waited on
 SOURCE_SUFFIXES = (".c", ".h", ".S", ".lds")
+SYSTEM = Path("/usr")  # kernel headers and the compiler's: they change with the release
 SOURCE_NAMES = ("Kbuild", "Makefile", "Kconfig")
 # make's directory chatter, Kbuild's progress lines and a note every module
 # built without a vmlinux gets: none of it says anything about the code.
@@ -88,8 +92,9 @@ def _is_source(path: Path) -> bool:
     return name in SOURCE_NAMES or name.endswith(SOURCE_SUFFIXES)
 
 
-def source_digest(folder: Path, kernel: Kernel) -> str:
-    """Changes when any source under `folder` or the target kernel changes."""
+def source_digest(folder: Path, kernel: Kernel, outside: Sequence[Path] = ()) -> str:
+    """Changes when any source under `folder`, any of the `outside` files
+    (see outside_sources) or the target kernel changes."""
     h = hashlib.sha256(kernel.release.encode())
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -98,7 +103,28 @@ def source_digest(folder: Path, kernel: Kernel) -> str:
             if _is_source(path):
                 st = path.stat()
                 h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for path in outside:
+        try:
+            st = path.stat()
+            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}: gone\n".encode())
     return h.hexdigest()
+
+
+def outside_sources(folder: Path) -> list[Path]:
+    """The files a build of `folder` read from outside it and outside the
+    system's folders (a header in a sibling include folder, say), from the
+    dependency lists Kbuild keeps in its .*.cmd files."""
+    found = set()
+    for cmd in folder.rglob(".*.cmd"):
+        for line in cmd.read_text(errors="replace").splitlines():
+            word = line.strip().removesuffix("\\").strip()
+            if word.startswith("/") and " " not in word:
+                path = Path(os.path.normpath(word))
+                if not path.is_relative_to(folder) and not path.is_relative_to(SYSTEM):
+                    found.add(path)
+    return sorted(found)
 
 
 def drives_kbuild(folder: Path) -> bool:
@@ -148,11 +174,11 @@ def compiler_output(text: str) -> str:
 def build(src: ModuleSource, kernel: Kernel, stamps: Path, *, force: bool = False) -> Built:
     """Build `src` for `kernel` unless its stamp says it is up to date."""
     stamp = stamps / (hashlib.sha1(str(src.path).encode()).hexdigest() + ".json")
-    digest = source_digest(src.path, kernel)
     try:
         old = json.loads(stamp.read_text())
     except (OSError, ValueError):
         old = {}
+    digest = source_digest(src.path, kernel, [Path(p) for p in old.get("outside", [])])
     kos = [Path(p) for p in old.get("modules", [])]
     if not force and old.get("digest") == digest and kos and all(k.exists() for k in kos):
         return Built(kos, False, "")
@@ -177,6 +203,9 @@ def build(src: ModuleSource, kernel: Kernel, stamps: Path, *, force: bool = Fals
     kos = built_modules(src.path)
     if not kos:
         raise KdkError(f"{src.name}: the build made no module (is obj-m set in its Kbuild?)")
+    outside = outside_sources(src.path)
+    record = {"digest": source_digest(src.path, kernel, outside),
+              "modules": [str(k) for k in kos], "outside": [str(p) for p in outside]}  # fmt: skip
     stamps.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"digest": digest, "modules": [str(k) for k in kos]}) + "\n")
+    stamp.write_text(json.dumps(record) + "\n")
     return Built(kos, True, output, tuple(argv), cwd)

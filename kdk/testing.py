@@ -24,6 +24,7 @@ pytest-xdist worker gets a VM of its own.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -108,7 +109,7 @@ def _unload_marked_module(request: pytest.FixtureRequest) -> Iterator[None]:
     if marker is not None and "vm" in request.fixturenames:
         k: Kdk = request.getfixturevalue("kdk_session")
         if k.vm_alive():
-            k.exec(f"rmmod {marker.args[0]} 2>/dev/null; true")
+            k.exec(f"rmmod {shlex.quote(marker.args[0])} 2>/dev/null; true")
 
 
 def sh(vm: Kdk, script: str | Sequence[str]) -> str:

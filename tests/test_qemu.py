@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import shlex
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from kdk.errors import KdkError
+from kdk.errors import BootFailed, KdkError
 from kdk.kernel import Kernel
 from kdk.vm import qemu
+
+from .conftest import kdk_cli
 
 KERNEL = Kernel("6.1.0-56-amd64", Path("/boot/vmlinuz-6.1.0-56-amd64"), Path("/lib/modules/x"))
 
@@ -118,3 +123,55 @@ def test_qemu_errors_are_shortened_to_their_reason() -> None:
         qemu._qemu_reason("warning: x\n" + no_module)
         == "-accel kvm: Could not access KVM kernel module"
     )
+
+
+def test_dry_run_prints_the_command_and_boots_nothing(
+    host_kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KDK_STATE", str(tmp_path))
+    r = kdk_cli("up", "--dry-run", "--accel", "tcg", "--kernel", host_kernel.release)
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.splitlines()
+    argv = shlex.split(line)
+    assert argv[0] == qemu.QEMU and "-netdev" in argv
+    assert host_kernel.release in line and "accel=tcg" in line
+    assert not list(tmp_path.glob("vms/*/vm.json")) and not list(tmp_path.glob("vms/*/qemu.pid"))
+
+
+def test_cached_trees_get_a_share_each_and_are_named_to_the_guest(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b-1").mkdir()
+    (tmp_path / "b-2").mkdir()
+    trees = qemu.cached_trees((str(tmp_path / "a"), str(tmp_path / "b-*"), "/no/such/tree"))
+    assert trees == (tmp_path / "a", tmp_path / "b-1", tmp_path / "b-2")
+    cfg = qemu.QemuConfig(KERNEL, Path("/c/vmlinux"), Path("/c/initrd"), Path("/p"),
+                          Path("/p/s"), "tcg", 2222, cached=trees)  # fmt: skip
+    argv = qemu.qemu_argv(cfg)
+    tags = [d.rsplit("mount_tag=", 1)[1] for d in option(argv, "-device") if "kdkcache" in d]
+    assert tags == ["kdkcache0", "kdkcache1", "kdkcache2"]
+    shares = [f for f in option(argv, "-fsdev") if f.startswith("local,id=cache")]
+    assert all("readonly=on" in f for f in shares) and f"path={tmp_path / 'b-2'}," in shares[2]
+    assert f"kdk.cached={tmp_path}/a,{tmp_path}/b-1,{tmp_path}/b-2" in qemu.kernel_cmdline(cfg)
+
+
+def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> None:
+    backend = qemu.QemuBackend(tmp_path, tmp_path)
+    backend.state.path.mkdir(parents=True)
+    backend.state.console_log.write_bytes(
+        b"[    4.2] virtio_net virtio2 eth0: renamed\r\n"
+        b"kdk-failed: sshd is not listening on port 22 after 10 s\r\n"
+    )
+    # a stand-in for QEMU: a process whose command line names the state folder
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(backend.state.path)])  # fmt: skip
+    try:
+        with pytest.raises(BootFailed) as err:
+            backend._wait_ready(proc.pid, print)
+        assert str(err.value) == (
+            "the guest is not ready: sshd is not listening on port 22 after 10 s; "
+            f"see {backend.state.console_log}"
+        )
+        assert proc.wait(timeout=5) != 0  # and the VM was stopped
+    finally:
+        proc.kill()
+        proc.wait()

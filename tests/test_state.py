@@ -54,3 +54,18 @@ def test_keys_are_generated_once_and_private(tmp_path: Path) -> None:
     assert (tmp_path / "vm" / "id_ed25519").read_bytes() == key
     known = (tmp_path / "vm" / "known_hosts").read_text()
     assert known.startswith("kdk-guest ssh-ed25519 ")
+
+
+def test_the_lock_lets_one_holder_in_and_the_next_waits_bounded(tmp_path: Path) -> None:
+    sd = StateDir(tmp_path / "vm")
+    with sd.lock(timeout=1):
+        t = time.monotonic()
+        # another process (flock locks are per open file): it gives up in time
+        r = subprocess.run([sys.executable, "-c", "from pathlib import Path\n"
+                            "from kdk.vm.state import StateDir\n"
+                            f"with StateDir(Path({str(sd.path)!r})).lock(timeout=0.5): pass"],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode != 0 and "KdkError: another kdk kept" in r.stderr
+        assert time.monotonic() - t < 5
+    with sd.lock(timeout=0.5):  # released at the end of the block
+        pass

@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from kdk.api import Kdk
-from kdk.errors import LoadFailed, VermagicMismatch
+from kdk.errors import KdkError, LoadFailed, VermagicMismatch
 from kdk.modules.info import modinfo
-from kdk.vm.state import process_alive
+from kdk.vm.qemu import BOOT_TIMEOUT
+from kdk.vm.state import CMDLINE_FILE, process_alive
 
 from .conftest import PROJECT, kdk_cli
 from .test_build import copy_hello
@@ -219,3 +225,84 @@ def test_a_load_that_warns_reports_the_warning_and_the_new_taint(vm: Kdk, tmp_pa
     assert "loading warner tainted the kernel: W (kernel issued a warning)" in r.stderr
     assert "kernel warning: WARNING at " in r.stderr and "in hello_init [warner]" in r.stderr
     vm.unload(str(src.path))
+
+
+def test_a_guest_stopped_during_a_command_without_timeout_is_replaced(vm: Kdk) -> None:
+    rec = vm.backend.require()
+    assert vm.exec("true").ok  # vm's connection leads to this VM
+    env = dict(os.environ, KDK_VM=vm.backend.state.path.name)
+    proc = subprocess.Popen([sys.executable, "-m", "kdk.cli", "exec", "--", "sleep", "60"],
+                            env=env, cwd=PROJECT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        time.sleep(3)
+        os.kill(rec.pid, signal.SIGSTOP)  # no timeout was given: liveness must notice
+        stopped = time.monotonic()
+        said = proc.stderr.readline()  # the line that comes before the reboot
+        reported = time.monotonic() - stopped
+        assert "did not answer" in said and "booting a fresh VM" in said
+        assert reported < 30
+        rest = proc.communicate(timeout=BOOT_TIMEOUT + 30)[1]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 255 and "the VM was booted again" in rest
+    assert vm.backend.require().pid != rec.pid
+    assert vm.exec("true").ok  # its connection led to the old VM: it reconnects
+
+
+def test_two_ups_at_once_end_with_one_vm(vm: Kdk) -> None:
+    kernel = vm.backend.require().kernel
+    vm.down()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: kdk_cli("up", "--kernel", kernel), range(2)))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    said = sorted(r.stderr.strip().splitlines()[-1].split(":")[1] for r in results)
+    assert said[0].startswith(" already up") and said[1].startswith(" ready in"), said
+    marker = str(vm.backend.state.path).encode()
+    qemus = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+    assert [int(p.name) for p in qemus] == [vm.backend.require().pid]
+
+
+def _cmdline_has(proc: Path, marker: bytes) -> bool:
+    try:
+        return marker in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_the_vm_keeps_the_command_line_it_was_started_with(vm: Kdk) -> None:
+    rec = vm.backend.require()
+    argv = shlex.split(vm.backend.state.file(CMDLINE_FILE).read_text())
+    assert argv == Path(f"/proc/{rec.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def test_host_files_made_after_up_are_seen_by_the_next_command(vm: Kdk) -> None:
+    if not os.access("/opt", os.W_OK):
+        pytest.skip("/opt is not writable here: the test makes its files there")
+    top = Path("/opt") / f"kdk-test-{uuid.uuid4().hex}"  # where people install tools
+    try:
+        assert vm.exec(["test", "-e", str(top)]).exit_code == 1
+        (top / "folder").mkdir(parents=True)
+        (top / "file").write_text("made on the host\n")
+        r = vm.exec(["sh", "-c", f"cat {top}/file; test -d {top}/folder && echo folder"])
+        assert r.stdout == b"made on the host\nfolder\n"
+        assert not vm.exec(["touch", f"{top}/from-guest"]).ok  # seen as it is: read-only
+        assert not (top / "from-guest").exists()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_one_connection_serves_every_command(vm: Kdk) -> None:
+    k = Kdk(vm=vm.backend.state.path.name)
+    # $PPID of a guest command is sshd's process for its connection
+    sshd = {k.exec("echo $PPID").stdout for _ in range(10)}
+    assert len(sshd) == 1  # (after a reboot it reconnects: see the stopped-guest test)
+
+
+def test_a_malformed_answer_from_a_guest_agent_is_one_error(vm: Kdk) -> None:
+    with vm.session() as g:
+        agent = g.start(["sh", "-c", "read line; echo 'not json'; sleep 5"], "the test agent")
+        with pytest.raises(KdkError, match="the test agent sent a malformed answer: 'not json'"):
+            agent.ask({"op": "x"}, 10)
+        agent.close()

@@ -30,10 +30,10 @@ def nonblocking(vm: Kdk) -> AbstractContextManager[GuestFile]:
 
 def test_ioctl_numbers_come_from_the_shared_header() -> None:
     assert IOC == {
-        "KDKCHAR_IOC_GET_SIZE": 0x80046B01,
-        "KDKCHAR_IOC_GET_CAPACITY": 0x80046B02,
-        "KDKCHAR_IOC_CLEAR": 0x6B03,
-        "KDKCHAR_IOC_RESIZE": 0x40046B04,
+        "KDKCHAR_IOC_GET_SIZE": 0x80045901,
+        "KDKCHAR_IOC_GET_CAPACITY": 0x80045902,
+        "KDKCHAR_IOC_CLEAR": 0x5903,
+        "KDKCHAR_IOC_RESIZE": 0x40045904,
     }
 
 

@@ -14,6 +14,7 @@ import shlex
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote as q  # names come from users
 
 from ..errors import LoadFailed
 from . import kmsg
@@ -46,6 +47,11 @@ def stage(kos: list[Path]) -> bytes:
     return buf.getvalue()
 
 
+def _sysfs(module: str) -> str:
+    """A module's sysfs folder, quoted for the guest's shell."""
+    return q(f"/sys/module/{module}")
+
+
 def load_script(
     target: Insmod,
     providers: list[Insmod],
@@ -60,12 +66,12 @@ def load_script(
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
     lines.append("rc=0")
     for m in kernel_modules:
-        lines.append(f"[ -d /sys/module/{m} ] || modprobe -q {m} || rc={MODPROBE_FAILED}")
+        lines.append(f"[ -d {_sysfs(m)} ] || modprobe -q {q(m)} || rc={MODPROBE_FAILED}")
     for i, p in enumerate(providers):
-        lines.append(f"[ $rc != 0 ] || [ -d /sys/module/{p.name} ] "
+        lines.append(f"[ $rc != 0 ] || [ -d {_sysfs(p.name)} ] "
                      f"|| insmod {shlex.quote(p.path)} || rc={PROVIDER_FAILED + i}")  # fmt: skip
     lines += [
-        f"[ $rc != 0 ] || [ ! -d /sys/module/{target.name} ] || rmmod {target.name} "
+        f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {q(target.name)} "
         f"|| rc={RELOAD_FAILED}",
         f"[ $rc != 0 ] || insmod {shlex.quote(target.path)} {shlex.join(params)} || rc=$?",
         kmsg.dump_since("before"),
@@ -95,13 +101,13 @@ def load_error(
 def unload_script(target: str, dependents: list[str], providers: list[str]) -> str:
     """The script that unloads the loaded modules that use `target` (users
     first), `target`, then its unused providers (the last loaded first)."""
-    unused = (f'[ "$(cat /sys/module/{p}/refcnt 2>/dev/null)" != 0 ] || rmmod {p}'
+    unused = (f'[ "$(cat {_sysfs(p)}/refcnt 2>/dev/null)" != 0 ] || rmmod {q(p)}'
               for p in reversed(providers))  # fmt: skip
     return "\n".join([
         "before=$(" + kmsg.LAST_SEQ + ")",
-        f"[ -d /sys/module/{target} ] || {{ echo '{target} is not loaded' >&2; exit 1; }}",
-        " && ".join([*(f"{{ [ ! -d /sys/module/{d} ] || rmmod {d}; }}" for d in dependents),
-                     f"rmmod {target}", *(f"{{ {u}; }}" for u in unused)]),
+        f"[ -d {_sysfs(target)} ] || {{ echo {q(target + ' is not loaded')} >&2; exit 1; }}",
+        " && ".join([*(f"{{ [ ! -d {_sysfs(d)} ] || rmmod {q(d)}; }}" for d in dependents),
+                     f"rmmod {q(target)}", *(f"{{ {u}; }}" for u in unused)]),
         "rc=$?",
         kmsg.dump_since("before"),
         "exit $rc",

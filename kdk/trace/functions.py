@@ -8,6 +8,7 @@ kretprobe on each, and its tables are read back as a `TraceResult`.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -118,8 +119,9 @@ class Trace:
 def trace(k: Kdk, module: str) -> Iterator[Trace]:
     """Trace every function of a loaded module until the block ends."""
     with k.session() as g:
-        found = g.run(["sh", "-c", f'grep "\\[{module}\\]$" /proc/kallsyms; '
-                                   f"test -d /sys/module/{module}"])  # fmt: skip
+        pattern = shlex.quote(f"\\[{module}\\]$")
+        found = g.run(["sh", "-c", f"grep {pattern} /proc/kallsyms; "
+                                   f"test -d {shlex.quote('/sys/module/' + module)}"])  # fmt: skip
         kallsyms = found.stdout.decode(errors="replace")
         functions, skipped = module_functions(kallsyms, module)
         if not functions:

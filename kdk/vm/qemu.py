@@ -9,6 +9,7 @@ guest is reached through QEMU's user network on a free 127.0.0.1 port.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -45,6 +46,12 @@ READY_MARK = b"kdk-ready"
 FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says why it stopped
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 PROBE_TIMEOUT = 3.0
+SHARE_OPTIONS = "security_model=none,multidevs=remap"
+# The guest mounts the host's root without a page cache, so that a file
+# made on the host is seen by the next command. These big read-only trees
+# are mounted with one (9p cache=loose), because bcc reads thousands of
+# their files for every compile: kernel headers and clang's.
+CACHED_TREES = ("/usr/src", "/usr/lib/llvm-*")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class QemuConfig:
     memory_mb: int = 2048  # bcc compiling in the guest wants room
     cpus: int = 2
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
+    cached: tuple[Path, ...] = ()  # host trees the guest mounts with a page cache
 
 
 def kernel_cmdline(cfg: QemuConfig) -> str:
@@ -82,6 +90,7 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             "no_timer_check",
             f"kdk.project={cfg.project}",
             f"kdk.state={cfg.state}",
+            *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/net/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         ]
@@ -116,9 +125,25 @@ def gdb_stub(state: Path) -> list[str]:
     return ["-chardev", f"socket,id=gdb0,path={path},server=on,wait=off", "-gdb", "chardev:gdb0"]
 
 
+def cached_trees(patterns: tuple[str, ...] = CACHED_TREES) -> tuple[Path, ...]:
+    """The host folders among `patterns` (globs) that exist, in order."""
+    found = (Path(p) for pattern in patterns for p in sorted(glob.glob(pattern)))
+    return tuple(p for p in found if p.is_dir() and not re.search(r"[\s,]", str(p)))
+
+
+def cached_shares(trees: tuple[Path, ...]) -> list[str]:
+    """One read-only 9p share per cached tree, tagged kdkcache0, 1, ... in
+    the order of kdk.cached= on the kernel command line."""
+    argv = []
+    for i, tree in enumerate(trees):
+        argv += ["-fsdev", f"local,id=cache{i},path={tree},readonly=on,{SHARE_OPTIONS}",
+                 "-device", f"virtio-9p-pci,fsdev=cache{i},mount_tag=kdkcache{i}"]  # fmt: skip
+    return argv
+
+
 def qemu_argv(cfg: QemuConfig) -> list[str]:
     """The QEMU command line for `cfg`, as an argv list."""
-    share = "security_model=none,multidevs=remap"
+    share = SHARE_OPTIONS
     return [
         QEMU,
         "-name", "kdk",
@@ -138,6 +163,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-device", "virtio-9p-pci,fsdev=project,mount_tag=kdkproject",
         "-fsdev", f"local,id=state,path={cfg.state},{share}",
         "-device", "virtio-9p-pci,fsdev=state,mount_tag=kdkstate",
+        *cached_shares(cfg.cached),
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         *link.qemu_netdev(cfg.state),
@@ -365,7 +391,7 @@ class QemuBackend:
             say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")
             ssh_port = None
         return QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
-                          ssh_port or free_port(), debug=debug)  # fmt: skip
+                          ssh_port or free_port(), debug=debug, cached=cached_trees())  # fmt: skip
 
     def _start(self, cfg: QemuConfig) -> bool:
         """Start QEMU in the background, keeping its command line in the

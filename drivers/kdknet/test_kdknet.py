@@ -17,6 +17,7 @@ from scapy.layers.l2 import Ether
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
+from kdk.net.topology import PREFIX
 from kdk.testing import sh
 from kdk.trace.functions import trace
 
@@ -99,7 +100,7 @@ def setup_script(a: str, b: str) -> str:
 @pytest.fixture
 def pair(loaded: Kdk) -> Iterator[Pair]:
     tag = uuid.uuid4().hex[:8]
-    p = Pair(f"kdknet-{tag}-a", f"kdknet-{tag}-b")
+    p = Pair(f"{PREFIX}{tag}-kdknet-a", f"{PREFIX}{tag}-kdknet-b")  # `kdk net clean` knows PREFIX
     try:
         sh(loaded, setup_script(p.a, p.b))
         yield p

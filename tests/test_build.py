@@ -134,3 +134,13 @@ def test_a_classic_makefile_builds_with_its_own_make(tmp_path: Path, host_kernel
     assert outside_sources(folder) == [tmp_path / "include" / "classic.h"]
     os.utime(tmp_path / "include" / "classic.h", ns=(1, 1))  # the header outside changed
     assert build(src, host_kernel, tmp_path / "stamps").rebuilt
+
+
+@pytest.mark.kbuild
+def test_own_make_errors_show_file_and_line(tmp_path: Path, host_kernel: Kernel) -> None:
+    folder = classic(tmp_path)
+    c = folder / "classic.c"
+    c.write_text(c.read_text().replace("return 0;", "return no_such_thing;"))
+    with pytest.raises(BuildFailed, match="classic does not compile") as err:
+        build(ModuleSource("classic", folder), host_kernel, tmp_path / "stamps")
+    assert f"{c}:" in err.value.details and "no_such_thing" in err.value.details

@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..errors import KdkError
+from ..errors import KdkError, LoadFailed
 from ..kernel import module_name
 
 KSYMTAB = "__ksymtab_"
 IMAGE = "vmlinux"  # Module.symvers's name for the kernel image
 
 
-class UnresolvedSymbol(KdkError):
+class UnresolvedSymbol(LoadFailed):
     """A module needs a symbol that neither the kernel nor its folder exports."""
 
 

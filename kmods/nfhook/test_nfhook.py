@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import select
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from scapy.layers.l2 import Ether
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.guest.ssh import Result
+from kdk.net.topology import PREFIX
 from kdk.net.wire import Wire
 from kdk.testing import check_writes, sh
 
@@ -52,6 +54,30 @@ for s, port in socks.items():
         while True:
             got[port].append(s.recv(2048).decode())
     except BlockingIOError:
+        pass
+print(json.dumps(got))
+"""
+
+
+# Over the namespace's loopback: 3 datagrams to 5000, 2 to 5001; what
+# each port received.
+LOOPBACK = """
+import json, socket
+socks = {}
+for port in (5000, 5001):
+    socks[port] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socks[port].bind(("127.0.0.1", port))
+    socks[port].settimeout(0.5)
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in (5000, 5001, 5000, 5001, 5000):
+    out.sendto(b"x", ("127.0.0.1", port))
+got = {}
+for port, s in socks.items():
+    got[port] = 0
+    try:
+        while s.recv(16):
+            got[port] += 1
+    except TimeoutError:
         pass
 print(json.dumps(got))
 """
@@ -167,3 +193,15 @@ def _to(syn: Ether, port: int) -> Ether:
     pkt = syn.copy()
     pkt[TCP].dport = port
     return pkt
+
+
+@pytest.mark.module("nfhook", "rules=udp:5000")
+def test_a_namespace_made_after_the_load_is_hooked_too(loaded: Kdk) -> None:
+    ns = f"{PREFIX}{uuid.uuid4().hex[:8]}-nfhook"
+    try:
+        out = sh(loaded, f"ip netns add {ns} && ip -n {ns} link set lo up && "
+                         f"ip netns exec {ns} python3 -c '{LOOPBACK}'")  # fmt: skip
+    finally:
+        loaded.exec(f"ip netns del {ns}; true")
+    assert json.loads(out) == {"5000": 0, "5001": 2}
+    assert counts(loaded) == {"udp:5000:drop": 3}

@@ -74,6 +74,7 @@ class LoadResult:
     built: bool  # whether sources were rebuilt first
     tainted: list[str] = field(default_factory=list)  # new taint flags beyond O and E
     build: Built | None = None  # how it was built (None: a prebuilt .ko, or an unload)
+    needs: list[str] = field(default_factory=list)  # modules loaded first unless loaded
 
 
 class Kdk:
@@ -392,7 +393,9 @@ class Kdk:
             raise loading.load_error(result.exit_code, target, providers,
                                      result.stderr.decode(errors="replace"),
                                      [r.text for r in log])  # fmt: skip
-        return LoadResult(target.name, ko, log, built is not None and built.rebuilt, tainted, built)
+        needs = [*plan.kernel_modules, *(p.name for p in providers)]
+        return LoadResult(target.name, ko, log, built is not None and built.rebuilt, tainted, built,
+                          needs)  # fmt: skip
 
     def unload(self, spec: str) -> LoadResult:
         """rmmod the module, after the loaded modules of its folder that use

@@ -123,6 +123,8 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
     res = k.load(a.module, a.params)
     if a.verbose and res.build is not None:
         say(res.build.how())
+    if a.verbose and res.needs:
+        say(f"{res.name} needs {', '.join(res.needs)}: loaded first (those not loaded yet)")
     _print_log(res.log)
     if res.tainted:
         say(f"loading {res.name} tainted the kernel: " + ", ".join(res.tainted))

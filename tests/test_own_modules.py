@@ -38,7 +38,8 @@ def test_the_provider_loads_first_and_unloads_after_its_user(vm: Kdk, tmp_path: 
         "kdkprov: ready",
         "kdkuser: 2 + 3 = 5",
     ]
-    assert res.name == "kdkuser" and loaded(vm) == {"kdkprov", "kdkuser"}
+    assert res.name == "kdkuser" and res.needs == ["kdkprov"]
+    assert loaded(vm) == {"kdkprov", "kdkuser"}
     assert vm.exec(["cat", "/sys/module/kdkprov/refcnt"]).stdout == b"1\n"
     # unloading the user also unloads the provider it alone used, after it
     log = [r.text for r in vm.unload(str(folder / "kdkuser")).log]
@@ -99,6 +100,7 @@ def test_a_kernel_module_it_needs_is_modprobed_first(vm: Kdk, tmp_path: Path) ->
     (tmp_path / "kdkcrc" / "kdkcrc.c").write_text(CRC_C)
     vm.exec("rmmod kdkcrc crc7 2>/dev/null; true")
     res = vm.load(str(tmp_path / "kdkcrc"))  # crc7_be is lib/crc7's, a module of the kernel
+    assert res.needs == ["crc7"]
     assert res.log[-1].text == "kdkcrc: ea"  # CRC-7/MMC of "123456789", shifted left by one
     assert vm.exec("test -d /sys/module/crc7").ok
     vm.unload(str(tmp_path / "kdkcrc"))

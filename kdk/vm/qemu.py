@@ -329,6 +329,7 @@ class QemuBackend:
             if rec is not None:
                 return rec, False
             cfg = self.config(kernel, accel, say, step, ssh_port, debug)
+            link.prepare(self.state.path)  # not in a dry run: a running VM's wire
             step("boot")
             for _attempt in range(3):
                 started = time.time()
@@ -377,7 +378,6 @@ class QemuBackend:
             raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
         self.state.ensure_keys()
         self.state.stage_guest_files()
-        link.prepare(self.state.path)
         cache = self.state_root / "cache"
         try:
             step("initramfs")

@@ -92,15 +92,17 @@ def test_new_taint_flags_beyond_out_of_tree_and_unsigned() -> None:
 
 
 def test_slub_debug_reports_name_the_kind_and_the_module_functions() -> None:
-    uaf, overflow, doublefree = crashes("console-slub-debug.log")
-    assert (uaf.kind, uaf.cache) == ("Poison overwritten", "kdk_faulty")
+    uaf, overflow, doublefree, count = crashes("console-slub-debug.log")
+    assert (uaf.kind, uaf.cache) == ("Poison overwritten", "kdk_faulty_uaf")
     assert (uaf.function, uaf.module) == ("faulty_uaf", "faulty")  # not faulty_uaf.cold
     assert uaf.allocated == uaf.freed == "faulty_uaf [faulty]"
-    assert uaf.trace[:2] == ["faulty_uaf.cold [faulty]", "trigger_write [faulty]"]
+    assert uaf.trace[:2] == ["faulty_uaf.cold [faulty]", "trigger_write [faulty]"]  # no mm/
     assert (overflow.kind, overflow.function) == ("Right Redzone overwritten", "faulty_overflow")
     assert overflow.allocated == "faulty_overflow [faulty]" and overflow.freed == ""
     assert (doublefree.kind, doublefree.function) == ("Object already free", "faulty_doublefree")
     assert doublefree.freed == "faulty_doublefree [faulty]"
+    # freeing the object that kept the slab in use then finds the count wrong
+    assert count.kind.startswith("Wrong object count") and count.function == "faulty_doublefree"
     for c in (uaf, overflow, doublefree):  # SLUB repaired it: the kernel goes on
         assert c.memory and not c.fatal and c.what == "reported a memory error"
 
@@ -109,6 +111,24 @@ def test_a_memory_error_block_says_who_allocated_and_freed() -> None:
     block = crashes("console-slub-debug.log")[0].format().splitlines()
     assert block[0] == "kernel memory error: Poison overwritten in faulty_uaf [faulty]"
     assert block[2:4] == ["  allocated by: faulty_uaf [faulty]", "  freed by: faulty_uaf [faulty]"]
+
+
+def test_linux_6_12_slub_reports_and_a_kfence_report() -> None:
+    """6.12 names what was overwritten on a line before "BUG ...: Object
+    corrupt" and adds a WARNING with the call trace; KFENCE (which 6.12 has)
+    caught the one overflow whose object it had sampled. An excerpt of one
+    real boot: the 16 overflow reports before KFENCE's are left out."""
+    uaf, overflow, doublefree, kfence = crashes("console-6.12-slub-kfence.log")
+    assert (uaf.kind, uaf.function, uaf.freed) == ("Poison overwritten", "faulty_uaf",
+                                                   "faulty_uaf [faulty]")  # fmt: skip
+    assert (overflow.kind, overflow.function) == ("Right Redzone overwritten", "faulty_overflow")
+    assert (doublefree.kind, doublefree.function) == ("Object already free", "faulty_doublefree")
+    assert all(c.trace[0] == f"{c.function} [faulty]" for c in (uaf, overflow, doublefree))
+    assert kfence.kind == "BUG: KFENCE: memory corruption" and kfence.cache == "kdk_faulty"
+    assert (kfence.function, kfence.module) == ("faulty_overflow", "faulty")
+    assert kfence.allocated == kfence.freed == "faulty_overflow [faulty]"
+    assert kfence.trace[:2] == ["faulty_overflow [faulty]", "trigger_write [faulty]"]
+    assert not any(c.fatal for c in (uaf, overflow, doublefree, kfence))
 
 
 def test_kfence_and_kasan_headlines_name_the_function() -> None:

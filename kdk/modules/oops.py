@@ -34,6 +34,14 @@ STARTS = [
 PANIC = re.compile(r"^Kernel panic - not syncing: (.*)")
 # SLUB's own report: "BUG kmalloc-64 (Not tainted): Redzone overwritten".
 SLAB_BUG = re.compile(r"^BUG (\S+) \((?:Not tainted|Tainted: [^)]*)\): (.+)")
+# Linux 6.12 names what was overwritten on a line of its own, before a BUG
+# line that says only "Object corrupt", and adds a WARNING with the trace.
+SLAB_DETAIL = re.compile(r"^\[([\w ]+ overwritten)\] 0x[0-9a-f]+-0x[0-9a-f]+ @offset=")
+SLAB_WARNING = "WARNING at mm/slub.c"
+# KFENCE's report: the access's stack, "kfence-#N: ..., cache=NAME", then
+# "allocated by task N ..." and "freed by task N ..." with their stacks.
+KFENCE_OBJECT = re.compile(r"^kfence-#\d+: .*\bcache=(\S+)")
+KFENCE_STACK = re.compile(r"^(allocated|freed) by task \d+")
 # Who allocated and freed that object: "Allocated in func+0x17/0x30 [mod] age=..".
 SLAB_TRACK = re.compile(r"^(Allocated|Freed) in ([\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?)")
 # "KFENCE: use-after-free write in func+0x../0x.. [mod]", after "BUG: ".
@@ -45,9 +53,10 @@ MACHINERY = {"dump_stack_lvl", "dump_stack", "panic", "__warn", "report_bug", "h
              "exc_invalid_op", "asm_exc_invalid_op", "show_stack", "watchdog_timer_fn"}  # fmt: skip
 # SLUB's checking and freeing, above the code that freed or checked.
 SLAB_MACHINERY = {"check_bytes_and_report", "check_object", "object_err", "slab_err",
-                  "print_trailer", "free_debug_processing", "free_to_partial_list",
+                  "print_trailer", "on_freelist", "free_debug_processing", "free_to_partial_list",
                   "__slab_free", "kmem_cache_free", "kfree", "__free_slab", "free_slab",
                   "discard_slab", "__kmem_cache_do_shrink", "kmem_cache_shrink",
+                  "free_partial", "__kmem_cache_shutdown", "kmem_cache_destroy",
                   "alloc_debug_processing", "___slab_alloc", "__slab_alloc",
                   "kmem_cache_alloc", "__kmalloc", "kmalloc_trace", "validate_slab",
                   "validate_slab_cache", "validate_store"}  # fmt: skip
@@ -150,13 +159,41 @@ def _named(frame: tuple[str, str] | None) -> str:
     return f"{func} [{mod}]" if mod else func
 
 
+def _kfence_line(crash: Crash, line: str, part: str) -> str:
+    """Take one line of a KFENCE report into `crash`; the part that the next
+    line belongs to ("" once the report's stacks are over)."""
+    stack = KFENCE_STACK.match(line)
+    obj = KFENCE_OBJECT.match(line)
+    frame = _frame(line)
+    if stack:
+        return stack.group(1)
+    if obj:
+        crash.cache = obj.group(1)
+    elif line.startswith("CPU:"):
+        return ""
+    elif frame and _source(frame)[0] not in SLAB_MACHINERY:
+        if part == "access" and len(crash.trace) < TOP_FRAMES:
+            crash.trace.append(f"{frame[0]} [{frame[1]}]" if frame[1] else frame[0])
+        elif part == "allocated" and not crash.allocated:
+            crash.allocated = _named(frame)
+        elif part == "freed" and not crash.freed:
+            crash.freed = _named(frame)
+    return part
+
+
 def parse(text: str) -> list[Crash]:
     """Every crash report in a console log, in order."""
     crashes: list[Crash] = []
     cur: Crash | None = None
     in_trace = False
+    overwritten = ""  # 6.12's line before its "Object corrupt"
+    kfence = ""  # the part of a KFENCE report being read: access, allocated, freed
     for raw in text.splitlines():
         line = TIMESTAMP.sub("", raw).rstrip()
+        detail = SLAB_DETAIL.match(line)
+        if detail:
+            overwritten = detail.group(1)
+            continue
         panic = PANIC.match(line)
         if panic:
             if cur is not None and not cur.panic:
@@ -168,19 +205,33 @@ def parse(text: str) -> list[Crash]:
             continue
         kind = _kind(line)
         if kind is not None:
-            # "Oops:" and "invalid opcode" follow the BUG line of the same report
-            if not (kind[0] == "Oops" and cur is not None and not cur.trace and not cur.panic):
+            # "Oops:" and "invalid opcode" follow the BUG line of the same
+            # report, as 6.12's WARNING follows its SLUB report
+            same = (
+                cur is not None
+                and not cur.trace
+                and not cur.panic
+                and (kind[0] == "Oops" or (bool(cur.cache) and kind[0].startswith(SLAB_WARNING)))
+            )
+            if not same:
                 cur = Crash(kind[0], line)
                 crashes.append(cur)
                 if SLAB_BUG.match(line):
                     cur.cache = kind[1]
+                    if overwritten and cur.kind == "Object corrupt":
+                        cur.kind = overwritten
                 elif kind[1]:
                     frame = _frame(kind[1])
                     if frame:
                         cur.function, cur.module = _source(frame)
+                kfence = "access" if cur.kind.startswith("BUG: KFENCE:") else ""
+            overwritten = ""
             in_trace = False
             continue
         if cur is None:
+            continue
+        if kfence:
+            kfence = _kfence_line(cur, line, kfence)
             continue
         track = SLAB_TRACK.match(line) if cur.cache else None
         if track:
@@ -189,7 +240,7 @@ def parse(text: str) -> list[Crash]:
                 cur.allocated = name
             else:
                 cur.freed = name
-        elif line.startswith("RIP: 0010:") and not cur.function:
+        elif line.startswith("RIP: 0010:") and not cur.function and not cur.cache:
             frame = _frame(line.removeprefix("RIP: 0010:"))
             if frame:
                 cur.function, cur.module = frame

@@ -12,12 +12,12 @@
  *  "lockup"        - faulty_lockup(): spins with preemption disabled and
  *                    never returns, until the soft lockup detector reports
  *                    "BUG: soft lockup - CPU#N stuck for Ns!".
- * Three memory bugs on objects of the module's own slab cache (kdk_faulty,
+ * Three memory bugs on objects of the module's own slab caches (kdk_faulty,
  * OBJ_SIZE bytes each), silent on a stock kernel and reported by SLUB's
  * debug checks (slub_debug=FZPU, kdk up --debug):
  *  "uaf"           - faulty_uaf(): writes into an object after freeing it,
- *                    then shrinks the cache; freeing the now empty slab
- *                    checks its objects: "Poison overwritten";
+ *                    in a cache of its own that it then destroys; freeing
+ *                    the slab checks its objects: "Poison overwritten";
  *  "overflow"      - faulty_overflow(): writes one byte past the end of an
  *                    object, then frees it; the free checks the object's
  *                    red zone: "Redzone overwritten";
@@ -88,18 +88,35 @@ static noinline void faulty_lockup(void)
 		cpu_relax();
 }
 
+/*
+ * A cache with a user copy region is never merged with another cache of
+ * the same size, so without slub_debug the bugs below only ever hit
+ * faulty's own objects.  (A constructor would do that too, but SLUB does
+ * not poison the free objects of a cache with a constructor.)
+ */
+static struct kmem_cache *faulty_cache_create(const char *name)
+{
+	return kmem_cache_create_usercopy(name, OBJ_SIZE, 0, 0, 0, OBJ_SIZE,
+					  NULL);
+}
+
 static noinline int faulty_uaf(void)
 {
-	u8 *obj = kmem_cache_alloc(faulty_cache, GFP_KERNEL);
+	/*
+	 * A cache of its own: destroying it frees its slab, and slub_debug
+	 * checks every object of a slab it frees.  (kdk_faulty's slabs may
+	 * hold objects that "overflow" left allocated, and are not freed.)
+	 */
+	struct kmem_cache *cache = faulty_cache_create("kdk_faulty_uaf");
+	u8 *obj = cache ? kmem_cache_alloc(cache, GFP_KERNEL) : NULL;
 
-	if (!obj)
-		return -ENOMEM;
-	pr_info("writing into a freed object\n");
-	kmem_cache_free(faulty_cache, obj);
-	WRITE_ONCE(obj[0], 0x42);
-	/* frees the empty slab, and slub_debug checks every object in it */
-	kmem_cache_shrink(faulty_cache);
-	return 0;
+	if (obj) {
+		pr_info("writing into a freed object\n");
+		kmem_cache_free(cache, obj);
+		WRITE_ONCE(obj[0], 0x42);
+	}
+	kmem_cache_destroy(cache);
+	return obj ? 0 : -ENOMEM;
 }
 
 static noinline int faulty_overflow(void)
@@ -117,14 +134,23 @@ static noinline int faulty_overflow(void)
 
 static noinline int faulty_doublefree(void)
 {
-	void *obj = kmem_cache_alloc(faulty_cache, GFP_KERNEL);
+	/*
+	 * A second object keeps the slab in use, so that SLUB looks for the
+	 * object on the free list (Linux 6.12 first checks the slab's count
+	 * of objects in use, and a slab with none says only that).
+	 */
+	void *keep = kmem_cache_alloc(faulty_cache, GFP_KERNEL);
+	void *obj = keep ? kmem_cache_alloc(faulty_cache, GFP_KERNEL) : NULL;
 
 	if (!obj)
-		return -ENOMEM;
+		goto out;
 	pr_info("freeing an object twice\n");
 	kmem_cache_free(faulty_cache, obj);
 	kmem_cache_free(faulty_cache, obj);
-	return 0;
+out:
+	if (keep)
+		kmem_cache_free(faulty_cache, keep);
+	return obj ? 0 : -ENOMEM;
 }
 
 static ssize_t trigger_write(struct file *file, const char __user *ubuf,
@@ -169,7 +195,7 @@ static const struct file_operations trigger_fops = {
 
 static int __init faulty_init(void)
 {
-	faulty_cache = kmem_cache_create("kdk_faulty", OBJ_SIZE, 0, 0, NULL);
+	faulty_cache = faulty_cache_create("kdk_faulty");
 	if (!faulty_cache)
 		return -ENOMEM;
 	faulty_dir = debugfs_create_dir("kdk_faulty", NULL);

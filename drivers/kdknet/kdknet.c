@@ -102,7 +102,8 @@ static netdev_tx_t kdknet_xmit(struct sk_buff *skb, struct net_device *dev)
 		dev_kfree_skb_any(skb);
 		return NETDEV_TX_OK;
 	}
-	if (skb_queue_len(&ppriv->rxq) >= KDKNET_RXQ_MAX) {
+	/* a bound, read without the queue's lock */
+	if (skb_queue_len_lockless(&ppriv->rxq) >= KDKNET_RXQ_MAX) {
 		atomic64_inc(&ppriv->rx_dropped);
 		dev_kfree_skb_any(skb);
 		return NETDEV_TX_OK;

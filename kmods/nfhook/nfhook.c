@@ -258,7 +258,11 @@ static void __exit nfhook_exit(void)
 	/* no hook runs after this returns (it waits for an RCU grace period) */
 	unregister_pernet_subsys(&nfhook_net_ops);
 	remove_proc_entry("kdk_nfhook", NULL);
-	kfree(rcu_dereference_protected(nfhook_set, true));
+	/* under the lock: a write to rules may still be under way */
+	mutex_lock(&nfhook_lock);
+	kfree(rcu_replace_pointer(nfhook_set, NULL,
+				  lockdep_is_held(&nfhook_lock)));
+	mutex_unlock(&nfhook_lock);
 	pr_info("unloaded\n");
 }
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UnknownModule
+from .kernel import module_name
 
 CONFIG_FILE = "kdk.toml"
 
@@ -135,11 +136,6 @@ def known_modules(project: Path | None = None) -> list[ModuleSource]:
     return found
 
 
-def _kernel_name(name: str) -> str:
-    """How the kernel spells a module name: '-' becomes '_'."""
-    return name.removesuffix(".ko").replace("-", "_")
-
-
 def find_module(spec: str, project: Path | None = None) -> ModuleSource:
     """A module folder named by its folder name, or the folder of the module
     named `spec` in an `obj-m` line, or given as a path (`.` is the current
@@ -155,7 +151,7 @@ def find_module(spec: str, project: Path | None = None) -> ModuleSource:
         folder = path.parent.resolve()  # FOLDER/MODULE: one module of a folder
         if is_module_folder(folder):
             modules = ModuleSource(folder.name, folder).module_names()
-            if _kernel_name(path.name) in map(_kernel_name, modules):
+            if module_name(path.name) in map(module_name, modules):
                 return ModuleSource(folder.name, folder, path.name)
         raise UnknownModule(
             f"{spec}: not a module folder (no Kbuild, and no Makefile naming obj-m)"
@@ -167,7 +163,7 @@ def find_module(spec: str, project: Path | None = None) -> ModuleSource:
             ModuleSource(m.name, m.path, n)
             for m in known
             for n in m.module_names()
-            if _kernel_name(n) == _kernel_name(spec)
+            if module_name(n) == module_name(spec)
         ],
     ):
         if len(matches) == 1:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
-from ..kernel import Kernel
+from ..kernel import Kernel, module_name
 from ..project import ModuleSource
 
 BUILD_TIMEOUT = 600.0  # seconds; a build still running then is reported, not waited on
@@ -77,7 +77,7 @@ def main_module(kos: list[Path], name: str) -> Path:
     """Of a folder's modules, the one called `name` (a module or the folder's
     name), else the only one; a folder of several needs a module's name."""
     for ko in kos:
-        if ko.name.removesuffix(".ko").replace("-", "_") == name.replace("-", "_"):
+        if module_name(ko.name) == module_name(name):
             return ko
     if len(kos) == 1:
         return kos[0]

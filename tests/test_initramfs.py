@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import stat
+from collections.abc import Callable
+from pathlib import Path
 
-from kdk.vm.initramfs import RECIPE, cpio_archive, recipe_modules
+import pytest
+
+from kdk.kernel import builtin_modules, load_order, module_name, parse_modules_dep
+from kdk.vm.initramfs import RECIPE, _module_bytes, cpio_archive, recipe_modules
+
+from .conftest import DATA
 
 
 def read_newc(data: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
@@ -42,3 +51,30 @@ def test_recipe_reads_names_and_ignores_comments() -> None:
     assert recipe_modules("a # why\n\n# only a comment\nb c\t# more\n") == ["a", "b", "c"]
     shipped = recipe_modules(RECIPE.read_text())
     assert {"virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_net"} == set(shipped)
+
+
+def test_the_recipe_resolves_on_debian_6_12() -> None:
+    """6.12 builds the virtio core and PCI transport in, ships modules
+    xz-compressed, and fscache lives inside netfs."""
+    deps = parse_modules_dep((DATA / "modules.dep-6.12").read_text())
+    builtin = builtin_modules((DATA / "modules.builtin-6.12").read_text())
+    paths = load_order(deps, recipe_modules(RECIPE.read_text()), builtin)
+    order = [module_name(p) for p in paths]
+    assert "virtio_pci" not in order and "virtio_pci" in builtin
+    assert order.index("netfs") < order.index("9p") and order.index("9pnet") < order.index("9p")
+    assert order.index("9pnet") < order.index("9pnet_virtio")
+    assert order.index("failover") < order.index("net_failover") < order.index("virtio_net")
+    assert all(p.endswith(".ko.xz") for p in paths)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress"),
+    [(".ko", bytes), (".ko.xz", lzma.compress), (".ko.gz", gzip.compress)],
+)
+def test_compressed_modules_go_in_as_elf(
+    tmp_path: Path, suffix: str, compress: Callable[[bytes], bytes]
+) -> None:
+    elf = b"\x7fELF" + bytes(range(256)) * 4
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(compress(elf))
+    assert _module_bytes(path) == elf

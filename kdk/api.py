@@ -328,8 +328,8 @@ class Kdk:
         """Make the module folder `name` (from the current folder when it is
         in the project, else from the project root); the files made."""
         here = Path.cwd()
-        return new_module((here if here.is_relative_to(self.project) else self.project) / name,
-                          char)  # fmt: skip
+        folder = (here if here.is_relative_to(self.project) else self.project) / name
+        return new_module(folder.resolve(), self.project, char)
 
     def target_kernel(self, spec: str | None = None) -> Kernel:
         """The kernel to build for: the running guest's, else `spec` or the default."""

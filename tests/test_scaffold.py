@@ -36,6 +36,8 @@ def test_new_makes_the_files_and_refuses_what_exists(tmp_path: Path) -> None:
     again = kdk_in(tmp_path, "new", "mymod", "--char")
     assert again.returncode == 1 and again.stderr.count("\n") == 1
     assert "exists: kdk new only makes a new folder" in again.stderr
+    inside = kdk_in(tmp_path / "mymod", "new", "inner")
+    assert inside.returncode == 1 and "is a module folder" in inside.stderr
     bad = kdk_in(tmp_path, "new", "my-mod")
     assert bad.returncode == 1 and "cannot name a module" in bad.stderr
     assert not (tmp_path / "my-mod").exists()

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..errors import KdkError
+from ..project import is_module_folder
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The name becomes the module's name and a prefix of C identifiers; the
@@ -18,10 +19,19 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,54}")
 
 
-def new_module(folder: Path, char: bool = False) -> list[Path]:
-    """Create `folder` with a module named like it (a character device
-    with `char`); the files made. Refuses a folder that exists."""
+def new_module(folder: Path, project: Path, char: bool = False) -> list[Path]:
+    """Create `folder` in `project` with a module named like it (a character
+    device with `char`); the files made. Refuses a folder that exists, and
+    one inside a module folder (kdk does not search those for modules)."""
     name = folder.name
+    for above in folder.parents:
+        if not above.is_relative_to(project):
+            break
+        if is_module_folder(above):
+            raise KdkError(
+                f"{above} is a module folder, and kdk does not look for modules inside one: "
+                "make the new one elsewhere"
+            )
     if not VALID_NAME.fullmatch(name):
         raise KdkError(
             f"{name!r} cannot name a module: use letters, digits and _ "

@@ -44,7 +44,7 @@ def test_each_memory_bug_is_reported_when_it_happens(
     assert message.startswith("the guest kernel reported a memory error: ")
     assert kind in message and message.endswith(f" in {function} [faulty]")
     assert f"  allocated by: {function} [faulty]" in block.splitlines()
-    assert "BUG kdk_faulty (Tainted: " in block
+    assert "BUG kdk_faulty" in block  # the SLUB report itself
     assert debug_vm.backend.require().pid == pid  # SLUB repaired it: no reboot
     assert debug_vm.exec("true").ok  # and the next command finds no old report
 

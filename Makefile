@@ -37,6 +37,7 @@ MATRIX_KERNEL ?= 6.12
 MATRIX_PATHS  := $(wildcard kmods drivers rawnet)
 
 test: lint
+	@scripts/install-vagrant  # the Vagrant backend's tests (tests/test_vagrant.py)
 	$(BIN)/pytest; rc=$$?; \
 	KDK_KERNEL=$(MATRIX_KERNEL) $(BIN)/pytest -rs $(MATRIX_PATHS) || rc=1; exit $$rc
 

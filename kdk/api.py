@@ -29,9 +29,9 @@ from .errors import (
 )
 from .guest.device import GuestFile
 from .guest.ssh import Guest, Result
-from .kernel import Kernel, module_name, select_kernel
+from .kernel import BOOT, MODULES, Kernel, module_name, select_kernel
 from .modules import deps, kmsg, loading, oops, taint
-from .modules.build import Built, build, built_modules, main_module
+from .modules.build import Built, Make, build, built_modules, main_module
 from .modules.errnos import insmod_reason
 from .modules.info import check_vermagic, modinfo
 from .modules.inspect import Inspection, inspect
@@ -363,13 +363,13 @@ class Kdk:
         prebuilt = spec.endswith(".ko") and Path(spec).is_file()
         src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
         rec = self.backend.require()
-        kernel = select_kernel(rec.kernel)
+        kernel, make = self._build_target(rec)
         built = None
         if src is None:
             ko = Path(spec).resolve()
             siblings = sorted(ko.parent.glob("*.ko"))
         else:
-            built = build(src, kernel, self.state / "builds")
+            built = build(src, kernel, self.state / "builds", make=make)
             ko, siblings = built.main_module(src.module or src.name), built.modules
         plan = self._plan(ko, siblings, kernel)
         staged = not ko.is_relative_to(self.project)
@@ -409,7 +409,7 @@ class Kdk:
             name = modinfo(ko).get("name") or module_name(ko.name)
             dependents = [module_name(d.name) for d in deps.Siblings(siblings).dependents(ko)]
             try:
-                plan = self._plan(ko, siblings, select_kernel(rec.kernel))
+                plan = self._plan(ko, siblings, self._build_target(rec)[0])
                 providers = [module_name(p.name) for p in plan.providers]
             except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
                 pass
@@ -425,9 +425,28 @@ class Kdk:
         """What `ko` needs loaded first: modules of its folder (else of the
         project) and of the kernel."""
         return deps.plan_in_project(
-            ko, siblings, deps.kernel_symbols(kernel.build_dir),
+            ko, siblings, deps.kernel_symbols(self._symbols_dir(kernel)),
             lambda: [k for m in self.modules() for k in built_modules(m.path)],
         )  # fmt: skip
+
+    def _build_target(self, rec: VMRecord) -> tuple[Kernel, Make | None]:
+        """The guest's kernel and where to build for it: on the host when
+        the host has its headers, else, for a guest with its own kernel
+        (Vagrant), in the guest, into the project folder it shares
+        (KDK_BUILD=guest: in the guest always). vermagic is checked either way."""
+        if not isinstance(self.backend, VagrantBackend):
+            return select_kernel(rec.kernel), None
+        kernel = Kernel(rec.kernel, BOOT / f"vmlinuz-{rec.kernel}", MODULES / rec.kernel)
+        if kernel.build_dir.is_dir() and os.environ.get("KDK_BUILD") != "guest":
+            return kernel, None
+        return kernel, self.backend.make(self._connected(rec))
+
+    def _symbols_dir(self, kernel: Kernel) -> Path:
+        """Where the Module.symvers of `kernel` is: its build tree on the
+        host, else a copy of the guest's (built in the guest)."""
+        if kernel.build_dir.is_dir() or not isinstance(self.backend, VagrantBackend):
+            return kernel.build_dir
+        return self.backend.symbols_dir(self._connected(self.backend.require()), kernel.release)
 
     def _built_module(self, spec: str) -> Path | None:
         """The built .ko of a module given by name, folder or .ko file; None

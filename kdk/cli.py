@@ -42,7 +42,8 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
     if a.debug and not rec.debug:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
-    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh 127.0.0.1:{rec.ssh_port}")
+    ep = k.backend.endpoint(rec)
+    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {ep.host}:{ep.port}")
     return 0
 
 

@@ -115,6 +115,30 @@ def debug_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     ]  # fmt: skip
 
 
+def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
+    """The Vagrant backend, on the same VM name (its QEMU VM stopped first):
+    the box built from Debian's archive, `kdk up --backend vagrant` from a
+    destroyed VM (box cached; the first one also copies the box into the
+    VM's storage pool), a warm load, and a crash to a working VM. `kdk down
+    --destroy` ends it, which also returns the VM name to QEMU."""
+    rows: list[tuple[str, list[float], float | None]] = [
+        ("10a. `kdk box build`, from Debian's archive (Vagrant box)",
+         [kdk("box", "build", "--force")], None),
+        ("10b. `kdk up --backend vagrant`, cold (VM destroyed) to ready", repeat(
+            min(n, 2), lambda: kdk("up", "--backend", "vagrant"),
+            before=lambda: kdk("down", "--destroy")), None),
+    ]  # fmt: skip
+    kdk("load", "hello")
+    rows.append(("10c. `kdk load hello` warm, Vagrant backend",
+                 repeat(n, lambda: kdk("load", "hello")), None))  # fmt: skip
+    kdk("load", "faulty")
+    trigger = "echo null > /sys/kernel/debug/kdk_faulty/trigger"
+    rows.append(("10d. a crash on the Vagrant backend: from the command to a working VM",
+                 [kdk("exec", "--", "sh", "-c", trigger, expect=4)], None))  # fmt: skip
+    kdk("down", "--destroy")
+    return rows
+
+
 def repeat(
     n: int, run: Callable[[], float], before: Callable[[], object] = lambda: None
 ) -> list[float]:
@@ -180,6 +204,7 @@ def main() -> int:
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
     rows.append(("7. `kdk test`, every module and driver", [kdk("test")], None))
     k.down()
+    rows += vagrant_rows(a.n)
     rows.insert(0, ("0. `kdk up`, first ever (nothing cached)", [first_up()], None))
     rows.append((PEER, peer, None))
     med = {name: statistics.median(t) for name, t, _ in rows}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest.netns import exec_prefix
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel
+from ..modules.build import BUILD_TIMEOUT, Make
 from . import box as boxes
 from .state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
 
@@ -48,6 +50,7 @@ remember_owner = 0
 """
 DAEMON_TIMEOUT = 30.0
 VAGRANT_TIMEOUT = 600.0
+HALT_TIMEOUT = 45.0  # a clean poweroff; then the domain is stopped by force
 INFO = "vagrant.json"  # in the VM's state folder: the guest's address and key
 HOST_KEY_PUB = "vagrant_host_key.pub"
 LOG = "vagrant.log"  # everything the vagrant CLI printed
@@ -161,6 +164,11 @@ class Libvirt:
         return not (self.virsh("list", "--all", "--name").split()
                     or self.virsh("pool-list", "--all", "--name").split())  # fmt: skip
 
+    def stop_if_idle(self) -> None:
+        """stop() unless a kdk VM (a domain or a pool) is still defined."""
+        if not self.running() or self.idle():
+            self.stop()
+
     def stop(self) -> None:
         """Stop everything kdk started for libvirt: networks (their dnsmasq),
         the daemons by pid, any process left in the namespace, the
@@ -241,19 +249,21 @@ class VagrantBackend:
     def vagrant(self, *args: str, box: boxes.Box | None = None,
                 timeout: float = VAGRANT_TIMEOUT) -> str:  # fmt: skip
         """Run `vagrant ARGS` in the namespace (output logged); its stdout.
-        BootFailed with the last lines it printed when it fails."""
+        KdkError (BootFailed for `up`) with the last lines it printed when it
+        fails or takes longer than `timeout`."""
         argv = in_netns(["vagrant", *args, "--no-tty"])
         log = self.state.file(LOG)
         self.state.path.mkdir(parents=True, exist_ok=True)
+        error = BootFailed if args[0] == "up" else KdkError
         try:
             proc = _run(argv, timeout=timeout, env=self._env(box))
         except subprocess.TimeoutExpired:
-            raise BootFailed(f"vagrant {args[0]} took more than {timeout:g} s") from None
+            raise error(f"vagrant {args[0]} took more than {timeout:g} s") from None
         with log.open("a") as f:
             f.write(f"$ vagrant {' '.join(args)}\n{proc.stdout}{proc.stderr}")
         if proc.returncode != 0:
             tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-            raise BootFailed(f"vagrant {args[0]} failed: {' | '.join(tail[-3:])} (see {log})")
+            raise error(f"vagrant {args[0]} failed: {' | '.join(tail[-3:])} (see {log})")
         return proc.stdout
 
     # -- status ---------------------------------------------------------
@@ -281,6 +291,39 @@ class VagrantBackend:
     def guest(self) -> Guest:
         rec = self.require()
         return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, self.domain))
+
+    # -- building in the guest (its own headers) ----------------------------
+    def make(self, g: Guest) -> Make:
+        """A `make` that runs in the guest, in the project folder it shares
+        at the same path: the .ko lands on the host."""
+
+        def run(argv: list[str], cwd: Path | None) -> tuple[int, str]:
+            for path in (cwd, *(Path(a.split("=", 1)[-1]) for a in argv if a.startswith("M="))):
+                if path is not None and not path.is_relative_to(self.project):
+                    raise KdkError(f"{path} is outside the project {self.project}, which is "
+                                   "all the guest shares: it cannot build there")  # fmt: skip
+            line = (
+                shlex.join(argv)
+                if cwd is None
+                else f"cd {shlex.quote(str(cwd))} && {shlex.join(argv)}"
+            )
+            res = g.run(line, timeout=BUILD_TIMEOUT)
+            return res.exit_code, (res.stdout + res.stderr).decode(errors="replace")
+
+        return run
+
+    def symbols_dir(self, g: Guest, release: str) -> Path:
+        """A folder with the guest kernel's Module.symvers (what it exports),
+        fetched from the guest once per release."""
+        folder = self.state.path / "guest-build" / release
+        symvers = folder / "Module.symvers"
+        if not symvers.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            data = g.check(["cat", f"/lib/modules/{release}/build/Module.symvers"]).stdout
+            tmp = symvers.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(symvers)
+        return folder
 
     # -- up -------------------------------------------------------------
     def up(
@@ -311,6 +354,7 @@ class VagrantBackend:
         box, built = boxes.build_box(say)
         if built:
             say(f"box cached at {box.path}")
+        boxes.write_pointer(self.state_root, box)  # for plain `vagrant` in the project
         step("libvirt")
         self.libvirt.ensure(say)
         self.libvirt.ensure_pool(self.pool, self.state.path / "pool")
@@ -353,11 +397,15 @@ class VagrantBackend:
 
     # -- down -----------------------------------------------------------
     def down(self) -> bool:
-        """`vagrant halt`; False if it was not up."""
+        """`vagrant halt` (forced when the guest does not power off within
+        HALT_TIMEOUT); False if it was not up."""
         rec = self.record()
         if rec is None:
             return False
-        self.vagrant("halt", timeout=120.0)
+        try:
+            self.vagrant("halt", timeout=HALT_TIMEOUT)
+        except KdkError:
+            self.vagrant("halt", "--force", timeout=60.0)
         if process_alive(rec.pid, self.domain):
             self.libvirt.virsh("destroy", self.domain, check=False)
         self.state.clear()
@@ -366,15 +414,18 @@ class VagrantBackend:
     def destroy(self) -> None:
         """Remove everything kdk started for this VM: the domain and its
         volumes (`vagrant destroy`), the storage pool, and, when no other kdk
-        VM uses libvirt, the daemons, the namespace and its /etc copy."""
-        if self.libvirt.running():
-            if self.state.path.joinpath("vagrant").exists():
+        VM is defined, the daemons, the namespace and its /etc copy (libvirt
+        is started for this when it is not running, so that other VMs'
+        definitions are seen, not lost)."""
+        machine = self.state.path / "vagrant"
+        if ETC.exists() or machine.exists():
+            self.libvirt.ensure(lambda _: None)
+            if machine.exists():
                 self.vagrant("destroy", "-f", timeout=120.0)
             self.libvirt.remove_pool(self.pool)
         self.state.clear()
         for name in (INFO, HOST_KEY_PUB):
             self.state.file(name).unlink(missing_ok=True)
-        shutil.rmtree(self.state.path / "vagrant", ignore_errors=True)
+        shutil.rmtree(machine, ignore_errors=True)
         shutil.rmtree(self.state.path / "pool", ignore_errors=True)
-        if not self.libvirt.running() or self.libvirt.idle():
-            self.libvirt.stop()
+        self.libvirt.stop_if_idle()

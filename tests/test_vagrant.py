@@ -1,0 +1,221 @@
+"""The Vagrant path, for real: kdk's box built here, libvirt in kdk's own
+network namespace, the repository's Vagrantfile under plain `vagrant`, and
+the `kdk` commands on the Vagrant backend (load, exec, a crash and the VM
+coming back, down --destroy). The host's links, routes and firewall rules
+must be the same after all of it.
+
+Needs root and the packages of scripts/install-vagrant (`make test` installs
+them). The VM is `$KDK_VM-vagrant` (default `pytest-vagrant`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kdk.api import Kdk
+from kdk.vm import box as boxes
+from kdk.vm.vagrant import NETNS, VAGRANTFILE, Libvirt, parse_ssh_config
+
+DATA = Path(__file__).parent / "data"
+REPO = VAGRANTFILE.parent
+VM = (os.environ.get("KDK_VM") or "pytest") + "-vagrant"
+
+needs = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("vagrant") is None or shutil.which("libvirtd") is None,
+    reason="needs root, vagrant, vagrant-libvirt and libvirt (scripts/install-vagrant)",
+)
+
+
+def real(test: Callable[..., None]) -> Callable[..., None]:
+    """A test on real Vagrant and libvirt guests (marked `vm`, like kdk's other VM tests)."""
+    marked: Callable[..., None] = pytest.mark.vm(needs(test))
+    return marked
+
+
+# -- pure --------------------------------------------------------------------
+def test_box_sources_are_the_hosts_default_debian_suites() -> None:
+    got = boxes.parse_policy((DATA / "apt-cache-policy.txt").read_text())
+    assert got == [
+        "deb http://deb.debian.org/debian bookworm main",
+        "deb http://deb.debian.org/debian bookworm-updates main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]  # backports (pin 1) left out: the box's kernel is the release's, like the host's
+
+
+def test_box_cache_key_follows_recipe_and_sources(tmp_path: Path) -> None:
+    (tmp_path / "build").write_text("#!/bin/sh\n")
+    one = boxes.cache_key(tmp_path, "bookworm", ["deb http://a bookworm main"])
+    assert one == boxes.cache_key(tmp_path, "bookworm", ["deb http://a bookworm main"])
+    assert one != boxes.cache_key(tmp_path, "bookworm", ["deb http://a bookworm-updates main"])
+    (tmp_path / "packages").write_text("kmod\n")
+    assert one != boxes.cache_key(tmp_path, "bookworm", ["deb http://a bookworm main"])
+
+
+def test_ssh_config_parsed() -> None:
+    opts = parse_ssh_config((DATA / "vagrant-ssh-config.txt").read_text())
+    assert opts["hostname"].startswith("192.168.121.")
+    assert opts["port"] == "22"
+    assert opts["identityfile"].endswith("/vagrant_key")
+
+
+# -- real --------------------------------------------------------------------
+def host_network() -> dict[str, str]:
+    """The host's links, addresses, routes, rules and firewall rules (packet
+    counters left out: they change with any traffic)."""
+    cmds = {
+        "links": ["ip", "-d", "link", "show"],
+        "addresses": ["ip", "addr", "show"],
+        "routes": ["ip", "route", "show", "table", "all"],
+        "routes6": ["ip", "-6", "route", "show", "table", "all"],
+        "rules": ["ip", "rule", "show"],
+        "iptables": ["iptables-save"],
+        "ip6tables": ["ip6tables-save"],
+        "nft": ["nft", "list", "ruleset"],
+        "netns": ["ip", "netns", "list"],
+    }
+    got = {}
+    for name, argv in cmds.items():
+        if shutil.which(argv[0]) is None:
+            continue
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+        out = re.sub(r"^#.*\n", "", out, flags=re.M)  # iptables-save's dated comments
+        out = re.sub(r"\[\d+:\d+\]", "", out)
+        out = re.sub(r"valid_lft \S+ preferred_lft \S+", "", out)
+        got[name] = out
+    got["netns"] = "\n".join(ln for ln in got.get("netns", "").splitlines() if NETNS not in ln)
+    return got
+
+
+@pytest.fixture(scope="module")
+def host_net() -> Iterator[dict[str, str]]:
+    before = host_network()
+    yield before
+    # Whatever happened, kdk's namespace and daemons are gone at the end
+    # (unless a VM of someone else's is defined there).
+    Libvirt().stop_if_idle()
+
+
+def kdk(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KDK_VM=VM, **env)
+    return subprocess.run([sys.executable, "-m", "kdk.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)  # fmt: skip
+
+
+@real
+def test_box_build_says_where_it_is_cached(host_net: dict[str, str]) -> None:
+    res = kdk("box", "build")
+    assert res.returncode == 0, res.stderr
+    box, built = boxes.find_box()
+    assert built
+    assert str(box.path) in res.stderr
+    assert box.name in (REPO / ".kdk" / "box.json").read_text()
+
+
+@real
+def test_plain_vagrant_up_with_the_repository_vagrantfile(
+    host_net: dict[str, str], tmp_path: Path
+) -> None:
+    """What a Vagrant user does: `vagrant up`, `vagrant ssh -c`, `vagrant
+    destroy`, with the repository's Vagrantfile (in kdk's namespace, whose
+    libvirt kdk starts; a pool of the test's own)."""
+    libvirt = Libvirt()
+    libvirt.ensure(print)
+    pool = "kdk-test-plain"
+    libvirt.ensure_pool(pool, tmp_path / "pool")
+    env = dict(os.environ, VAGRANT_CWD=str(REPO), VAGRANT_DOTFILE_PATH=str(tmp_path / "machine"),
+               KDK_POOL=pool, KDK_DOMAIN_PREFIX="kdk-test-plain-",
+               KDK_CONSOLE_LOG=str(tmp_path / "console.log"))  # fmt: skip
+
+    def vagrant(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", NETNS, "vagrant", *args, "--no-tty"],
+                              capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+
+    try:
+        up = vagrant("up")
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr
+        ssh = vagrant("ssh", "-c", f"uname -r; ls {REPO}/Vagrantfile; sudo id -u")
+        assert ssh.returncode == 0, ssh.stderr
+        release, listed, uid = ssh.stdout.split()
+        assert re.fullmatch(r"\d+\.\d+\.\d+-\d+-amd64", release)
+        assert listed == f"{REPO}/Vagrantfile"  # the project, shared over 9p at its path
+        assert uid == "0"
+        assert "Linux version" in (tmp_path / "console.log").read_text(errors="replace")
+    finally:
+        vagrant("destroy", "-f")
+        libvirt.remove_pool(pool)
+    assert "kdk-test-plain-default" not in libvirt.virsh("list", "--all", "--name")
+
+
+@real
+def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
+    up = kdk("up", "--backend", "vagrant")
+    try:
+        assert up.returncode == 0, up.stderr
+        status = kdk("status", "--json")
+        assert '"backend": "vagrant"' in status.stdout
+
+        load = kdk("load", "hello")
+        assert load.returncode == 0, load.stderr
+        assert "hello: hello, world" in load.stdout
+
+        # Built in the guest with its own headers (forced: this host has them
+        # too), into the shared project folder; the .ko is checked and loaded.
+        folder = REPO / ".kdk" / "test-guest-build" / "hello"
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for name in ("Kbuild", "hello.c"):
+            shutil.copyfile(REPO / "kmods" / "hello" / name, folder / name)
+        try:
+            guest = kdk("load", str(folder), KDK_BUILD="guest")
+            assert guest.returncode == 0, guest.stderr
+            assert "hello: hello, world" in guest.stdout
+            release = kdk("exec", "--", "uname", "-r").stdout.strip()
+            info = subprocess.run(["modinfo", "-F", "vermagic", str(folder / "hello.ko")],
+                                  capture_output=True, text=True).stdout  # fmt: skip
+            assert info.split()[0] == release
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)
+
+        # A user's script: a fabric Connection to the guest (backend remembered).
+        with Kdk(project=REPO, vm=VM).connection() as c:
+            assert c.run("id -u", hide=True).stdout.strip() == "0"
+            c.put(str(REPO / "Vagrantfile"), "/tmp/from-host")
+            assert c.run("wc -c < /tmp/from-host", hide=True).stdout.strip() == str(
+                (REPO / "Vagrantfile").stat().st_size
+            )
+
+        assert kdk("exec", "--", "true").returncode == 0
+        assert kdk("exec", "--", "sh", "-c", "exit 7").returncode == 7
+        res = kdk("exec", "--", "sh", "-c", "cat /proc/sys/kernel/osrelease; id -u")
+        assert res.stdout.split()[1] == "0"
+
+        # A module that crashes the guest: reported (exit 4), and the VM comes back.
+        assert kdk("load", "faulty").returncode == 0
+        crash = kdk("exec", "--", "sh", "-c", "echo null > /sys/kernel/debug/kdk_faulty/trigger")
+        assert crash.returncode == 4, crash.stderr
+        assert "faulty" in crash.stderr
+        assert "the VM was booted again" in crash.stderr
+        again = kdk("exec", "--", "cat", "/proc/uptime")
+        assert again.returncode == 0, again.stderr
+        assert float(again.stdout.split()[0]) < 600
+
+        assert "VM stopped" in kdk("down").stderr
+        assert kdk("status").returncode == 3
+    finally:
+        destroy = kdk("down", "--destroy")
+    assert destroy.returncode == 0, destroy.stderr
+    assert not Path("/run/netns", NETNS).exists()
+
+
+@real
+def test_host_network_unchanged(host_net: dict[str, str]) -> None:
+    Libvirt().stop_if_idle()
+    assert host_network() == host_net

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kdk.api import Kdk
-from kdk.kernel import Kernel
+from kdk.kernel import Kernel, host_kernels
 
 
 def kdk_in(
@@ -44,13 +44,14 @@ def test_new_makes_the_files_and_refuses_what_exists(tmp_path: Path) -> None:
 
 
 @pytest.mark.kbuild
+@pytest.mark.parametrize("kernel", host_kernels(), ids=lambda k: k.release)
 @pytest.mark.parametrize("kind", [[], ["--char"]], ids=["module", "char"])
 def test_new_modules_build_without_warnings_also_with_w1(
-    tmp_path: Path, host_kernel: Kernel, kind: list[str]
+    tmp_path: Path, kernel: Kernel, kind: list[str]
 ) -> None:
     assert kdk_in(tmp_path, "new", "fresh", *kind).returncode == 0
     make = subprocess.run(
-        ["make", f"KDIR={host_kernel.build_dir}", "W=1"],
+        ["make", f"KDIR={kernel.build_dir}", "W=1"],
         cwd=tmp_path / "fresh", capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     out = make.stdout + make.stderr

@@ -15,9 +15,11 @@ installed); kdk uses it when it is there. Without it gdb gets kdk's bare
 vmlinux (no symbols): the module's functions, variables and source lines
 work, kernel frames show as addresses.
 
-While `kdk gdb` runs, a marker file in the state folder names its process;
-a kdk command that finds the guest not answering then says it is held in
-gdb (GuestHeld) instead of taking it for hung and booting a fresh VM.
+While `kdk gdb` runs, a marker file in the state folder names its process.
+A command already running in the guest then waits while the guest is
+silent (it may sit on a breakpoint) instead of taking it for hung; a new
+command that gets no answer says the guest may be held in gdb (GuestHeld)
+instead of booting a fresh VM.
 """
 
 from __future__ import annotations

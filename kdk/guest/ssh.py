@@ -81,9 +81,15 @@ def command_line(command: str | Sequence[str]) -> str:
 class Guest:
     """An SSH connection to a running guest; safe to share between threads."""
 
-    def __init__(self, endpoint: Endpoint, alive: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        alive: Callable[[], bool],
+        held: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.endpoint = endpoint
         self._alive = alive
+        self._held = held  # whether a debugger (kdk gdb) may hold the guest stopped
         self._client: paramiko.SSHClient | None = None
         self._probing = threading.Lock()  # one keepalive request at a time
 
@@ -204,8 +210,10 @@ class Guest:
         Returns when the guest was last heard of."""
         now = time.monotonic()
         if now - heard >= QUIET:
-            self.probe()
-            return time.monotonic()
+            if not self._held():
+                self.probe()
+                return time.monotonic()
+            heard = now  # stopped in gdb, a command waits until gdb lets it go on
         until = min(heard + QUIET, now + POLL, deadline if deadline is not None else now + POLL)
         ready, _, _ = select.select([chan], [], [], max(0.0, until - now))
         return time.monotonic() if ready else heard

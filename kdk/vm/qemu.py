@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..debug import gdb
 from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel
@@ -275,13 +276,7 @@ class QemuBackend:
     # -- status ---------------------------------------------------------
     def record(self) -> VMRecord | None:
         """The running VM's record; a dead VM's leftovers are cleared."""
-        rec = self.state.read()
-        if rec is None:
-            return None
-        if process_alive(rec.pid, str(self.state.path)):
-            return rec
-        self.state.clear()
-        return None
+        return self.state.running()
 
     def require(self) -> VMRecord:
         rec = self.record()
@@ -301,7 +296,8 @@ class QemuBackend:
     def guest(self) -> Guest:
         """A (not yet connected) SSH connection to the running guest."""
         rec = self.require()
-        return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, str(self.state.path)))
+        return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, str(self.state.path)),
+                     lambda: gdb.holder(self.state.path) is not None)  # fmt: skip
 
     # -- up -------------------------------------------------------------
     def up(

@@ -276,7 +276,13 @@ class QemuBackend:
     # -- status ---------------------------------------------------------
     def record(self) -> VMRecord | None:
         """The running VM's record; a dead VM's leftovers are cleared."""
-        return self.state.running()
+        rec = self.state.read()
+        if rec is None:
+            return None
+        if process_alive(rec.pid, str(self.state.path)):
+            return rec
+        self.state.clear()
+        return None
 
     def require(self) -> VMRecord:
         rec = self.record()

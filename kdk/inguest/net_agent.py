@@ -27,6 +27,8 @@ from typing import Any
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -38,10 +40,14 @@ except ImportError:
     sys.exit(1)
 
 
-def _setns(fd: int) -> None:
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+def _check(ret: int) -> None:
+    if ret != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _setns(fd: int) -> None:
+    _check(libc.setns(fd, CLONE_NEWNET))
 
 
 def _enter(name: str) -> None:
@@ -81,23 +87,34 @@ class Agent:
         return int(found[0])
 
     def op_netns(self, name: str) -> dict[str, Any]:
-        netns.create(name)
-        ipr = self.ipr(name)
-        ipr.link("set", index=self.index(name, "lo"), state="up")
+        """A new namespace named `name`, its `lo` up. Made as `ip netns add`
+        makes one, without a fork: this process unshares into a new
+        namespace, bind-mounts it at /run/netns/<name>, and goes back."""
+        path = os.path.join(NETNS_DIR, name)
+        os.makedirs(NETNS_DIR, exist_ok=True)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        try:
+            _check(libc.unshare(CLONE_NEWNET))
+            try:
+                _check(libc.mount(b"/proc/self/ns/net", path.encode(), None, MS_BIND, None))
+                ipr = self.iprs[name] = IPRoute()  # bound to the new namespace
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            finally:
+                _setns(self.root)
+        except BaseException:
+            libc.umount2(path.encode(), MNT_DETACH)
+            os.unlink(path)
+            raise
         return {}
 
     def op_veth(self, a: list[Any], b: list[Any]) -> dict[str, Any]:
-        """A veth pair with end a = [ns, ifname] and end b = [ns, ifname]."""
-        tag = f"{os.getpid() % 10000}{len(self.procs)}{time.monotonic_ns() % 100000}"
-        tmp_a, tmp_b = f"kv{tag}a"[:15], f"kv{tag}b"[:15]
-        root = self.ipr(None)
-        root.link("add", ifname=tmp_a, kind="veth", peer=tmp_b)
-        for tmp, (ns, ifname) in ((tmp_a, a), (tmp_b, b)):
-            idx = self.index(None, tmp)
-            if ns is None:
-                root.link("set", index=idx, ifname=ifname)
-            else:
-                root.link("set", index=idx, net_ns_fd=ns, ifname=ifname)
+        """A veth pair with end a = [ns, ifname] and end b = [ns, ifname],
+        made in one netlink request, each end in its namespace at once."""
+        (ns_a, if_a), (ns_b, if_b) = a, b
+        peer: dict[str, Any] = {"ifname": if_b}
+        if ns_b is not None:
+            peer["net_ns_fd"] = os.path.join(NETNS_DIR, ns_b)
+        self.ipr(ns_a).link("add", ifname=if_a, kind="veth", peer=peer)
         return {}
 
     def op_bridge(self, ns: str | None, ifname: str) -> dict[str, Any]:

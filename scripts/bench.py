@@ -139,6 +139,58 @@ def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     return rows
 
 
+def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
+    """The packet labs: the wire's round trips, a two-namespace topology
+    (first after a boot, with the net agent's start; then warm), each
+    lab's tests. Boots the VM again for each first-topology sample."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    from kdk.net.fixtures import build_pair
+    from kdk.net.topology import NetAgent, Topology
+
+    def round_trips(count: int = 500) -> float:
+        with k.wire() as w:
+            echo = bytes(Ether(src=w.host_mac, dst=w.guest_mac)
+                         / IP(src=w.host_ip, dst=w.guest_ip) / ICMP())  # fmt: skip
+            t = time.monotonic()
+            for _ in range(count):
+                if w.exchange(echo) is None:
+                    raise SystemExit("bench: no echo reply on the wire")
+            return time.monotonic() - t
+
+    def pair(agent: NetAgent) -> float:
+        t = time.monotonic()
+        with Topology(agent) as topo:
+            build_pair(topo)
+            return time.monotonic() - t
+
+    def first_pair() -> float:
+        k.down()
+        kdk("up")
+        t = time.monotonic()
+        agent = NetAgent(k.guest())
+        try:
+            return time.monotonic() - t + pair(agent)
+        finally:
+            agent.close()
+
+    rows = [("9a. the wire: 500 ICMP echo round trips through the guest (≥ 500/s)",
+             repeat(n, round_trips), 1.0),
+            ("9b. two namespaces on a veth pair, first after boot (net agent start)",
+             repeat(3, first_pair), None)]  # fmt: skip
+    agent = NetAgent(k.guest())
+    try:
+        warm = repeat(n, lambda: pair(agent))
+    finally:
+        agent.close()
+    rows.append(("9c. two namespaces on a veth pair, warm", warm, 1.0))
+    labs = sorted(p.name for p in (PROJECT / "rawnet").glob("*/") if any(p.glob("test_*.py")))
+    rows += [(f"9d. `kdk test {lab}`", [kdk("test", lab)], None) for lab in labs]
+    rows.append(("9e. `kdk test rawnet`, every lab", [kdk("test", "rawnet")], None))
+    return rows
+
+
 def repeat(
     n: int, run: Callable[[], float], before: Callable[[], object] = lambda: None
 ) -> list[float]:
@@ -201,6 +253,7 @@ def main() -> int:
     rows.append(("5. `kdk trace kdkchar` to probes attached (8 functions, 16 probes)",
                  repeat(a.n, trace_attach), 12.0))  # fmt: skip
     rows += debug_rows(a.n)
+    rows += net_rows(k, a.n)
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
     rows.append(("7. `kdk test`, every module and driver", [kdk("test")], None))
     k.down()

@@ -110,7 +110,10 @@ class Wire(SuperSocket):  # type: ignore[misc]  # scapy has no type information
         self.closed = True  # until everything below is set up (close() is safe)
         folder = wire_dir(state)
         if not (folder / GUEST_SOCKET).exists():
-            raise VMNotRunning(f"no wire at {folder}: the VM is not up (run `kdk up`)")
+            raise VMNotRunning(
+                f"no wire at {folder}: the VM is not up, or was booted "
+                "without one (by another backend, or an older kdk)"
+            )
         self._guest = str(folder / GUEST_SOCKET)
         self._lock_fd = _take_lock(folder / LOCK)
         self._host = folder / HOST_SOCKET

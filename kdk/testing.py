@@ -63,9 +63,11 @@ def session_vm() -> str:
 
 @pytest.fixture(scope="session")
 def kdk_kernel() -> Kernel:
-    """The kernel of the session's VM: $KDK_KERNEL's, else the host's default."""
+    """The kernel of the session's VM: $KDK_KERNEL's, else the one it runs
+    already (`kdk test` in a VM booted with --kernel), else the host's default."""
+    rec = None if os.environ.get("KDK_KERNEL") else Kdk(vm=session_vm()).backend.record()
     try:
-        return select_kernel(os.environ.get("KDK_KERNEL") or None)
+        return select_kernel(os.environ.get("KDK_KERNEL") or (rec.kernel if rec else None))
     except KdkError as e:
         pytest.skip(f"no guest kernel: {e}")
 

@@ -165,11 +165,14 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
             build_pair(topo)
             return time.monotonic() - t
 
+    starts: list[tuple[float, float]] = []  # the agent's own start, its pyroute2 import
+
     def first_pair() -> float:
         k.down()
         kdk("up")
         t = time.monotonic()
         agent = NetAgent(k.guest())
+        starts.append((agent.start_seconds, agent.import_seconds))
         try:
             return time.monotonic() - t + pair(agent)
         finally:
@@ -178,7 +181,9 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
     rows = [("9a. the wire: 500 ICMP echo round trips through the guest (≥ 500/s)",
              repeat(n, round_trips), 1.0),
             ("9b. two namespaces on a veth pair, first after boot (net agent start)",
-             repeat(3, first_pair), None)]  # fmt: skip
+             repeat(3, first_pair), None),
+            ("9b1. of which the net agent, python3 start to ready", [s for s, _ in starts], None),
+            ("9b2. of which its import of pyroute2", [i for _, i in starts], None)]  # fmt: skip
     agent = NetAgent(k.guest())
     try:
         warm = repeat(n, lambda: pair(agent))

@@ -32,12 +32,16 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 libc = ctypes.CDLL(None, use_errno=True)
 
+IMPORT_START = time.monotonic()
 try:
     from pyroute2 import IPRoute, netns
 except ImportError:
     sys.stdout.write(json.dumps({"error": "pyroute2 is missing in the guest: install "
                                  "Debian's python3-pyroute2 on the host"}) + "\n")  # fmt: skip
     sys.exit(1)
+
+
+IMPORT_SECONDS = round(time.monotonic() - IMPORT_START, 2)
 
 
 def _check(ret: int) -> None:
@@ -66,7 +70,13 @@ class Agent:
         self.procs: dict[int, tuple[subprocess.Popen[bytes], str, str, str | None]] = {}
 
     def op_hello(self) -> dict[str, Any]:
-        return {"pid": os.getpid()}
+        """Who answers, and where its start-up went: seconds from the
+        process's start to now, and of those, importing pyroute2."""
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            alive = float(f.read().split()[0]) - started
+        return {"pid": os.getpid(), "alive_s": round(alive, 2), "import_s": IMPORT_SECONDS}
 
     # -- netlink -------------------------------------------------------------
     def ipr(self, ns: str | None) -> Any:

@@ -44,7 +44,10 @@ class NetAgent:
         self._proc: JsonProcess | None = guest.start(
             ["/usr/bin/python3", "-I", "-u", "-c", AGENT.read_text()], "the guest's net agent"
         )
-        self.pid = int(self.call("hello", _timeout=START_TIMEOUT)["pid"])
+        hello = self.call("hello", _timeout=START_TIMEOUT)
+        self.pid = int(hello["pid"])
+        # where its start went: from the process's start, and importing pyroute2
+        self.start_seconds, self.import_seconds = float(hello["alive_s"]), float(hello["import_s"])
 
     @property
     def alive(self) -> bool:

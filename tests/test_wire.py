@@ -33,6 +33,7 @@ def test_the_guest_answers_arp_icmp_and_tcp(vm: Kdk, tmp_path: Path) -> None:
         syn = w.sr1(Ether() / IP(dst=w.guest_ip) / TCP(sport=40000, dport=22, flags="S"),
                     timeout=5, verbose=0)  # fmt: skip
         assert syn is not None and syn[TCP].flags == "SA"
+        w.send(Ether() / IP(dst=w.guest_ip) / TCP(sport=40000, dport=22, flags="R", seq=syn.ack))
         closed = w.sr1(Ether() / IP(dst=w.guest_ip) / TCP(sport=40001, dport=9, flags="S"),
                        timeout=5, verbose=0)  # fmt: skip
         assert closed is not None and closed[TCP].flags == "RA"

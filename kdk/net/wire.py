@@ -119,8 +119,13 @@ class Wire(SuperSocket):  # type: ignore[misc]  # scapy has no type information
         self._host = folder / HOST_SOCKET
         self._host.unlink(missing_ok=True)  # a dead owner's
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-        sock.bind(str(self._host))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+            sock.bind(str(self._host))
+        except OSError:
+            sock.close()
+            os.close(self._lock_fd)  # the next owner may try
+            raise
         self.ins = self.outs = sock
         self.iface = f"kdk-wire:{folder}"
         self.promisc = False

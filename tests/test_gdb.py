@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -56,6 +58,21 @@ def test_sections_at_the_guests_addresses_and_the_build_id_checked(
         gdb.symbol_file_command(ko, "hello", "sections .data\n0x10\nbuild-id " + build_id)
 
 
+def test_kernel_function_names_from_kallsyms_in_an_elf_file(tmp_path: Path) -> None:
+    kallsyms = "\n".join(["ffffffff81000000 T _stext", "ffffffff81000040 t early_idt",
+                          "ffffffff81367160 T vfs_write", "ffffffff82000000 D some_data",
+                          "ffffffffc0200000 t kdkchar_write\t[kdkchar]"])  # fmt: skip
+    elf = gdb.kallsyms_elf(kallsyms, tmp_path / "k.elf")
+    nm = subprocess.run(["nm", "-S", "-n", elf], capture_output=True, text=True, check=True)
+    rows = [line.split() for line in nm.stdout.splitlines()]
+    assert [(r[0], r[3]) for r in rows] == [("ffffffff81000000", "_stext"),
+                                            ("ffffffff81000040", "early_idt"),
+                                            ("ffffffff81367160", "vfs_write")]  # fmt: skip
+    assert int(rows[0][1], 16) == 0x40 and {r[2] for r in rows} == {"T"}
+    with pytest.raises(KdkError, match="no kernel symbols"):
+        gdb.kallsyms_elf("", tmp_path / "none.elf")
+
+
 def test_a_marker_names_the_live_gdb_session(tmp_path: Path) -> None:
     assert gdb.holder(tmp_path) is None
     with gdb.holding(tmp_path):
@@ -67,19 +84,24 @@ def test_a_marker_names_the_live_gdb_session(tmp_path: Path) -> None:
     assert gdb.holder(tmp_path) is None
 
 
-def _read_until(proc: subprocess.Popen[str], text: str, seen: list[str], timeout: float) -> None:
-    """Read gdb's output into `seen` until a line contains `text`."""
+def _pump_lines(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+    """Put each line gdb prints into `lines` (a thread: reads block)."""
+    for line in proc.stdout or []:
+        lines.put(line)
+
+
+def _read_until(lines: queue.Queue[str], text: str, seen: list[str], timeout: float) -> None:
+    """Take gdb's output lines (from a reader thread) into `seen` until one
+    contains `text`; fail after `timeout` s."""
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            seen.append(lines.get(timeout=left))
+        except queue.Empty:
             break
-        seen.append(line)
-        if text in line:
+        if text in seen[-1]:
             return
-    proc.kill()
-    pytest.fail(f"gdb never printed {text!r}:\n{''.join(seen)}")
+    pytest.fail(f"gdb did not print {text!r} in {timeout:g} s:\n{''.join(seen)}")
 
 
 def test_a_breakpoint_in_a_loaded_driver_is_hit_by_a_write_from_another_command(
@@ -89,7 +111,7 @@ def test_a_breakpoint_in_a_loaded_driver_is_hit_by_a_write_from_another_command(
     fifo = tmp_path / "go-on"
     os.mkfifo(fifo)
     argv = vm.gdb_command("kdkchar", ["-nx", "-batch", "-ex", "break kdkchar_write",
-                                      "-ex", "continue", "-ex", "bt 1", "-ex", "print count",
+                                      "-ex", "continue", "-ex", "bt 2", "-ex", "print count",
                                       "-ex", f"shell head -c1 {fifo} >/dev/null"])  # fmt: skip
     written: list[Result] = []
     writer = threading.Thread(target=lambda: written.append(Kdk(vm=session_vm()).exec(
@@ -98,10 +120,12 @@ def test_a_breakpoint_in_a_loaded_driver_is_hit_by_a_write_from_another_command(
     seen: list[str] = []
     with gdb.holding(vm.backend.state.path):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(proc, lines), daemon=True).start()
         try:
-            _read_until(proc, "Breakpoint 1 at", seen, 60)
+            _read_until(lines, "Breakpoint 1 at", seen, 60)
             writer.start()  # a write from another kdk command, once the breakpoint is set
-            _read_until(proc, "$1 = ", seen, 120)
+            _read_until(lines, "$1 = ", seen, 120)
             # gdb holds the guest stopped: another command says so, no reboot
             pid = vm.backend.require().pid
             with pytest.raises(gdb.GuestHeld):
@@ -109,12 +133,14 @@ def test_a_breakpoint_in_a_loaded_driver_is_hit_by_a_write_from_another_command(
             assert vm.backend.require().pid == pid
             with fifo.open("w") as f:  # gdb goes on: detaches at the end of -batch
                 f.write("x")
-            out, _ = proc.communicate(timeout=60)
+            assert proc.wait(timeout=60) == 0
         finally:
             proc.kill()
     writer.join(timeout=120)
-    text = "".join(seen) + out
+    time.sleep(0.1)  # the reader thread's last lines
+    text = "".join(seen) + "".join(lines.queue)
     assert "Breakpoint 1, kdkchar_write (" in text
     assert "#0  kdkchar_write (" in text and "at /" in text and "kdkchar.c:" in text
+    assert re.search(r"^#1  0x[0-9a-f]+ in vfs_write \(\)$", text, re.M)  # kallsyms' name
     assert "$1 = 9" in text  # the count argument of the write(2)
-    assert proc.returncode == 0 and written and written[0].stdout == b"9\n"
+    assert written and written[0].stdout == b"9\n"

@@ -11,9 +11,12 @@ loaded (its build id is checked against the loaded module's), so
 Kernel symbols need the kernel's debug info: Debian's
 linux-image-REL-dbg package installs vmlinux with it as
 /usr/lib/debug/boot/vmlinux-REL (for 6.1: 860 MB to download, 5.6 GB
-installed); kdk uses it when it is there. Without it gdb gets kdk's bare
-vmlinux (no symbols): the module's functions, variables and source lines
-work, kernel frames show as addresses.
+installed); kdk uses it when it is there. Without it, kdk gives gdb the
+kernel's function names from the guest's /proc/kallsyms (an ELF file of
+symbols only, made once per kernel: the guest boots with nokaslr, so the
+addresses do not change): backtraces and breakpoints name kernel
+functions, without source lines or types; the module's functions,
+variables and source lines work all the same.
 
 While `kdk gdb` runs, a marker file in the state folder names its process.
 A command already running in the guest then waits while the guest is
@@ -28,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +40,8 @@ from ..errors import KdkError, MissingDependency
 from ..vm.state import GDB_SOCKET, process_alive
 
 GDB = "gdb"
+# The kernel's own functions (t/T) in /proc/kallsyms; modules' are "[name]"-tagged.
+KALLSYMS_SCRIPT = "grep -E ' [tT] ' /proc/kallsyms | grep -v '\\['"
 DEBUG_VMLINUX = Path("/usr/lib/debug/boot")  # where Debian's -dbg package puts vmlinux
 MARKER = "gdb.attached"  # in the state folder while `kdk gdb` runs: its pid
 BUILD_ID = ".note.gnu.build-id"
@@ -49,6 +55,48 @@ def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
     """The kernel image with debug info from the -dbg package, if installed."""
     path = folder / f"vmlinux-{release}"
     return path if path.is_file() else None
+
+
+def kallsyms_elf(kallsyms: str, target: Path) -> Path:
+    """Write `target`: an ELF file that holds only the function symbols of
+    `kallsyms` (text from KALLSYMS_SCRIPT), for gdb to name kernel code."""
+    funcs = sorted((int(f[0], 16), f[2]) for f in map(str.split, kallsyms.splitlines())
+                   if len(f) == 3 and f[1] in "tT")  # fmt: skip
+    if not funcs:
+        raise KdkError("no kernel symbols in the guest's /proc/kallsyms")
+    low, high = funcs[0][0], funcs[-1][0] + 16
+    names = bytearray(b"\0")
+    symbols = [bytes(24)]
+    for i, (addr, name) in enumerate(funcs):
+        size = (funcs[i + 1][0] if i + 1 < len(funcs) else high) - addr
+        symbols.append(struct.pack("<IBBHQQ", len(names), 0x12, 0, 1, addr, size))  # FUNC, GLOBAL
+        names += name.encode() + b"\0"
+    symtab = b"".join(symbols)
+    shstrtab = b"\0.text\0.symtab\0.strtab\0.shstrtab\0"
+    offsets = [64, 64 + len(symtab), 64 + len(symtab) + len(names)]
+    headers_at = (offsets[2] + len(shstrtab) + 7) & ~7
+
+    def section(*fields: int) -> bytes:  # name type flags addr offset size link info align entsize
+        return struct.pack("<IIQQQQIIQQ", *fields)
+
+    sections = [section(0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+                section(1, 8, 6, low, 0, high - low, 0, 0, 16, 0),  # .text: NOBITS, AX
+                section(7, 2, 0, 0, offsets[0], len(symtab), 3, 1, 8, 24),
+                section(15, 3, 0, 0, offsets[1], len(names), 0, 0, 1, 0),
+                section(23, 3, 0, 0, offsets[2], len(shstrtab), 0, 0, 1, 0)]  # fmt: skip
+    header = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack(
+            "<HHIQQQIHHHHHH", 2, 62, 1, 0, 0, headers_at, 0, 64, 0, 0, 64, len(sections), 4
+        )
+    )  # 64-bit little-endian ET_EXEC for x86-64, sections only
+    data = header + symtab + names + shstrtab
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data + bytes(headers_at - len(data)) + b"".join(sections))
+    tmp.replace(target)
+    return target
 
 
 def sections_script(name: str) -> str:
@@ -106,9 +154,9 @@ def symbol_file_command(ko: Path, name: str, guest_output: str) -> str:
 def gdb_argv(
     state: Path, vmlinux: Path | None, symbol_file: str | None, args: Sequence[str] = ()
 ) -> list[str]:
-    """gdb attached to the VM of state folder `state`: the kernel image
-    (`vmlinux`, for the architecture and, from -dbg, kernel symbols), the
-    module's symbols, then the user's own arguments."""
+    """gdb attached to the VM of state folder `state`: the kernel's symbols
+    (`vmlinux`: the -dbg package's, or kallsyms_elf's), the module's, then
+    the user's own arguments."""
     path = shutil.which(GDB)
     if path is None:
         raise MissingDependency("gdb not found: install the gdb package")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ from .errors import (
     UnknownModule,
     VMLost,
 )
+from .guest import mux
 from .guest.device import GuestFile
 from .guest.ssh import Guest, Result
 from .kernel import BOOT, MODULES, Kernel, module_name, select_kernel
@@ -50,6 +52,7 @@ from .vm.box import Box, build_box, write_pointer
 from .vm.choose import forget, open_backend
 from .vm.state import VMRecord, process_alive, uptime
 from .vm.vagrant import VagrantBackend
+from .vm.vmlinux import extract_vmlinux
 
 if TYPE_CHECKING:
     import fabric
@@ -203,10 +206,17 @@ class Kdk:
         outside) is reported as lost and left stopped.
         """
         rec = self.backend.require()
+        with self._watched(rec):
+            yield self._connected(rec)
+
+    @contextmanager
+    def _watched(self, rec: VMRecord) -> Iterator[None]:
+        """The console watch and recovery of `session` around a block that
+        talks to the guest of `rec` (see there)."""
         console = self.backend.state.console_log
         offset = _size(console)
         try:
-            yield self._connected(rec)
+            yield
         except (VMLost, GuestTimeout) as e:
             # A panic ends QEMU within moments; one still running may be
             # fine (only a channel or the command failed) or hung. A guest
@@ -285,6 +295,23 @@ class Kdk:
         the given streams as it arrives."""
         with self.session() as g:
             return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
+
+    def run_here(self, command: Sequence[str], *, timeout: float | None = None) -> int:
+        """Run a command in the guest with this process's own stdin, stdout
+        and stderr (`kdk exec`); its exit code. A new process has no
+        connection yet: the command runs on the VM's shared OpenSSH
+        connection (kdk.guest.mux) when there is one, which saves a connect.
+        Crashes and a hung or lost guest are handled as in `session`."""
+        rec = self.backend.require()
+        tty_in = sys.stdin is None or sys.stdin.isatty()
+        with self._watched(rec):
+            code = mux.run(self.backend.endpoint(rec), self.backend.state.path, command,
+                           timeout, tty_in)  # fmt: skip
+        if code is not None:
+            return code
+        stdin = None if tty_in else sys.stdin.buffer
+        return self.exec(command, timeout=timeout, stdout=sys.stdout.buffer,
+                         stderr=sys.stderr.buffer, stdin=stdin).exit_code  # fmt: skip
 
     @contextmanager
     def open_device(self, path: str, flags: int = os.O_RDWR) -> Iterator[GuestFile]:
@@ -478,14 +505,10 @@ class Kdk:
             if found.exit_code == 3:
                 raise KdkError(f"{name} is not loaded in the guest: `kdk load {spec}` first")
             symbol_file = gdb.symbol_file_command(ko, name, found.stdout.decode())
-        vmlinux = gdb.debug_vmlinux(rec.kernel)
-        if vmlinux is None:  # the kernel's function names, from the guest (once per kernel)
-            image = select_kernel(rec.kernel).image.stat()
-            vmlinux = self.state / "cache" / f"kallsyms-{rec.kernel}-{image.st_mtime_ns}.elf"
-            if not vmlinux.exists():
-                with self.session() as g:
-                    text = g.check(gdb.KALLSYMS_SCRIPT, timeout=120).stdout.decode()
-                gdb.kallsyms_elf(text, vmlinux)
+        kernel = select_kernel(rec.kernel)
+        vmlinux = gdb.debug_vmlinux(rec.kernel) or extract_vmlinux(
+            kernel.image, self.state / "cache"
+        )
         return gdb.gdb_argv(self.backend.state.path, vmlinux, symbol_file, args)
 
     def dmesg(self) -> list[kmsg.Record]:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from .api import Kdk
 from .errors import KdkError, MissingDependency
+from .guest import mux
 from .guest.netns import exec_prefix
 from .kernel import select_kernels
 from .modules import kmsg
 from .ui import progress, say
 from .vm.choose import BACKENDS
-from .vm.state import HOST_ALIAS, KNOWN_HOSTS
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -75,10 +75,7 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
 def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
     if not a.command:
         raise KdkError("nothing to run: kdk exec -- COMMAND [ARG...]")
-    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    result = k.exec(a.command, timeout=a.timeout, stdout=sys.stdout.buffer,
-                    stderr=sys.stderr.buffer, stdin=stdin)  # fmt: skip
-    return result.exit_code
+    return k.run_here(a.command, timeout=a.timeout)
 
 
 def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
@@ -86,10 +83,7 @@ def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
     if ssh is None:
         raise MissingDependency("ssh not found: install the openssh-client package")
     ep = k.backend.endpoint(k.backend.require())
-    argv = [*exec_prefix(ep.netns), ssh, "-i", str(ep.key), "-p", str(ep.port),
-            "-o", "IdentitiesOnly=yes", "-o", f"HostKeyAlias={HOST_ALIAS}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={k.backend.state.file(KNOWN_HOSTS)}",
+    argv = [*exec_prefix(ep.netns), *mux.ssh_argv(ssh, ep, k.backend.state.path),
             "-o", "LogLevel=ERROR"]  # fmt: skip
     # The guest's login shell is dash (fast for commands); people get bash.
     argv += (

@@ -22,7 +22,9 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import KdkError, LoadFailed, VermagicMismatch
+from kdk.guest import mux
 from kdk.modules.info import modinfo
+from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 from kdk.vm.state import CMDLINE_FILE, process_alive
 
@@ -260,15 +262,16 @@ def test_two_ups_at_once_end_with_one_vm(vm: Kdk) -> None:
     said = sorted(r.stderr.strip().splitlines()[-1].split(":")[1] for r in results)
     assert said[0].startswith(" already up") and said[1].startswith(" ready in"), said
     marker = str(vm.backend.state.path).encode()
-    qemus = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+    qemus = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_qemu_of(p, marker)]
     assert [int(p.name) for p in qemus] == [vm.backend.require().pid]
 
 
-def _cmdline_has(proc: Path, marker: bytes) -> bool:
+def _is_qemu_of(proc: Path, marker: bytes) -> bool:
     try:
-        return marker in (proc / "cmdline").read_bytes()
+        cmdline = (proc / "cmdline").read_bytes()
     except OSError:
         return False
+    return cmdline.startswith(qemu.QEMU.encode()) and marker in cmdline
 
 
 def test_the_vm_keeps_the_command_line_it_was_started_with(vm: Kdk) -> None:
@@ -306,3 +309,15 @@ def test_a_malformed_answer_from_a_guest_agent_is_one_error(vm: Kdk) -> None:
         with pytest.raises(KdkError, match="the test agent sent a malformed answer: 'not json'"):
             agent.ask({"op": "x"}, 10)
         agent.close()
+
+
+def test_kdk_exec_processes_share_the_vms_connection(vm: Kdk) -> None:
+    ep, state = vm.backend.endpoint(vm.backend.require()), vm.backend.state.path
+    deadline = time.monotonic() + 30  # `kdk up` does not wait for it to be connected
+    while not mux.master_alive(ep, state) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # the login shell's parent is sshd's process for the connection: the master's
+    grandparent = ["sh", "-c", 'cut -d" " -f4 /proc/$PPID/stat']
+    first, second = (kdk_cli("exec", "--", *grandparent) for _ in range(2))
+    assert first.returncode == second.returncode == 0
+    assert first.stdout == second.stdout

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..debug import gdb
 from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
+from ..guest import mux
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel
 from ..net import link
@@ -346,6 +347,7 @@ class QemuBackend:
             rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, cfg.accel, started,
                            ready, debug)  # fmt: skip
             self.state.write(rec)
+            mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
             return rec, True
 
     def dry_run(

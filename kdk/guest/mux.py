@@ -1,0 +1,102 @@
+"""One OpenSSH connection shared by every `kdk` process that runs a guest command.
+
+A `kdk exec` is a new process: connecting on its own (paramiko's import,
+key exchange, sshd's authentication in an emulated guest) costs more than
+the command. So `kdk up` starts an OpenSSH master connection (`ssh -M`)
+whose control socket lives in the VM's state folder, and `kdk exec` runs
+its command on a new channel of it (`ssh -S`) with its own stdin, stdout
+and stderr.
+
+The master asks a quiet guest for a sign of life as kdk.guest.ssh does
+(ServerAliveInterval=QUIET) and ends when ANSWER_WITHIN seconds of asking
+got no answer; a command on it then ends with ssh's 255, and the master's
+absence tells that from the command's own 255.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from shlex import quote
+
+from ..errors import GuestHung, GuestTimeout
+from ..vm.state import HOST_ALIAS, KNOWN_HOSTS
+from .ssh import ANSWER_WITHIN, QUIET, Endpoint, command_line
+
+CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
+SOCKET_PATH_MAX = 100  # a unix socket path longer than this does not bind
+# How a command that `timeout` ended exits: 124 (TERM), or killed 2 s later
+# with `timeout` itself (ssh says 255 for a command that died of a signal).
+TIMED_OUT = (124, 255)
+
+
+def ssh_argv(ssh: str, ep: Endpoint, state: Path) -> list[str]:
+    """OpenSSH's command line up to the destination: kdk's key, and the
+    guest's host key pinned through the state folder's known_hosts."""
+    return [ssh, "-i", str(ep.key), "-p", str(ep.port), "-o", "IdentitiesOnly=yes",
+            "-o", f"HostKeyAlias={HOST_ALIAS}", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={state / KNOWN_HOSTS}", "-o", "BatchMode=yes"]  # fmt: skip
+
+
+def start_master(ep: Endpoint, state: Path) -> None:
+    """Start the master in the background; without ssh, or with a state
+    folder too deep for a socket, there is none (commands connect)."""
+    ssh = shutil.which("ssh")
+    control = state / CONTROL
+    if ssh is None or ep.netns is not None or len(str(control)) > SOCKET_PATH_MAX:
+        return
+    control.unlink(missing_ok=True)
+    alive = ["-o", f"ServerAliveInterval={QUIET:g}",
+             "-o", f"ServerAliveCountMax={round(ANSWER_WITHIN / QUIET)}"]  # fmt: skip
+    argv = [*ssh_argv(ssh, ep, state), *alive, "-o", "LogLevel=QUIET", "-M", "-N", "-f",
+            "-S", str(control), f"{ep.user}@{ep.host}"]  # fmt: skip
+    # -f: it goes to the background once authenticated; not waited for.
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def master_alive(ep: Endpoint, state: Path) -> bool:
+    ssh = shutil.which("ssh")
+    control = state / CONTROL
+    if ssh is None or not control.exists():
+        return False
+    argv = [ssh, "-S", str(control), "-O", "check", f"{ep.user}@{ep.host}"]
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=ANSWER_WITHIN).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def run(
+    ep: Endpoint, state: Path, command: str | Sequence[str], timeout: float | None, tty_in: bool
+) -> int | None:
+    """Run `command` on the master with this process's stdin, stdout and
+    stderr (no stdin when it is a terminal, `tty_in`); its exit code, or
+    None when there is no master. GuestTimeout after `timeout` s, GuestHung
+    when the master ended meanwhile."""
+    ssh = shutil.which("ssh")
+    if ssh is None or not (state / CONTROL).exists():
+        return None  # (a master that died leaves its socket: ssh then connects itself)
+    line = command_line(command)
+    # The master holds this process's stdout and stderr while the command
+    # runs, even after this ssh is killed: the guest ends it on time itself.
+    remote = line if timeout is None else f"exec timeout -k 2 {timeout:g} sh -c {quote(line)}"
+    argv = [*ssh_argv(ssh, ep, state), "-S", str(state / CONTROL), "-o", "ControlMaster=no",
+            "-o", "LogLevel=QUIET", "-T", *(["-n"] if tty_in else []),
+            f"{ep.user}@{ep.host}", remote]  # fmt: skip
+    started = time.monotonic()
+    with subprocess.Popen(argv) as proc:
+        try:
+            code = proc.wait(None if timeout is None else timeout + ANSWER_WITHIN)
+        except subprocess.TimeoutExpired:  # the guest did not end it either
+            proc.kill()
+            code = 255
+    if code == 255 and not master_alive(ep, state):
+        raise GuestHung(f"guest lost during {line!r}: the guest did not answer keepalives "
+                        "(the shared ssh connection ended)")  # fmt: skip
+    if timeout is not None and code in TIMED_OUT and time.monotonic() - started >= timeout:
+        raise GuestTimeout(f"{line!r} did not finish in {timeout:g} s")
+    return code

@@ -27,6 +27,9 @@ from .conftest import PROJECT
 
 
 def test_gdb_attaches_to_the_socket_and_loads_the_module_after_it(tmp_path: Path) -> None:
+    with pytest.raises(KdkError, match="the VM has no gdb stub"):
+        gdb.gdb_argv(tmp_path, None, None)
+    (tmp_path / "gdb.sock").touch()
     argv = gdb.gdb_argv(tmp_path, Path("/c/vmlinux"), "add-symbol-file m.ko 0x10", ["-batch"])
     assert argv[1:3] == ["-q", "/c/vmlinux"]
     assert argv[3:5] == ["-ex", f"target remote {tmp_path}/gdb.sock"]

@@ -160,6 +160,11 @@ def gdb_argv(
     path = shutil.which(GDB)
     if path is None:
         raise MissingDependency("gdb not found: install the gdb package")
+    if not (state / GDB_SOCKET).exists():
+        raise KdkError(
+            f"the VM has no gdb stub at {state / GDB_SOCKET} (its path is too long for a "
+            "socket, or an older kdk booted it): `kdk down` and `kdk up`"
+        )
     argv = [path, "-q"]
     if vmlinux is not None:
         argv.append(str(vmlinux))

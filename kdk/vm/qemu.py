@@ -421,13 +421,13 @@ class QemuBackend:
         deadline = time.monotonic() + BOOT_TIMEOUT
         while READY_MARK not in (console := self.state.console_log.read_bytes()):
             if failed := FAIL_MARK.search(console):
-                _kill(pid)
+                _kill(pid, marker)
                 why = failed.group(1).decode(errors="replace").strip()
                 raise BootFailed(f"the guest is not ready: {why}; see {self.state.console_log}")
             if not process_alive(pid, marker):
                 raise BootFailed(f"the VM stopped while booting; see {self.state.console_log}")
             if time.monotonic() > deadline:
-                _kill(pid)
+                _kill(pid, marker)
                 raise BootFailed(
                     f"the VM was not ready after {BOOT_TIMEOUT:g} s; see {self.state.console_log}"
                 )
@@ -442,14 +442,15 @@ class QemuBackend:
         rec = self.record()
         if rec is None:
             return False
-        _kill(rec.pid)
+        _kill(rec.pid, str(self.state.path))
         self.state.clear()
         return True
 
 
-def _kill(pid: int) -> None:
+def _kill(pid: int, marker: str) -> None:
     """SIGTERM (QEMU exits at once; SIGCONT wakes a stopped one to see it),
-    then SIGKILL after a second."""
+    then SIGKILL after a second; done when the process (with `marker` in its
+    command line) is gone or a zombie."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.kill(pid, sig)
@@ -457,8 +458,6 @@ def _kill(pid: int) -> None:
         except ProcessLookupError:
             return
         for _ in range(20):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not process_alive(pid, marker):
                 return
             time.sleep(0.05)

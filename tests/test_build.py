@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdk.errors import BuildFailed, UnknownModule
-from kdk.kernel import Kernel
+from kdk.kernel import Kernel, host_kernels
 from kdk.modules.build import (
     build,
     compiler_output,
@@ -66,7 +66,9 @@ def test_builds_once_then_only_after_a_change(tmp_path: Path, host_kernel: Kerne
     src = copy_hello(tmp_path)
     stamps = tmp_path / "stamps"
     first = build(src, host_kernel, stamps)
-    assert first.rebuilt and first.modules == [src.path / "hello.ko"]
+    assert first.rebuilt and [ko.name for ko in first.modules] == ["hello.ko"]
+    assert first.modules[0].read_bytes() == (src.path / "hello.ko").read_bytes()
+    assert first.modules[0].is_relative_to(stamps / host_kernel.release)  # kept per kernel
     assert first.output == ""  # no warnings
     info = modinfo(first.modules[0])
     assert info["vermagic"].split()[0] == host_kernel.release
@@ -126,7 +128,8 @@ def test_a_classic_makefile_builds_with_its_own_make(tmp_path: Path, host_kernel
     assert plain.returncode != 0 and "classic.h" in plain.stdout + plain.stderr
     src = ModuleSource("classic", folder)
     built = build(src, host_kernel, tmp_path / "stamps")
-    assert built.rebuilt and built.modules == [folder / "classic.ko"] and built.cwd == folder
+    assert built.rebuilt and [ko.name for ko in built.modules] == ["classic.ko"]
+    assert built.cwd == folder and (folder / "classic.ko").exists()
     assert f"ran its make in {folder}: make -s" in built.how()
     assert modinfo(built.modules[0])["vermagic"].split()[0] == host_kernel.release
     again = build(src, host_kernel, tmp_path / "stamps")
@@ -144,3 +147,19 @@ def test_own_make_errors_show_file_and_line(tmp_path: Path, host_kernel: Kernel)
     with pytest.raises(BuildFailed, match="classic does not compile") as err:
         build(ModuleSource("classic", folder), host_kernel, tmp_path / "stamps")
     assert f"{c}:" in err.value.details and "no_such_thing" in err.value.details
+
+
+@pytest.mark.kbuild
+def test_each_kernel_keeps_its_own_build(tmp_path: Path) -> None:
+    """A folder built for one kernel, then another: the first kernel's .ko
+    (which its guest may be loading) is untouched, and needs no rebuild."""
+    kernels = host_kernels()[:2]
+    if len(kernels) < 2:
+        pytest.skip("one kernel with headers (scripts/install-deps adds 6.12 on Debian 12)")
+    src = copy_hello(tmp_path)
+    stamps = tmp_path / "stamps"
+    a, b = (build(src, k, stamps) for k in kernels)
+    assert a.modules != b.modules
+    for built, kernel in ((a, kernels[0]), (b, kernels[1])):
+        assert modinfo(built.modules[0])["vermagic"].split()[0] == kernel.release
+    assert not build(src, kernels[0], stamps).rebuilt

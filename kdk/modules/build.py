@@ -9,8 +9,8 @@ gets `make -C <build tree> M=<folder> modules`.
 A build runs only when a source file, the file set, a file outside the
 folder that the last build read (a header in a sibling include folder), or
 the target kernel changed since the last successful one (kdk keeps a stamp
-per folder), so an unchanged `kdk load` costs a few stat() calls instead of
-a Kbuild run.
+per folder and kernel), so an unchanged `kdk load` costs a few stat() calls
+instead of a Kbuild run.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
 from ..kernel import Kernel, module_name
 from ..project import ModuleSource
+from .info import modinfo
 
 BUILD_TIMEOUT = 600.0  # seconds; a build still running then is reported, not waited on
 SOURCE_SUFFIXES = (".c", ".h", ".S", ".lds")
@@ -187,6 +189,25 @@ def host_make(argv: list[str], cwd: Path | None) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def keep(kos: list[Path], kernel: Kernel, folder: Path) -> list[Path]:
+    """Copies of freshly built `kos` in `folder`, each checked to be built for
+    `kernel` (a build of the folder for another kernel at the same moment
+    would show here) and replaced whole (a guest may be loading the old one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for ko in kos:
+        built_for = modinfo(ko).get("vermagic", "").split(" ", 1)[0]
+        if built_for != kernel.release:
+            raise BuildFailed(f"{ko} came out built for {built_for or 'no kernel'}, not "
+                              f"{kernel.release}: another build of its folder ran at the "
+                              "same time? Build again")  # fmt: skip
+        tmp = folder / f".{ko.name}.tmp"
+        shutil.copyfile(ko, tmp)
+        tmp.replace(folder / ko.name)
+        kept.append(folder / ko.name)
+    return kept
+
+
 def build(
     src: ModuleSource,
     kernel: Kernel,
@@ -196,8 +217,15 @@ def build(
     make: Make | None = None,
 ) -> Built:
     """Build `src` for `kernel` unless its stamp says it is up to date; on the
-    host, or with `make` (which has the kernel's build tree at the same path)."""
-    stamp = stamps / (hashlib.sha1(str(src.path).encode()).hexdigest() + ".json")
+    host, or with `make` (which has the kernel's build tree at the same path).
+
+    Kbuild writes into the folder; the .ko files are then kept per kernel
+    (`stamps/<release>/<folder>-<hash>/`), and those copies are what a guest
+    loads: a build of the same folder for another kernel (a second VM, a
+    kernel matrix) does not replace them, and going back to a kernel needs
+    no rebuild. Each kernel has its own stamp."""
+    key = hashlib.sha1(str(src.path).encode()).hexdigest()
+    stamp = stamps / f"{key}-{kernel.release}.json"
     try:
         old = json.loads(stamp.read_text())
     except (OSError, ValueError):
@@ -223,6 +251,7 @@ def build(
     kos = built_modules(src.path)
     if not kos:
         raise KdkError(f"{src.name}: the build made no module (is obj-m set in its Kbuild?)")
+    kos = keep(kos, kernel, stamps / kernel.release / f"{src.path.name}-{key[:8]}")
     outside = outside_sources(src.path)
     record = {"digest": source_digest(src.path, kernel, outside),
               "modules": [str(k) for k in kos], "outside": [str(p) for p in outside]}  # fmt: skip

@@ -1,8 +1,8 @@
 """Modules not written for kdk, in the VM: a folder of two modules where one
 uses the other's export, and an init that returns a kernel-internal errno.
 
-The folders are outside the project, so kdk stages the .ko files into the
-guest: that path is exercised too.
+The folders are outside the project; the guest loads the copies of their
+.ko files that kdk keeps per kernel in the project's .kdk/builds.
 """
 
 from __future__ import annotations

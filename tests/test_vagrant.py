@@ -186,11 +186,10 @@ def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
 
         # A user's script: a fabric Connection to the guest (backend remembered).
         with Kdk(project=REPO, vm=VM).connection() as c:
-            assert c.run("id -u", hide=True).stdout.strip() == "0"
+            assert c.run("id -u", hide=True, in_stream=False).stdout.strip() == "0"
             c.put(str(REPO / "Vagrantfile"), "/tmp/from-host")
-            assert c.run("wc -c < /tmp/from-host", hide=True).stdout.strip() == str(
-                (REPO / "Vagrantfile").stat().st_size
-            )
+            size = c.run("wc -c < /tmp/from-host", hide=True, in_stream=False).stdout.strip()
+            assert size == str((REPO / "Vagrantfile").stat().st_size)
 
         assert kdk("exec", "--", "true").returncode == 0
         assert kdk("exec", "--", "sh", "-c", "exit 7").returncode == 7

@@ -277,13 +277,7 @@ class QemuBackend:
     # -- status ---------------------------------------------------------
     def record(self) -> VMRecord | None:
         """The running VM's record; a dead VM's leftovers are cleared."""
-        rec = self.state.read()
-        if rec is None:
-            return None
-        if process_alive(rec.pid, str(self.state.path)):
-            return rec
-        self.state.clear()
-        return None
+        return self.state.running()
 
     def require(self) -> VMRecord:
         rec = self.record()

@@ -268,14 +268,9 @@ class VagrantBackend:
 
     # -- status ---------------------------------------------------------
     def record(self) -> VMRecord | None:
-        """The running VM's record; a stopped VM's record is cleared."""
-        rec = self.state.read()
-        if rec is None:
-            return None
-        if process_alive(rec.pid, self.domain):
-            return rec
-        self.state.clear()
-        return None
+        """The running VM's record (its QEMU's disks are in the state
+        folder); a stopped VM's record is cleared."""
+        return self.state.running()
 
     def require(self) -> VMRecord:
         rec = self.record()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from kdk.errors import BuildFailed, UnknownModule
 from kdk.kernel import Kernel, host_kernels
+from kdk.locks import file_lock
 from kdk.modules.build import (
     build,
     compiler_output,
@@ -163,3 +166,22 @@ def test_each_kernel_keeps_its_own_build(tmp_path: Path) -> None:
     for built, kernel in ((a, kernels[0]), (b, kernels[1])):
         assert modinfo(built.modules[0])["vermagic"].split()[0] == kernel.release
     assert not build(src, kernels[0], stamps).rebuilt
+
+
+@pytest.mark.kbuild
+def test_one_build_of_a_folder_at_a_time(tmp_path: Path, host_kernel: Kernel) -> None:
+    src = copy_hello(tmp_path)
+    stamps = tmp_path / "stamps"
+    key = hashlib.sha1(str(src.path).encode()).hexdigest()
+    done = threading.Event()
+
+    def run() -> None:
+        build(src, host_kernel, stamps)
+        done.set()
+
+    worker = threading.Thread(target=run)
+    with file_lock(stamps / f"{key}.lock", 1, "held by the test"):  # as another kdk would
+        worker.start()
+        assert not done.wait(1.5)  # it waits for the holder
+    worker.join(300)
+    assert done.is_set()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
 from ..kernel import Kernel, module_name
+from ..locks import file_lock
 from ..project import ModuleSource
 from .info import modinfo
 
@@ -223,8 +224,17 @@ def build(
     (`stamps/<release>/<folder>-<hash>/`), and those copies are what a guest
     loads: a build of the same folder for another kernel (a second VM, a
     kernel matrix) does not replace them, and going back to a kernel needs
-    no rebuild. Each kernel has its own stamp."""
+    no rebuild. Each kernel has its own stamp. One build of a folder runs
+    at a time (others wait: pytest-xdist workers, two VMs)."""
     key = hashlib.sha1(str(src.path).encode()).hexdigest()
+    busy = f"another kdk kept building {src.name} for over {BUILD_TIMEOUT:g} s"
+    with file_lock(stamps / f"{key}.lock", BUILD_TIMEOUT + 30, busy):
+        return _build(src, kernel, stamps, key, force, make)
+
+
+def _build(
+    src: ModuleSource, kernel: Kernel, stamps: Path, key: str, force: bool, make: Make | None
+) -> Built:
     stamp = stamps / f"{key}-{kernel.release}.json"
     try:
         old = json.loads(stamp.read_text())

@@ -10,7 +10,6 @@ recycled pid never reads as "running".
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import inguest
-from ..errors import KdkError
+from ..locks import file_lock
 
 STATE_FILE = "vm.json"
 HOST_KEY = "ssh_host_ed25519_key"
@@ -103,18 +102,8 @@ class StateDir:
     def lock(self, timeout: float) -> Iterator[None]:
         """Hold the folder's lock while the block runs (one boot at a time);
         KdkError when another holder keeps it longer than `timeout` s."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with (self.path / LOCK_FILE).open("w") as f:  # not inherited by QEMU
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise KdkError(f"another kdk kept {self.path} locked for {timeout:g} s "
-                                       "(booting this VM)") from None  # fmt: skip
-                    time.sleep(0.1)
+        busy = f"another kdk kept {self.path} locked for {timeout:g} s (booting this VM)"
+        with file_lock(self.path / LOCK_FILE, timeout, busy):
             yield
 
     def stage_guest_files(self) -> None:

@@ -85,13 +85,17 @@ def test_sections_are_readelfs(folder: Path, kdk_kernel: Kernel) -> None:
     assert got == expected and len(got) > 20
 
 
-def test_functions_data_and_needs_are_nms(folder: Path, kdk_kernel: Kernel) -> None:
+def test_functions_data_and_needs_are_readelfs_and_nms(folder: Path, kdk_kernel: Kernel) -> None:
     ko = folder / "prov.ko"
     ins = inspect(ko, kdk_kernel)
-    nm = [line.split() for line in tool("nm", "--defined-only", ko).splitlines()]
-    assert {f.name for f in ins.functions} == {n for _, t, n in nm if t in "Tt"}
-    data = {n for _, t, n in nm if t in "DdBbRr" and not n.startswith(GENERATED)}
+    # readelf -s: Num: Value Size Type Bind Vis Ndx Name; defined FUNC and OBJECT
+    rows = [r.split() for r in tool("readelf", "-sW", ko).splitlines() if re.match(r"\s*\d+:", r)]
+    defined = [(r[3], r[7]) for r in rows if len(r) == 8 and r[6] != "UND"]
+    assert {f.name for f in ins.functions} == {n for t, n in defined if t == "FUNC"}
+    data = {n for t, n in defined if t == "OBJECT" and not n.startswith(GENERATED)}
     assert {d.name for d in ins.data} == data
+    nm = [line.split() for line in tool("nm", "--defined-only", ko).splitlines()]
+    assert {f.name for f in ins.functions} <= {n for _, t, n in nm if t in "Tt"}
     undefined = {n for t, n in (line.split() for line in tool("nm", "-u", ko).splitlines())
                  if t == "U"}  # fmt: skip
     assert {n.name for n in ins.needs} == undefined

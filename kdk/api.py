@@ -496,9 +496,7 @@ class Kdk:
         rec = self.backend.require()
         symbol_file = None
         if spec is not None:
-            ko = self._built_module(spec)
-            if ko is None:
-                raise UnknownModule(f"{spec} is not a module kdk built: `kdk load {spec}` first")
+            ko = self.module_file(spec, rec.kernel)  # the build the guest's kernel loads
             name = modinfo(ko).get("name") or module_name(ko.name)
             with self.session() as g:
                 found = g.run(gdb.sections_script(name), timeout=30)

@@ -166,6 +166,7 @@ class Kdk:
             info.update(
                 accel=rec.accel,
                 kernel=rec.kernel,
+                ssh_host=self.backend.endpoint(rec).host,
                 ssh_port=rec.ssh_port,
                 pid=rec.pid,
                 uptime=round(uptime(rec), 1),

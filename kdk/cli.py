@@ -65,7 +65,7 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(info, indent=1))
     elif info["running"]:
-        print(f"running: {info['accel']}, kernel {info['kernel']}, ssh 127.0.0.1:"
+        print(f"running: {info['accel']}, kernel {info['kernel']}, ssh {info['ssh_host']}:"
               f"{info['ssh_port']}, pid {info['pid']}, up {info['uptime']:.0f} s")  # fmt: skip
     else:
         print("not running")

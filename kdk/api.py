@@ -52,7 +52,6 @@ from .vm.box import Box, build_box, write_pointer
 from .vm.choose import forget, open_backend
 from .vm.state import VMRecord, process_alive, uptime
 from .vm.vagrant import VagrantBackend
-from .vm.vmlinux import extract_vmlinux
 
 if TYPE_CHECKING:
     import fabric
@@ -504,10 +503,14 @@ class Kdk:
             if found.exit_code == 3:
                 raise KdkError(f"{name} is not loaded in the guest: `kdk load {spec}` first")
             symbol_file = gdb.symbol_file_command(ko, name, found.stdout.decode())
-        kernel = select_kernel(rec.kernel)
-        vmlinux = gdb.debug_vmlinux(rec.kernel) or extract_vmlinux(
-            kernel.image, self.state / "cache"
-        )
+        vmlinux = gdb.debug_vmlinux(rec.kernel)
+        if vmlinux is None:  # the kernel's function names, from the guest (once per kernel)
+            image = select_kernel(rec.kernel).image.stat()
+            vmlinux = self.state / "cache" / f"kallsyms-{rec.kernel}-{image.st_mtime_ns}.elf"
+            if not vmlinux.exists():
+                with self.session() as g:
+                    text = g.check(gdb.KALLSYMS_SCRIPT, timeout=120).stdout.decode()
+                gdb.kallsyms_elf(text, vmlinux)
         return gdb.gdb_argv(self.backend.state.path, vmlinux, symbol_file, args)
 
     def dmesg(self) -> list[kmsg.Record]:

@@ -115,30 +115,6 @@ def debug_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     ]  # fmt: skip
 
 
-def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
-    """The Vagrant backend, on the same VM name (its QEMU VM stopped first):
-    the box built from Debian's archive, `kdk up --backend vagrant` from a
-    destroyed VM (box cached; the first one also copies the box into the
-    VM's storage pool), a warm load, and a crash to a working VM. `kdk down
-    --destroy` ends it, which also returns the VM name to QEMU."""
-    rows: list[tuple[str, list[float], float | None]] = [
-        ("10a. `kdk box build`, from Debian's archive (Vagrant box)",
-         [kdk("box", "build", "--force")], None),
-        ("10b. `kdk up --backend vagrant`, cold (VM destroyed) to ready", repeat(
-            min(n, 2), lambda: kdk("up", "--backend", "vagrant"),
-            before=lambda: kdk("down", "--destroy")), None),
-    ]  # fmt: skip
-    kdk("load", "hello")
-    rows.append(("10c. `kdk load hello` warm, Vagrant backend",
-                 repeat(n, lambda: kdk("load", "hello")), None))  # fmt: skip
-    kdk("load", "faulty")
-    trigger = "echo null > /sys/kernel/debug/kdk_faulty/trigger"
-    rows.append(("10d. a crash on the Vagrant backend: from the command to a working VM",
-                 [kdk("exec", "--", "sh", "-c", trigger, expect=4)], None))  # fmt: skip
-    kdk("down", "--destroy")
-    return rows
-
-
 def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
     """The packet labs: the wire's round trips, a two-namespace topology
     (first after a boot, with the net agent's start; then warm), each
@@ -193,6 +169,30 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
     labs = sorted(p.name for p in (PROJECT / "rawnet").glob("*/") if any(p.glob("test_*.py")))
     rows += [(f"9d. `kdk test {lab}`", [kdk("test", lab)], None) for lab in labs]
     rows.append(("9e. `kdk test rawnet`, every lab", [kdk("test", "rawnet")], None))
+    return rows
+
+
+def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
+    """The Vagrant backend, on the same VM name (its QEMU VM stopped first):
+    the box built from Debian's archive, `kdk up --backend vagrant` from a
+    destroyed VM (box cached; the first one also copies the box into the
+    VM's storage pool), a warm load, and a crash to a working VM. `kdk down
+    --destroy` ends it, which also returns the VM name to QEMU."""
+    rows: list[tuple[str, list[float], float | None]] = [
+        ("10a. `kdk box build`, from Debian's archive (Vagrant box)",
+         [kdk("box", "build", "--force")], None),
+        ("10b. `kdk up --backend vagrant`, cold (VM destroyed) to ready", repeat(
+            min(n, 2), lambda: kdk("up", "--backend", "vagrant"),
+            before=lambda: kdk("down", "--destroy")), None),
+    ]  # fmt: skip
+    kdk("load", "hello")
+    rows.append(("10c. `kdk load hello` warm, Vagrant backend",
+                 repeat(n, lambda: kdk("load", "hello")), None))  # fmt: skip
+    kdk("load", "faulty")
+    trigger = "echo null > /sys/kernel/debug/kdk_faulty/trigger"
+    rows.append(("10d. a crash on the Vagrant backend: from the command to a working VM",
+                 [kdk("exec", "--", "sh", "-c", trigger, expect=4)], None))  # fmt: skip
+    kdk("down", "--destroy")
     return rows
 
 

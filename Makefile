@@ -43,7 +43,7 @@ test: lint
 
 bench: deps
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf .kdk $(VENV)

@@ -230,6 +230,8 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=5, help="runs per kdk figure (median)")
     ap.add_argument("--peer-runs", type=int, default=3, help="runs of the virtme-ng cycle")
     ap.add_argument("--out", type=Path, default=PROJECT / "BENCHMARKS.md")
+    ap.add_argument("--no-vagrant", action="store_true",
+                    help="leave out the Vagrant backend's rows (they take ~10 min)")  # fmt: skip
     a = ap.parse_args()
 
     k = Kdk(vm=VM)
@@ -262,7 +264,8 @@ def main() -> int:
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
     rows.append(("7. `kdk test`, every module and driver", [kdk("test")], None))
     k.down()
-    rows += vagrant_rows(a.n)
+    if not a.no_vagrant:
+        rows += vagrant_rows(a.n)
     rows.insert(0, ("0. `kdk up`, first ever (nothing cached)", [first_up()], None))
     rows.append((PEER, peer, None))
     med = {name: statistics.median(t) for name, t, _ in rows}

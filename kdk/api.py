@@ -47,7 +47,7 @@ from .project import (
     vm_name,
 )
 from .trace.bpf import Probes, Program
-from .vm.backend import Backend
+from .vm.backend import Backend, BootRequest
 from .vm.box import Box, build_box, write_pointer
 from .vm.choose import forget, open_backend
 from .vm.state import VMRecord, process_alive, uptime
@@ -110,7 +110,7 @@ class Kdk:
     ) -> tuple[VMRecord, bool]:
         """Boot the VM unless it runs; (record, whether it was booted now).
         `debug`: with the allocator's checks on (see README, memory bugs)."""
-        return self.backend.up(select_kernel(kernel), accel, say, step, ssh_port, debug)
+        return self.backend.up(BootRequest(kernel, accel, ssh_port, debug), say, step)
 
     def up_command(
         self,
@@ -121,7 +121,7 @@ class Kdk:
         say: Callable[[str], None] = _quiet,
     ) -> list[str]:
         """The command `up` would start (`kdk up --dry-run`), booting nothing."""
-        return self.backend.dry_run(select_kernel(kernel), accel, say, _quiet, ssh_port, debug)
+        return self.backend.dry_run(BootRequest(kernel, accel, ssh_port, debug), say)
 
     def down(self, destroy: bool = False) -> bool:
         """Stop the VM; False when it was not running. `destroy`: also remove
@@ -278,9 +278,7 @@ class Kdk:
         port (unless another kdk did that already); `why` is said first."""
         self.say(f"{why}; booting a fresh VM" if why else "booting a fresh VM")
         self._disconnect()
-        new, _ = self.backend.up(select_kernel(rec.kernel), rec.accel, self.say, _quiet,
-                                 rec.ssh_port, rec.debug, replace=rec)  # fmt: skip
-        return new
+        return self.backend.replace(rec, self.say)
 
     def exec(
         self,

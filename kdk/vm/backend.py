@@ -9,11 +9,23 @@ through `Guest`, so it works with any backend.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..guest.ssh import Endpoint, Guest
-from ..kernel import Kernel
 from .state import StateDir, VMRecord
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    """What `kdk up` asks for. A backend honours each field it can and
+    refuses, in one line, one it cannot (the Vagrant guest boots its box's
+    kernel and has its own address)."""
+
+    kernel: str | None = None  # a host kernel's release or its prefix; None: the default
+    accel: str = "auto"  # "kvm", "tcg", or "auto" (KVM where it works)
+    ssh_port: int | None = None  # a host port for the guest's sshd, where one is forwarded
+    debug: bool = False  # the allocator's own checks on (kdk up --debug)
 
 
 class Backend(Protocol):
@@ -21,28 +33,17 @@ class Backend(Protocol):
     state: StateDir  # the VM's state folder (record, keys, console log)
 
     def up(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
-        replace: VMRecord | None = None,
+        self, req: BootRequest, say: Callable[[str], None], step: Callable[[str], None]
     ) -> tuple[VMRecord, bool]:
-        """Boot unless running (stopping it first if it is `replace`);
-        (record, whether it was booted now)."""
+        """Boot unless running; (record, whether it was booted now)."""
         ...
 
-    def dry_run(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
-    ) -> list[str]:
+    def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
+        """A fresh boot in place of the (crashed or hung) VM of `rec`, booted
+        as it was; the running VM when another kdk replaced it already."""
+        ...
+
+    def dry_run(self, req: BootRequest, say: Callable[[str], None]) -> list[str]:
         """The command `up` would run, booting nothing."""
         ...
 

@@ -28,8 +28,9 @@ from ..debug import gdb
 from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest import mux
 from ..guest.ssh import Endpoint, Guest
-from ..kernel import Kernel
+from ..kernel import Kernel, select_kernel
 from ..net import link
+from .backend import BootRequest
 from .initramfs import initramfs
 from .state import (
     CLIENT_KEY,
@@ -302,22 +303,28 @@ class QemuBackend:
 
     # -- up -------------------------------------------------------------
     def up(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
-        replace: VMRecord | None = None,
+        self, req: BootRequest, say: Callable[[str], None], step: Callable[[str], None]
     ) -> tuple[VMRecord, bool]:
         """Boot the VM unless it runs; returns its record and whether it was
-        booted now. `say` prints a line, `step` names the step in progress;
-        `debug` turns the allocator's checks on (debug_cmdline). A running
-        VM that is `replace` (a hung or crashed one) is stopped first.
+        booted now. `say` prints a line, `step` names the step in progress.
 
         One `up` at a time per state folder: a second one waits for the
         first (bounded) and then finds the VM running."""
+        return self._boot(req, say, step, None)
+
+    def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
+        """Stop the VM of `rec` if it still runs and boot it again with the
+        same kernel, accel, port and checks."""
+        again = BootRequest(rec.kernel, rec.accel, rec.ssh_port, rec.debug)
+        return self._boot(again, say, lambda _: None, rec)[0]
+
+    def _boot(
+        self,
+        req: BootRequest,
+        say: Callable[[str], None],
+        step: Callable[[str], None],
+        replace: VMRecord | None,
+    ) -> tuple[VMRecord, bool]:
         with self.state.lock(BOOT_TIMEOUT + 30):
             rec = self.record()
             if rec is not None and replace is not None and rec.pid == replace.pid:
@@ -325,7 +332,7 @@ class QemuBackend:
                 rec = None
             if rec is not None:
                 return rec, False
-            cfg = self.config(kernel, accel, say, step, ssh_port, debug)
+            cfg = self.config(req, say, step)
             link.prepare(self.state.path)  # not in a dry run: a running VM's wire
             step("boot")
             for _attempt in range(3):
@@ -338,35 +345,23 @@ class QemuBackend:
             pid = int(self.state.file(PID_FILE).read_text())
             self._wait_ready(pid, step)
             ready = time.time() - started
-            rec = VMRecord(self.name, pid, cfg.ssh_port, kernel.release, cfg.accel, started,
-                           ready, debug)  # fmt: skip
+            rec = VMRecord(self.name, pid, cfg.ssh_port, cfg.kernel.release, cfg.accel, started,
+                           ready, cfg.debug)  # fmt: skip
             self.state.write(rec)
             mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
             return rec, True
 
-    def dry_run(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
-    ) -> list[str]:
+    def dry_run(self, req: BootRequest, say: Callable[[str], None]) -> list[str]:
         """The QEMU command `up` would run now (nothing is started)."""
-        return qemu_argv(self.config(kernel, accel, say, step, ssh_port, debug))
+        return qemu_argv(self.config(req, say, lambda _: None))
 
     def config(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
+        self, req: BootRequest, say: Callable[[str], None], step: Callable[[str], None]
     ) -> QemuConfig:
         """What `up` would boot: checks what it needs, prepares the state
-        folder, the cached initramfs and kernel, and chooses accel and port."""
+        folder, the cached initramfs and kernel, and chooses accel and port;
+        `req.debug` turns the allocator's checks on (debug_cmdline)."""
+        kernel = select_kernel(req.kernel)
         for path in (self.project, self.state.path):
             if any(c.isspace() for c in str(path)):
                 raise KdkError(f"{path}: kdk cannot share a path with white space into the guest")
@@ -384,12 +379,14 @@ class QemuBackend:
             boot_image = extract_vmlinux(kernel.image, cache) or kernel.image
         except OSError as e:  # e.g. a full disk, an unreadable module
             raise BootFailed(f"cannot prepare the guest's boot files in {cache}: {e}") from None
-        accel = choose_accel(accel, kernel, self.state_root / "cache" / "accel.json", say)
+        accel = choose_accel(req.accel, kernel, self.state_root / "cache" / "accel.json", say)
+        ssh_port = req.ssh_port
         if ssh_port is not None and not port_free(ssh_port):
             say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")
             ssh_port = None
         return QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
-                          ssh_port or free_port(), debug=debug, cached=cached_trees())  # fmt: skip
+                          ssh_port or free_port(), debug=req.debug,
+                          cached=cached_trees())  # fmt: skip
 
     def _start(self, cfg: QemuConfig) -> bool:
         """Start QEMU in the background, keeping its command line in the

@@ -27,9 +27,9 @@ from pathlib import Path
 from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest.netns import exec_prefix
 from ..guest.ssh import Endpoint, Guest
-from ..kernel import Kernel
 from ..modules.build import BUILD_TIMEOUT, Make
 from . import box as boxes
+from .backend import BootRequest
 from .state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
 
 NETNS = "kdk-vagrant"
@@ -317,31 +317,39 @@ class VagrantBackend:
 
     # -- up -------------------------------------------------------------
     def up(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
-        replace: VMRecord | None = None,
+        self, req: BootRequest, say: Callable[[str], None], step: Callable[[str], None]
     ) -> tuple[VMRecord, bool]:
-        """`vagrant up` unless running (the box is built first if needed); a
-        VM that is `replace` (a crashed or hung one) is destroyed first. The
-        guest runs the box's kernel under TCG: `kernel`, `accel`, `ssh_port`
-        and `debug` are QEMU's and do not apply."""
+        """`vagrant up` unless running (the box is built first if needed).
+        The guest runs the box's kernel under TCG, at its own address: a
+        request for KVM, a port or the debug checks is refused, and one for
+        another kernel than the box's fails once the guest tells its own."""
+        for given, what in ((req.accel == "kvm", "--accel kvm"),
+                            (req.ssh_port is not None, "--ssh-port"),
+                            (req.debug, "--debug")):  # fmt: skip
+            if given:
+                raise KdkError(f"{what} is for the QEMU backend: the vagrant guest runs its "
+                               "box's kernel under TCG, at its own address")  # fmt: skip
         with self.state.lock(VAGRANT_TIMEOUT + 60):
             rec = self.record()
-            if replace is not None and (rec is None or rec.pid == replace.pid):
-                # A crashed (powered off) or hung guest is replaced by a fresh
-                # one from the box: no disk a crash may have left in doubt, and
-                # measured faster than `vagrant reload` or `up` of the old disk.
-                self.state.clear()
-                self.vagrant("destroy", "-f", timeout=120.0)
-                rec = None
-            if rec is not None:
-                return rec, False
-            return self._up(say, step), True
+            booted = rec is None
+            if rec is None:
+                rec = self._up(say, step)
+        if req.kernel is not None and not rec.kernel.startswith(req.kernel):
+            raise KdkError(f"the vagrant guest runs its box's kernel {rec.kernel}, not "
+                           f"{req.kernel} (--kernel picks a host kernel for QEMU)")  # fmt: skip
+        return rec, booted
+
+    def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
+        """Destroy the crashed (powered off) or hung guest of `rec` and bring
+        a fresh one up from the box: no disk a crash may have left in doubt,
+        and measured faster than `vagrant reload` or `up` of the old disk."""
+        with self.state.lock(VAGRANT_TIMEOUT + 60):
+            running = self.record()
+            if running is not None and running.pid != rec.pid:
+                return running  # replaced by another kdk meanwhile
+            self.state.clear()
+            self.vagrant("destroy", "-f", timeout=120.0)
+            return self._up(say, lambda _: None)
 
     def _up(self, say: Callable[[str], None], step: Callable[[str], None]) -> VMRecord:
         step("box")
@@ -376,15 +384,7 @@ class VagrantBackend:
         self.state.write(rec)
         return rec
 
-    def dry_run(
-        self,
-        kernel: Kernel,
-        accel: str,
-        say: Callable[[str], None],
-        step: Callable[[str], None],
-        ssh_port: int | None = None,
-        debug: bool = False,
-    ) -> list[str]:
+    def dry_run(self, req: BootRequest, say: Callable[[str], None]) -> list[str]:
         """The vagrant command `up` runs (in the namespace, with KDK_*
         variables naming the box and this VM's folder, pool and domain)."""
         return in_netns(["vagrant", "up", "--provider", "libvirt", "--no-tty"])

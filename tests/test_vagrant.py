@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from kdk.api import Kdk
+from kdk.errors import KdkError
 from kdk.vm import box as boxes
-from kdk.vm.vagrant import NETNS, VAGRANTFILE, Libvirt, parse_ssh_config
+from kdk.vm.backend import BootRequest
+from kdk.vm.vagrant import NETNS, VAGRANTFILE, Libvirt, VagrantBackend, parse_ssh_config
 
 DATA = Path(__file__).parent / "data"
 REPO = VAGRANTFILE.parent
@@ -64,6 +66,20 @@ def test_ssh_config_parsed() -> None:
     assert opts["hostname"].startswith("192.168.121.")
     assert opts["port"] == "22"
     assert opts["identityfile"].endswith("/vagrant_key")
+
+
+@pytest.mark.parametrize(
+    ("req", "named"),
+    [(BootRequest(accel="kvm"), "--accel kvm"), (BootRequest(ssh_port=2222), "--ssh-port"),
+     (BootRequest(debug=True), "--debug")],
+)  # fmt: skip
+def test_what_a_vagrant_guest_cannot_honour_is_refused_first(
+    tmp_path: Path, req: BootRequest, named: str
+) -> None:
+    backend = VagrantBackend(tmp_path, tmp_path / ".kdk")
+    with pytest.raises(KdkError, match=f"^{re.escape(named)} is for the QEMU backend"):
+        backend.up(req, print, print)
+    assert not (tmp_path / ".kdk" / "vms" / "default" / "vagrant").exists()  # nothing started
 
 
 # -- real --------------------------------------------------------------------

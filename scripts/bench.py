@@ -16,6 +16,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,6 +39,14 @@ LIBRARY_EXECS = '2b. 20 `k.exec("true")` on one new `Kdk` (Python, one process)'
 WARM_LOAD = "3. `kdk load hello`, sources unchanged, VM running"
 PEER = "8. virtme-ng: boot, insmod, rmmod, dmesg (the peer of 1b and 3)"
 HELLO_C = PROJECT / "kmods" / "hello" / "hello.c"
+TAIL_LINES = 40  # of a failed command's output, shown when the bench stops
+
+
+def failed(argv: list[str], code: int | None, output: str) -> SystemExit:
+    """How the bench stops when a command it runs fails: the command, its
+    exit status and the tail of what it printed (stdout and stderr)."""
+    tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
+    return SystemExit(f"bench: {shlex.join(argv)} exited {code}; its last output:\n{tail}")
 
 
 def kdk(*args: str, expect: int = 0, **env: str) -> float:
@@ -45,9 +54,9 @@ def kdk(*args: str, expect: int = 0, **env: str) -> float:
     t = time.monotonic()
     argv = [sys.executable, "-m", "kdk.cli", *args]
     r = subprocess.run(argv, env=dict(os.environ, KDK_VM=VM, **env), text=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     if r.returncode != expect:
-        raise SystemExit(f"bench: kdk {' '.join(args)} exited {r.returncode}: {r.stderr}")
+        raise failed(["kdk", *args], r.returncode, r.stdout)
     return time.monotonic() - t
 
 
@@ -68,15 +77,16 @@ def trace_attach() -> float:
     env = dict(os.environ, KDK_VM=VM)
     argv = [sys.executable, "-m", "kdk.cli", "trace", "kdkchar", "--duration", "0"]
     t = time.monotonic()
-    with subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    took, output = None, []
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:  # fmt: skip
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("kdk: tracing "):
+        assert proc.stdout is not None
+        for line in proc.stdout:  # read to the end: `--duration 0` detaches at once
+            output.append(line)
+            if took is None and line.startswith("kdk: tracing "):
                 took = time.monotonic() - t
-                break
-        else:
-            raise SystemExit("bench: kdk trace did not attach")
+    if took is None:
+        raise failed(["kdk", *argv[3:]], proc.returncode, "".join(output))
     return took
 
 
@@ -211,10 +221,12 @@ def vng_cycle(release: str, ko: Path, accel_name: str) -> float:
     env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""))
     accel = [] if accel_name == "kvm" else ["--disable-kvm"]
     cmd = f"insmod {ko} && rmmod hello && dmesg | grep hello"
+    argv = ["vng", *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd]
     t = time.monotonic()
-    subprocess.run(["vng", *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, env=env, text=True)  # fmt: skip
+    if r.returncode != 0:
+        raise failed(argv, r.returncode, r.stdout)
     return time.monotonic() - t
 
 

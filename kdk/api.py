@@ -395,7 +395,7 @@ class Kdk:
         else:
             built = build(src, kernel, self.state / "builds", make=make)
             ko, siblings = built.main_module(src.module or src.name), built.modules
-        plan = self._plan(ko, siblings, kernel)
+        plan = self._plan(ko, siblings, kernel, make)
         staged = not ko.is_relative_to(self.project)
         target, *_ = steps = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
         providers = steps[1:]
@@ -433,7 +433,7 @@ class Kdk:
             name = modinfo(ko).get("name") or module_name(ko.name)
             dependents = [module_name(d.name) for d in deps.Siblings(siblings).dependents(ko)]
             try:
-                plan = self._plan(ko, siblings, self._build_target(rec)[0])
+                plan = self._plan(ko, siblings, *self._build_target(rec))
                 providers = [module_name(p.name) for p in plan.providers]
             except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
                 pass
@@ -445,13 +445,25 @@ class Kdk:
             raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
         return LoadResult(name, None, log, False)
 
-    def _plan(self, ko: Path, siblings: list[Path], kernel: Kernel) -> deps.Plan:
+    def _plan(self, ko: Path, siblings: list[Path], kernel: Kernel, make: Make | None) -> deps.Plan:
         """What `ko` needs loaded first: modules of its folder (else of the
-        project) and of the kernel."""
-        return deps.plan_in_project(
-            ko, siblings, deps.kernel_symbols(self._symbols_dir(kernel)),
-            lambda: [k for m in self.modules() for k in built_modules(m.path)],
-        )  # fmt: skip
+        project) and of the kernel. A provider from the project is found
+        among the .ko files its folder holds, which may be a build for
+        another kernel (another VM's); the one loaded is that folder's build
+        for `kernel`, made first if there is none."""
+        folder_of: dict[Path, ModuleSource] = {}
+
+        def project() -> list[Path]:
+            for m in self.modules():
+                folder_of.update(dict.fromkeys(built_modules(m.path), m))
+            return list(folder_of)
+
+        symbols = deps.kernel_symbols(self._symbols_dir(kernel))
+        plan = deps.plan_in_project(ko, siblings, symbols, project)
+        stamps = self.state / "builds"
+        providers = [build(folder_of[p], kernel, stamps, make=make).main_module(p.name)
+                     if p in folder_of else p for p in plan.providers]  # fmt: skip
+        return deps.Plan(plan.kernel_modules, providers)
 
     def _build_target(self, rec: VMRecord) -> tuple[Kernel, Make | None]:
         """The guest's kernel and where to build for it: on the host when

@@ -8,12 +8,16 @@ one guest per session, its own (KDK_VM=pytest) unless KDK_VM names one.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kdk.api import Kdk
 from kdk.kernel import Kernel
 from kdk.testing import session_vm
 
@@ -41,3 +45,14 @@ def kdk_cli(
 def host_kernel(kdk_kernel: Kernel) -> Kernel:
     """The kernel the test VM boots and modules build for."""
     return kdk_kernel
+
+
+@pytest.fixture
+def scratch(vm: Kdk) -> Iterator[Path]:
+    """A project folder the running guest sees at the same path: in the VM's
+    state folder, which the guest mounts (a project elsewhere would need a
+    VM of its own)."""
+    folder = vm.state / "scratch" / uuid.uuid4().hex[:8]
+    folder.mkdir(parents=True)
+    yield folder
+    shutil.rmtree(folder)

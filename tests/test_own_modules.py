@@ -1,20 +1,30 @@
 """Modules not written for kdk, in the VM: a folder of two modules where one
-uses the other's export, and an init that returns a kernel-internal errno.
+uses the other's export, the same two in two folders of a project, a
+prebuilt .ko the guest cannot see, and an init that returns a
+kernel-internal errno.
 
-The folders are outside the project; the guest loads the copies of their
-.ko files that kdk keeps per kernel in the project's .kdk/builds.
+Folders given by path are outside the project; the guest loads the copies
+of their .ko files that kdk keeps per kernel in the project's .kdk/builds.
+A .ko elsewhere is staged: sent into the guest with the command.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
+from kdk.kernel import host_kernels
+from kdk.modules.build import build
+from kdk.modules.info import modinfo
+from kdk.modules.loading import staged_path
+from kdk.project import find_module
 
-from .usermods import pair
+from .conftest import kdk_cli
+from .usermods import pair, split
 
 pytestmark = pytest.mark.vm
 
@@ -49,6 +59,57 @@ def test_the_provider_loads_first_and_unloads_after_its_user(vm: Kdk, tmp_path: 
     vm.load(str(folder / "kdkuser"))
     log = [r.text for r in vm.unload(str(folder / "kdkprov")).log]
     assert texts(log, "kdkuser: gone", "kdkprov: gone") == ["kdkuser: gone", "kdkprov: gone"]
+    assert loaded(vm) == set()
+
+
+def test_a_provider_in_another_folder_is_loaded_from_its_build_for_the_guest_kernel(
+    vm: Kdk, scratch: Path
+) -> None:
+    """kdkuser's folder needs kdkprov, of another folder of the project, which
+    was built last for another kernel (as a VM on that kernel leaves it)."""
+    guest = vm.backend.require().kernel
+    other = next((k for k in host_kernels() if k.release != guest), None)
+    if other is None:
+        pytest.skip(f"only {guest} is installed: no other kernel to build for")
+    prov, _ = split(scratch)
+    project = Kdk(project=scratch, state=vm.state, vm=vm.backend.state.path.name)
+    build(find_module("prov", scratch), other, vm.state / "builds")
+    assert modinfo(prov / "kdkprov.ko")["vermagic"].split()[0] == other.release
+    vm.exec("rmmod kdkuser kdkprov 2>/dev/null; true")
+    res = project.load("user")
+    assert res.needs == ["kdkprov"]
+    assert texts([r.text for r in res.log], "kdkprov: ready", "kdkuser: 2 + 3 = 5") == [
+        "kdkprov: ready",
+        "kdkuser: 2 + 3 = 5",
+    ]
+    assert loaded(vm) == {"kdkprov", "kdkuser"}
+    # the builds live outside this project, so the guest got them staged
+    insmodded = vm.exec(["modinfo", "-F", "vermagic", staged_path(prov / "kdkprov.ko")])
+    assert insmodded.stdout.decode().split()[0] == guest
+    log = [r.text for r in project.unload("user").log]
+    assert texts(log, "kdkuser: gone", "kdkprov: gone") == ["kdkuser: gone", "kdkprov: gone"]
+    assert loaded(vm) == set()
+
+
+def test_a_prebuilt_ko_the_guest_cannot_see_is_staged_with_its_provider(
+    vm: Kdk, tmp_path: Path
+) -> None:
+    prebuilt = tmp_path / "prebuilt"
+    prebuilt.mkdir()
+    for ko in vm.build(str(pair(tmp_path))).modules:
+        shutil.copy(ko, prebuilt)
+    user = prebuilt / "kdkuser.ko"
+    assert not vm.exec(["test", "-e", str(user)]).ok  # outside what the guest shares
+    vm.exec("rmmod kdkuser kdkprov 2>/dev/null; true")
+    r = kdk_cli("load", str(user))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1].endswith("] kdkuser: 2 + 3 = 5")
+    assert any(ln.endswith("] kdkprov: ready") for ln in lines)
+    assert loaded(vm) == {"kdkprov", "kdkuser"}
+    r = kdk_cli("unload", str(user))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1].endswith("] kdkprov: gone")
     assert loaded(vm) == set()
 
 

@@ -4,11 +4,8 @@ their generated tests pass in the VM as generated."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,17 +54,6 @@ def test_new_modules_build_without_warnings_also_with_w1(
     out = make.stdout + make.stderr
     assert make.returncode == 0 and (tmp_path / "fresh" / "fresh.ko").exists(), out
     assert "warning" not in out.lower(), out
-
-
-@pytest.fixture
-def scratch(vm: Kdk) -> Iterator[Path]:
-    """A project folder the running guest sees at the same path: in the VM's
-    state folder, which the guest mounts (a project elsewhere would need a
-    VM of its own)."""
-    folder = vm.state / "scratch" / uuid.uuid4().hex[:8]
-    folder.mkdir(parents=True)
-    yield folder
-    shutil.rmtree(folder)
 
 
 @pytest.mark.vm

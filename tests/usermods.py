@@ -4,6 +4,8 @@
   itself and passes an include folder it finds through $(PWD); a plain
   `make -C <tree> M=<folder>` loses it and fails to compile.
 - `pair`: one folder, two modules; kdkuser calls what kdkprov exports.
+- `split`: the same two modules in two folders; kdkuser's is built against
+  kdkprov's Module.symvers (KBUILD_EXTRA_SYMBOLS).
 """
 
 from __future__ import annotations
@@ -114,3 +116,12 @@ def pair(root: Path) -> Path:
     _write(root, {"pair/Kbuild": "obj-m := kdkprov.o kdkuser.o\n",
                   "pair/kdkprov.c": PROVIDER_C, "pair/kdkuser.c": USER_C})  # fmt: skip
     return root / "pair"
+
+
+def split(root: Path) -> tuple[Path, Path]:
+    """root/prov (kdkprov) and root/user (kdkuser, which needs kdkprov's
+    export); the two folders."""
+    user_kbuild = f"obj-m := kdkuser.o\nKBUILD_EXTRA_SYMBOLS := {root}/prov/Module.symvers\n"
+    _write(root, {"prov/Kbuild": "obj-m := kdkprov.o\n", "prov/kdkprov.c": PROVIDER_C,
+                  "user/Kbuild": user_kbuild, "user/kdkuser.c": USER_C})  # fmt: skip
+    return root / "prov", root / "user"

@@ -107,10 +107,14 @@ class Kdk:
         say: Callable[[str], None] = _quiet,
         step: Callable[[str], None] = _quiet,
         debug: bool = False,
+        libvirt: str | None = None,
     ) -> tuple[VMRecord, bool]:
         """Boot the VM unless it runs; (record, whether it was booted now).
-        `debug`: with the allocator's checks on (see README, memory bugs)."""
-        return self.backend.up(BootRequest(kernel, accel, ssh_port, debug), say, step)
+        `debug`: with the allocator's checks on (see README, memory bugs).
+        `libvirt` (Vagrant): "kdk" or the user's "URI[,netns=NS]", remembered
+        by the VM (see kdk.vm.libvirt); None: the remembered one."""
+        req = BootRequest(kernel, accel, ssh_port, debug, libvirt)
+        return self.backend.up(req, say, step)
 
     def up_command(
         self,
@@ -119,9 +123,10 @@ class Kdk:
         ssh_port: int | None = None,
         debug: bool = False,
         say: Callable[[str], None] = _quiet,
+        libvirt: str | None = None,
     ) -> list[str]:
         """The command `up` would start (`kdk up --dry-run`), booting nothing."""
-        return self.backend.dry_run(BootRequest(kernel, accel, ssh_port, debug), say)
+        return self.backend.dry_run(BootRequest(kernel, accel, ssh_port, debug, libvirt), say)
 
     def down(self, destroy: bool = False) -> bool:
         """Stop the VM; False when it was not running. `destroy`: also remove

@@ -35,10 +35,12 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     if a.dry_run:
-        print(shlex.join(k.up_command(a.kernel, a.accel, a.ssh_port, a.debug, say=say)))
+        argv = k.up_command(a.kernel, a.accel, a.ssh_port, a.debug, say=say, libvirt=a.libvirt)
+        print(shlex.join(argv))
         return 0
     with progress("kdk up") as step:
-        rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step, debug=a.debug)
+        rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step, debug=a.debug,
+                           libvirt=a.libvirt)  # fmt: skip
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
     if a.debug and not rec.debug:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
@@ -296,12 +298,18 @@ def parser() -> argparse.ArgumentParser:
              "remembered by the VM (default: the remembered one, else qemu)",
     )  # fmt: skip
     up.add_argument(
+        "--libvirt", metavar="kdk|URI[,netns=NS]",
+        help="vagrant: kdk (its own libvirtd in a namespace it makes; the default) or "
+             "your running libvirt, used as it is: URI (qemu:///system) and the network "
+             "namespace its networks live in (default: the host's); remembered by the VM",
+    )  # fmt: skip
+    up.add_argument(
         "--dry-run", action="store_true", help="print the QEMU command line, boot nothing"
     )
     down = add("down", cmd_down, "stop the VM (nothing in it is kept)")
     down.add_argument("--destroy", action="store_true",
                       help="also remove what kdk started for it (Vagrant: domain, volumes, "
-                           "pool, libvirt's daemons and namespace)")  # fmt: skip
+                           "pool; kdk's own libvirt's daemons and namespace)")  # fmt: skip
     box = add("box", cmd_box, "build kdk's Vagrant box (cached; says where)")
     box.add_argument("action", choices=["build"], help="build (unless cached)")
     box.add_argument("--force", action="store_true", help="build even if cached")

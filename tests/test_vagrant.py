@@ -1,8 +1,12 @@
 """The Vagrant path, for real: kdk's box built here, libvirt in kdk's own
 network namespace, the repository's Vagrantfile under plain `vagrant`, and
 the `kdk` commands on the Vagrant backend (load, exec, a crash and the VM
-coming back, down --destroy). The host's links, routes and firewall rules
-must be the same after all of it.
+coming back, down --destroy), then on a libvirt of the user's own. The
+host's links, routes and firewall rules must be the same after all of it.
+
+The tests run in this order, one libvirtd at a time: every libvirtd for
+qemu:///system answers on the same socket (/run/libvirt/libvirt-sock is the
+host's path, whatever the network namespace).
 
 Needs root and the packages of scripts/install-vagrant (`make test` installs
 them). The VM is `$KDK_VM-vagrant` (default `pytest-vagrant`).
@@ -24,7 +28,26 @@ from kdk.api import Kdk
 from kdk.errors import KdkError
 from kdk.vm import box as boxes
 from kdk.vm.backend import BootRequest
-from kdk.vm.vagrant import NETNS, VAGRANTFILE, Libvirt, VagrantBackend, parse_ssh_config
+from kdk.vm.libvirt import (
+    DAEMONS,
+    KDK,
+    LIBVIRT_SOCK,
+    NETNS,
+    RUN,
+    SYSTEM_URI,
+    Libvirt,
+    LibvirtAt,
+    answers,
+    parse_libvirt,
+    read_pid,
+    remember,
+    remembered,
+    start_confined,
+    stop_confined,
+)
+from kdk.vm.qemu import QemuBackend
+from kdk.vm.state import process_alive
+from kdk.vm.vagrant import VAGRANTFILE, VagrantBackend, parse_ssh_config
 
 DATA = Path(__file__).parent / "data"
 REPO = VAGRANTFILE.parent
@@ -82,6 +105,42 @@ def test_what_a_vagrant_guest_cannot_honour_is_refused_first(
     assert not (tmp_path / ".kdk" / "vms" / "default" / "vagrant").exists()  # nothing started
 
 
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [("kdk", KDK), ("qemu:///system", LibvirtAt(SYSTEM_URI, None, kdk_owned=False)),
+     ("qemu:///system,netns=theirs", LibvirtAt(SYSTEM_URI, "theirs", kdk_owned=False)),
+     ("qemu:///system?socket=/run/x/sock", LibvirtAt("qemu:///system?socket=/run/x/sock", None,
+                                                      kdk_owned=False))],
+)  # fmt: skip
+def test_libvirt_choice_parsed_and_remembered(tmp_path: Path, text: str, at: LibvirtAt) -> None:
+    assert parse_libvirt(text) == at
+    assert str(at) == text
+    remember(tmp_path, at)
+    assert remembered(tmp_path) == at
+    remember(tmp_path, KDK)  # back to kdk's own: nothing left to remember
+    assert remembered(tmp_path) == KDK
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "text", ["qemu+ssh://box/system", "qemu:///session", "mine", "qemu:///system,netns=",
+             "qemu:///system,netns=a,b"],
+)  # fmt: skip
+def test_libvirt_choice_refused_in_one_line(text: str) -> None:
+    with pytest.raises(KdkError, match=f"^--libvirt {re.escape(text)}: "):
+        parse_libvirt(text)
+
+
+def test_libvirt_choice_is_for_vagrant_and_kept_while_a_machine_exists(tmp_path: Path) -> None:
+    with pytest.raises(KdkError, match=r"^--libvirt is for the vagrant backend"):
+        QemuBackend(tmp_path, tmp_path / ".kdk").up(BootRequest(libvirt="kdk"), print, print)
+    backend = VagrantBackend(tmp_path, tmp_path / ".kdk")
+    (backend.state.path / "vagrant").mkdir(parents=True)  # a machine, maybe defined in kdk's
+    with pytest.raises(KdkError, match="in the libvirt kdk: `kdk down --destroy` it before"):
+        backend.up(BootRequest(libvirt=SYSTEM_URI), print, print)
+    assert remembered(backend.state.path) == KDK
+
+
 # -- real --------------------------------------------------------------------
 def host_network() -> dict[str, str]:
     """The host's links, addresses, routes, rules and firewall rules (packet
@@ -120,7 +179,7 @@ def host_net() -> Iterator[dict[str, str]]:
 
 
 def kdk(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, KDK_VM=VM, **env)
+    env = {**os.environ, "KDK_VM": VM, **env}
     return subprocess.run([sys.executable, "-m", "kdk.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)  # fmt: skip
 
@@ -228,6 +287,60 @@ def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
         destroy = kdk("down", "--destroy")
     assert destroy.returncode == 0, destroy.stderr
     assert not Path("/run/netns", NETNS).exists()
+
+
+@real
+def test_kdk_on_the_users_own_libvirt(host_net: dict[str, str], tmp_path: Path) -> None:
+    """`--libvirt URI,netns=NS`: a libvirt the user runs, used as it is. The
+    test plays the user: libvirtd and virtlogd in a namespace of its own,
+    started as kdk's own mode starts them. kdk starts no daemon and creates
+    no namespace, remembers the choice, and `down --destroy` removes its
+    domain and pool and leaves the user's daemons running."""
+    Libvirt().stop_if_idle()  # kdk's own, from the tests before: one libvirtd at a time
+    if answers(LIBVIRT_SOCK):
+        pytest.skip(f"a libvirtd answers on {LIBVIRT_SOCK} already (a kdk VM's, or the "
+                    "host's): the test starts the user's own there")  # fmt: skip
+    users = "kdk-test-users-libvirt"
+    run_dir = tmp_path / "run"
+    vm = VM + "-mine"
+    mine = Libvirt(LibvirtAt(SYSTEM_URI, users, kdk_owned=False))
+    start_confined(users, run_dir)
+    daemons = {name: read_pid(run_dir / f"{name}.pid") or 0 for name in DAEMONS}
+    try:
+        # kdk's own mode refuses a libvirtd it did not start, naming --libvirt.
+        refused = kdk("up", "--backend", "vagrant", KDK_VM=vm + "-refused")
+        assert refused.returncode == 1
+        assert f"--libvirt {SYSTEM_URI}" in refused.stderr.splitlines()[-1]
+        kdk("down", "--destroy", KDK_VM=vm + "-refused")
+
+        up = kdk("up", "--backend", "vagrant", "--libvirt", f"{mine.at}", KDK_VM=vm)
+        assert up.returncode == 0, up.stderr
+        assert not Path("/run/netns", NETNS).exists()  # kdk made no namespace
+        assert not RUN.exists()  # and started no daemon
+        assert f"kdk-{vm}-default" in mine.virsh("list", "--name").split()
+        assert f"kdk-{vm}" in mine.virsh("pool-list", "--name").split()
+
+        # Remembered: the commands after `up` reach the guest in the user's namespace.
+        assert kdk("exec", "--", "sh", "-c", "exit 7", KDK_VM=vm).returncode == 7
+        load = kdk("load", "hello", KDK_VM=vm)
+        assert load.returncode == 0, load.stderr
+        assert "hello: hello, world" in load.stdout
+        switch = kdk("up", "--backend", "vagrant", "--libvirt", "kdk", KDK_VM=vm)
+        assert switch.returncode == 1
+        assert "`kdk down --destroy` it before --libvirt kdk" in switch.stderr
+
+        destroy = kdk("down", "--destroy", KDK_VM=vm)
+        assert destroy.returncode == 0, destroy.stderr
+        for name, pid in daemons.items():
+            assert process_alive(pid, name), f"the user's {name} was stopped"
+        assert f"kdk-{vm}-default" not in mine.virsh("list", "--all", "--name").split()
+        assert f"kdk-{vm}" not in mine.virsh("pool-list", "--all", "--name").split()
+        assert Path("/run/netns", users).exists()
+        assert not Path("/run/netns", NETNS).exists()
+    finally:
+        kdk("down", "--destroy", KDK_VM=vm)
+        stop_confined(users, run_dir)
+    assert host_network() == host_net
 
 
 @real

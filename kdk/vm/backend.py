@@ -26,6 +26,7 @@ class BootRequest:
     accel: str = "auto"  # "kvm", "tcg", or "auto" (KVM where it works)
     ssh_port: int | None = None  # a host port for the guest's sshd, where one is forwarded
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
+    libvirt: str | None = None  # Vagrant: `kdk`, or the user's URI[,netns=NS]; None: remembered
 
 
 class Backend(Protocol):

@@ -361,6 +361,8 @@ class QemuBackend:
         """What `up` would boot: checks what it needs, prepares the state
         folder, the cached initramfs and kernel, and chooses accel and port;
         `req.debug` turns the allocator's checks on (debug_cmdline)."""
+        if req.libvirt is not None:
+            raise KdkError("--libvirt is for the vagrant backend: QEMU is started by kdk itself")
         kernel = select_kernel(req.kernel)
         for path in (self.project, self.state.path):
             if any(c.isspace() for c in str(path)):

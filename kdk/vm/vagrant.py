@@ -1,13 +1,10 @@
 """The Vagrant backend: a guest with its own root and kernel (kdk's box),
 brought up by the `vagrant` CLI with the repository's Vagrantfile.
 
-libvirt runs confined to a network namespace kdk creates (`kdk-vagrant`):
-libvirtd and virtlogd are started there, with a copy of /etc/libvirt that
-`ip netns exec` puts in place of the host's (/etc/netns/kdk-vagrant/), so
-vagrant-libvirt's bridge, dnsmasq and NAT rules exist only inside the
-namespace, and the host's own network and libvirt configuration are never
-touched. `vagrant` runs in the namespace too (the guest's address exists
-only there); kdk reaches the guest's sshd with a socket opened in it, as
+The libvirt it uses is kdk's own, confined to a network namespace kdk
+creates, or the user's when they say so (kdk.vm.libvirt). `vagrant` runs in
+the namespace of that libvirt's networks (the guest's address exists only
+there); kdk reaches the guest's sshd with a socket opened in it, as
 `vagrant ssh-config` describes, logged in as root with the box's key.
 """
 
@@ -17,186 +14,35 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
-from ..guest.netns import exec_prefix
+from ..errors import BootFailed, KdkError, VMNotRunning
 from ..guest.ssh import Endpoint, Guest
 from ..modules.build import BUILD_TIMEOUT, Make
 from . import box as boxes
 from .backend import BootRequest
+from .libvirt import (
+    ETC,
+    KDK,
+    Libvirt,
+    LibvirtAt,
+    parse_libvirt,
+    read_pid,
+    remember,
+    remembered,
+    run,
+)
 from .state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
 
-NETNS = "kdk-vagrant"
-ETC = Path("/etc/netns") / NETNS  # `ip netns exec` binds its entries over /etc's
-RUN = Path("/run") / NETNS  # the daemons' pid files
-LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
 VAGRANTFILE = Path(__file__).resolve().parents[2] / "Vagrantfile"
-VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
-# qemu.conf for kdk's libvirtd: QEMU as root without a security driver or
-# cgroups (containers and CI machines have neither set up for libvirt).
-QEMU_CONF = """\
-# kdk: libvirt confined to the network namespace kdk-vagrant
-security_driver = "none"
-user = "root"
-group = "root"
-cgroup_controllers = [ ]
-remember_owner = 0
-"""
-DAEMON_TIMEOUT = 30.0
 VAGRANT_TIMEOUT = 600.0
 HALT_TIMEOUT = 45.0  # a clean poweroff; then the domain is stopped by force
 INFO = "vagrant.json"  # in the VM's state folder: the guest's address and key
 HOST_KEY_PUB = "vagrant_host_key.pub"
 LOG = "vagrant.log"  # everything the vagrant CLI printed
-
-
-def in_netns(argv: list[str]) -> list[str]:
-    return [*exec_prefix(NETNS), *argv]
-
-
-def _run(
-    argv: list[str], timeout: float = 60.0, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _stop(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL when it did not end within `timeout`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not process_alive(pid, ""):  # gone, or a zombie nobody reaps
-                return
-            time.sleep(0.1)
-
-
-class Libvirt:
-    """kdk's own libvirtd and virtlogd, in the namespace NETNS."""
-
-    DAEMONS = ("virtlogd", "libvirtd")
-
-    def running(self) -> bool:
-        pid = _pid(RUN / "libvirtd.pid")
-        return pid is not None and process_alive(pid, "libvirtd")
-
-    def virsh(self, *args: str, check: bool = True) -> str:
-        proc = _run(in_netns([*VIRSH, *args]))
-        if check and proc.returncode != 0:
-            raise KdkError(f"virsh {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
-
-    def ensure(self, say: Callable[[str], None]) -> None:
-        """Start the namespace and the daemons unless they run."""
-        if self.running():
-            return
-        if os.geteuid() != 0:
-            raise KdkError("the vagrant backend needs root (libvirt in a network namespace)")
-        for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virsh", "libvirt-clients"),
-                              ("vagrant", "vagrant vagrant-libvirt")):  # fmt: skip
-            if shutil.which(tool) is None:
-                raise MissingDependency(f"{tool} not found: install {package} "
-                                        "(scripts/install-vagrant)")  # fmt: skip
-        if LIBVIRT_SOCK.exists() and _answers(LIBVIRT_SOCK):
-            raise KdkError(f"a libvirtd that kdk did not start answers on {LIBVIRT_SOCK}: "
-                           "stop it to use kdk's vagrant backend")  # fmt: skip
-        say(f"starting libvirt in the network namespace {NETNS}")
-        if not Path("/run/netns", NETNS).exists():
-            _check(["ip", "netns", "add", NETNS])
-        _check(["ip", "-n", NETNS, "link", "set", "lo", "up"])
-        conf = ETC / "libvirt"
-        if not conf.is_dir():
-            shutil.copytree("/etc/libvirt", conf, symlinks=True)
-            # the host's default network (if enabled) is not started in here
-            shutil.rmtree(conf / "qemu" / "networks" / "autostart", ignore_errors=True)
-        (conf / "qemu.conf").write_text(QEMU_CONF)
-        RUN.mkdir(parents=True, exist_ok=True)
-        for daemon in self.DAEMONS:
-            _check(in_netns([daemon, "-d", "-p", str(RUN / f"{daemon}.pid")]))
-        deadline = time.monotonic() + DAEMON_TIMEOUT
-        while _run(in_netns([*VIRSH, "version"])).returncode != 0:
-            if time.monotonic() > deadline:
-                raise BootFailed(f"libvirtd did not answer within {DAEMON_TIMEOUT:g} s")
-            time.sleep(0.2)
-
-    def ensure_pool(self, name: str, path: Path) -> None:
-        """A storage pool in a folder kdk owns, defined and started."""
-        if name not in self.virsh("pool-list", "--all", "--name").split():
-            path.mkdir(parents=True, exist_ok=True)
-            self.virsh("pool-define-as", name, "dir", "--target", str(path))
-        if name not in self.virsh("pool-list", "--name").split():
-            self.virsh("pool-start", name)
-
-    def remove_pool(self, name: str) -> None:
-        """The pool, its volumes and its folder."""
-        if name not in self.virsh("pool-list", "--all", "--name").split():
-            return
-        self.virsh("pool-start", name, check=False)  # volumes are listed only when it runs
-        for vol in self.virsh("vol-list", name, check=False).splitlines():
-            self.virsh("vol-delete", vol.split()[0], "--pool", name, check=False)
-        self.virsh("pool-destroy", name, check=False)
-        self.virsh("pool-delete", name, check=False)
-        self.virsh("pool-undefine", name, check=False)
-
-    def idle(self) -> bool:
-        """No domain and no storage pool left: nothing of any kdk VM."""
-        return not (self.virsh("list", "--all", "--name").split()
-                    or self.virsh("pool-list", "--all", "--name").split())  # fmt: skip
-
-    def stop_if_idle(self) -> None:
-        """stop() unless a kdk VM (a domain or a pool) is still defined."""
-        if not self.running() or self.idle():
-            self.stop()
-
-    def stop(self) -> None:
-        """Stop everything kdk started for libvirt: networks (their dnsmasq),
-        the daemons by pid, any process left in the namespace, the
-        namespace and its /etc copy."""
-        if self.running():
-            for net in self.virsh("net-list", "--all", "--name", check=False).split():
-                self.virsh("net-destroy", net, check=False)
-                self.virsh("net-undefine", net, check=False)
-        for daemon in reversed(self.DAEMONS):
-            pid = _pid(RUN / f"{daemon}.pid")
-            if pid is not None and process_alive(pid, daemon):
-                _stop(pid)
-        if Path("/run/netns", NETNS).exists():
-            for left in _run(["ip", "netns", "pids", NETNS]).stdout.split():
-                _stop(int(left))
-            _check(["ip", "netns", "del", NETNS])
-        shutil.rmtree(ETC, ignore_errors=True)
-        shutil.rmtree(RUN, ignore_errors=True)
-
-
-def _answers(sock: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(str(sock))
-        except OSError:
-            return False
-        return True
-
-
-def _check(argv: list[str]) -> None:
-    proc = _run(argv)
-    if proc.returncode != 0:
-        raise KdkError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
 def parse_ssh_config(text: str) -> dict[str, str]:
@@ -218,7 +64,7 @@ class VagrantBackend:
         self.project = project
         self.state_root = state_root
         self.state = StateDir(state_root / "vms" / vm)
-        self.libvirt = Libvirt()
+        self.libvirt = Libvirt(remembered(self.state.path))  # kdk up --libvirt chooses it
         self.prefix = f"kdk-{vm}-"
         self.domain = self.prefix + "default"  # vagrant-libvirt: prefix + machine name
         self.pool = f"kdk-{vm}"
@@ -235,6 +81,7 @@ class VagrantBackend:
             KDK_DOMAIN_PREFIX=self.prefix,
             KDK_POOL=self.pool,
             KDK_CONSOLE_LOG=str(self.state.console_log),
+            KDK_LIBVIRT_URI=self.libvirt.at.uri,
         )
         if box is None:
             box, _ = boxes.find_box()
@@ -246,12 +93,12 @@ class VagrantBackend:
         """Run `vagrant ARGS` in the namespace (output logged); its stdout.
         KdkError (BootFailed for `up`) with the last lines it printed when it
         fails or takes longer than `timeout`."""
-        argv = in_netns(["vagrant", *args, "--no-tty"])
+        argv = self.libvirt.wrap(["vagrant", *args, "--no-tty"])
         log = self.state.file(LOG)
         self.state.path.mkdir(parents=True, exist_ok=True)
         error = BootFailed if args[0] == "up" else KdkError
         try:
-            proc = _run(argv, timeout=timeout, env=self._env(box))
+            proc = run(argv, timeout=timeout, env=self._env(box))
         except subprocess.TimeoutExpired:
             raise error(f"vagrant {args[0]} took more than {timeout:g} s") from None
         with log.open("a") as f:
@@ -276,7 +123,7 @@ class VagrantBackend:
     def endpoint(self, rec: VMRecord) -> Endpoint:
         info = json.loads(self.state.file(INFO).read_text())
         return Endpoint(info["host"], rec.ssh_port, "root", Path(info["key"]),
-                        self.state.file(HOST_KEY_PUB), netns=NETNS)  # fmt: skip
+                        self.state.file(HOST_KEY_PUB), netns=self.libvirt.at.netns)  # fmt: skip
 
     def guest(self) -> Guest:
         rec = self.require()
@@ -330,6 +177,8 @@ class VagrantBackend:
                 raise KdkError(f"{what} is for the QEMU backend: the vagrant guest runs its "
                                "box's kernel under TCG, at its own address")  # fmt: skip
         with self.state.lock(VAGRANT_TIMEOUT + 60):
+            if req.libvirt is not None:
+                self._use(parse_libvirt(req.libvirt))
             rec = self.record()
             booted = rec is None
             if rec is None:
@@ -338,6 +187,17 @@ class VagrantBackend:
             raise KdkError(f"the vagrant guest runs its box's kernel {rec.kernel}, not "
                            f"{req.kernel} (--kernel picks a host kernel for QEMU)")  # fmt: skip
         return rec, booted
+
+    def _use(self, at: LibvirtAt) -> None:
+        """Use (and remember) the libvirt `at` from now on; refused while a
+        Vagrant machine of this VM may be defined in another one."""
+        if at == self.libvirt.at:
+            return
+        if (self.state.path / "vagrant").exists():
+            raise KdkError(f"the VM's machine is in the libvirt {self.libvirt.at}: "
+                           f"`kdk down --destroy` it before --libvirt {at}")  # fmt: skip
+        remember(self.state.path, at)
+        self.libvirt = Libvirt(at)
 
     def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
         """Destroy the crashed (powered off) or hung guest of `rec` and bring
@@ -373,7 +233,7 @@ class VagrantBackend:
         self.state.file(INFO).write_text(json.dumps({
             "host": opts["hostname"], "key": opts["identityfile"], "domain": self.domain,
         }) + "\n")  # fmt: skip
-        pid = _pid(Path("/run/libvirt/qemu") / f"{self.domain}.pid")
+        pid = read_pid(Path("/run/libvirt/qemu") / f"{self.domain}.pid")
         if pid is None:
             raise BootFailed(f"vagrant up succeeded but libvirt names no QEMU for {self.domain}")
         probe = VMRecord(self.name, pid, int(opts.get("port", "22")), "", "tcg", started, 0.0)
@@ -385,9 +245,11 @@ class VagrantBackend:
         return rec
 
     def dry_run(self, req: BootRequest, say: Callable[[str], None]) -> list[str]:
-        """The vagrant command `up` runs (in the namespace, with KDK_*
-        variables naming the box and this VM's folder, pool and domain)."""
-        return in_netns(["vagrant", "up", "--provider", "libvirt", "--no-tty"])
+        """The vagrant command `up` runs (in the namespace of libvirt's
+        networks, with KDK_* variables naming the box, the libvirt URI and
+        this VM's folder, pool and domain)."""
+        at = self.libvirt.at if req.libvirt is None else parse_libvirt(req.libvirt)
+        return Libvirt(at).wrap(["vagrant", "up", "--provider", "libvirt", "--no-tty"])
 
     # -- down -----------------------------------------------------------
     def down(self) -> bool:
@@ -407,12 +269,13 @@ class VagrantBackend:
 
     def destroy(self) -> None:
         """Remove everything kdk started for this VM: the domain and its
-        volumes (`vagrant destroy`), the storage pool, and, when no other kdk
-        VM is defined, the daemons, the namespace and its /etc copy (libvirt
-        is started for this when it is not running, so that other VMs'
-        definitions are seen, not lost)."""
+        volumes (`vagrant destroy`), the storage pool, and, with kdk's own
+        libvirt when no other kdk VM is defined, the daemons, the namespace
+        and its /etc copy (libvirt is started for this when it is not
+        running, so that other VMs' definitions are seen, not lost). The
+        user's libvirt is left running; the choice of it is forgotten."""
         machine = self.state.path / "vagrant"
-        if ETC.exists() or machine.exists():
+        if machine.exists() or (self.libvirt.at.kdk_owned and ETC.exists()):
             self.libvirt.ensure(lambda _: None)
             if machine.exists():
                 self.vagrant("destroy", "-f", timeout=120.0)
@@ -423,3 +286,4 @@ class VagrantBackend:
         shutil.rmtree(machine, ignore_errors=True)
         shutil.rmtree(self.state.path / "pool", ignore_errors=True)
         self.libvirt.stop_if_idle()
+        remember(self.state.path, KDK)

@@ -33,7 +33,7 @@ KNOWN_HOSTS = "known_hosts"
 GDB_SOCKET = "gdb.sock"  # QEMU's gdb stub
 HOST_ALIAS = "kdk-guest"
 GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
-STAGED = ("setup", "sshd_config")
+STAGED = ("sshd_config",)
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ class StateDir:
             yield
 
     def stage_guest_files(self) -> None:
-        """Copy the guest's stage-2 setup and sshd config into guest/, where
-        the guest (which mounts this folder) runs them from; kdk's own
+        """Copy the guest's sshd config into guest/, where
+        the guest (which mounts this folder) reads it from; kdk's own
         package may live where the guest cannot see it (a user's home)."""
         target = self.path / GUEST_FILES
         target.mkdir(parents=True, exist_ok=True)

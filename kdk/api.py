@@ -299,6 +299,21 @@ class Kdk:
         with self.session() as g:
             return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
 
+    def _capture(
+        self, rec: VMRecord, command: str, timeout: float, stdin: bytes | None = None
+    ) -> Result:
+        """A command whose output is wanted whole (a load's script), run
+        inside `_watched`. This Kdk's own connection when it has one; else,
+        in a new process, the VM's shared OpenSSH connection when there is
+        one (kdk.guest.mux), which saves a connect."""
+        if self._guest is None:
+            res = mux.run(self.backend.endpoint(rec), self.backend.state.path, command, timeout,
+                          feed=stdin or b"", capture=True)  # fmt: skip
+            if res is not None:
+                return res
+        feed = None if stdin is None else io.BytesIO(stdin)
+        return self._connected(rec).run(command, timeout=timeout, stdin=feed)
+
     def run_here(self, command: Sequence[str], *, timeout: float | None = None) -> int:
         """Run a command in the guest with this process's own stdin, stdout
         and stderr (`kdk exec`); its exit code. A new process has no
@@ -308,10 +323,10 @@ class Kdk:
         rec = self.backend.require()
         tty_in = sys.stdin is None or sys.stdin.isatty()
         with self._watched(rec):
-            code = mux.run(self.backend.endpoint(rec), self.backend.state.path, command,
-                           timeout, tty_in)  # fmt: skip
-        if code is not None:
-            return code
+            res = mux.run(self.backend.endpoint(rec), self.backend.state.path, command,
+                          timeout, tty_in)  # fmt: skip
+        if res is not None:
+            return res.exit_code
         stdin = None if tty_in else sys.stdin.buffer
         return self.exec(command, timeout=timeout, stdout=sys.stdout.buffer,
                          stderr=sys.stderr.buffer, stdin=stdin).exit_code  # fmt: skip
@@ -405,12 +420,12 @@ class Kdk:
         target, *_ = steps = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
         providers = steps[1:]
         script = loading.load_script(target, providers, plan.kernel_modules, list(params), staged)
-        stdin = io.BytesIO(loading.stage([*plan.providers, ko])) if staged else None
+        stdin = loading.stage([*plan.providers, ko]) if staged else None
         log: list[kmsg.Record] = []
         tainted: list[str] = []
         try:
-            with self.session() as g:
-                result = g.run(script, timeout=LOAD_TIMEOUT, stdin=stdin)
+            with self._watched(rec):
+                result = self._capture(rec, script, LOAD_TIMEOUT, stdin)
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
@@ -442,8 +457,9 @@ class Kdk:
                 providers = [module_name(p.name) for p in plan.providers]
             except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
                 pass
-        with self.session() as g:
-            result = g.run(loading.unload_script(name, dependents, providers), timeout=LOAD_TIMEOUT)
+        with self._watched(rec):
+            result = self._capture(rec, loading.unload_script(name, dependents, providers),
+                                   LOAD_TIMEOUT)  # fmt: skip
         log = kmsg.parse(result.stdout.decode(errors="replace"))
         if not result.ok:
             reason = insmod_reason(result.stderr.decode(errors="replace"), [r.text for r in log])

@@ -1,11 +1,11 @@
 """One OpenSSH connection shared by every `kdk` process that runs a guest command.
 
-A `kdk exec` is a new process: connecting on its own (paramiko's import,
-key exchange, sshd's authentication in an emulated guest) costs more than
-the command. So `kdk up` starts an OpenSSH master connection (`ssh -M`)
-whose control socket lives in the VM's state folder, and `kdk exec` runs
-its command on a new channel of it (`ssh -S`) with its own stdin, stdout
-and stderr.
+A `kdk exec` or `kdk load` is a new process: connecting on its own
+(paramiko's import, key exchange, sshd's authentication in an emulated
+guest) costs more than the command. So `kdk up` starts an OpenSSH master
+connection (`ssh -M`) whose control socket lives in the VM's state folder,
+and such a process runs its command on a new channel of it (`ssh -S`),
+with its own stdin, stdout and stderr or with the output captured.
 
 The master asks a quiet guest for a sign of life as kdk.guest.ssh does
 (ServerAliveInterval=QUIET) and ends when ANSWER_WITHIN seconds of asking
@@ -15,6 +15,7 @@ absence tells that from the command's own 255.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -24,7 +25,7 @@ from shlex import quote
 
 from ..errors import GuestHung, GuestTimeout
 from ..vm.state import HOST_ALIAS, KNOWN_HOSTS
-from .ssh import ANSWER_WITHIN, QUIET, Endpoint, command_line
+from .ssh import ANSWER_WITHIN, QUIET, Endpoint, Result, command_line
 
 CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this does not bind
@@ -42,7 +43,9 @@ def ssh_argv(ssh: str, ep: Endpoint, state: Path) -> list[str]:
 
 
 def start_master(ep: Endpoint, state: Path) -> None:
-    """Start the master in the background; without ssh, or with a state
+    """Start the master, returning once it has logged in and gone to the
+    background (bounded: a master still logging in after ANSWER_WITHIN
+    seconds is left to finish on its own); without ssh, or with a state
     folder too deep for a socket, there is none (commands connect)."""
     ssh = shutil.which("ssh")
     control = state / CONTROL
@@ -53,9 +56,11 @@ def start_master(ep: Endpoint, state: Path) -> None:
              "-o", f"ServerAliveCountMax={round(ANSWER_WITHIN / QUIET)}"]  # fmt: skip
     argv = [*ssh_argv(ssh, ep, state), *alive, "-o", "LogLevel=QUIET", "-M", "-N", "-f",
             "-S", str(control), f"{ep.user}@{ep.host}"]  # fmt: skip
-    # -f: it goes to the background once authenticated; not waited for.
-    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    # -f: the process exits once logged in, leaving the master behind.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(ANSWER_WITHIN)
 
 
 def master_alive(ep: Endpoint, state: Path) -> bool:
@@ -71,12 +76,19 @@ def master_alive(ep: Endpoint, state: Path) -> bool:
 
 
 def run(
-    ep: Endpoint, state: Path, command: str | Sequence[str], timeout: float | None, tty_in: bool
-) -> int | None:
-    """Run `command` on the master with this process's stdin, stdout and
-    stderr (no stdin when it is a terminal, `tty_in`); its exit code, or
-    None when there is no master. GuestTimeout after `timeout` s, GuestHung
-    when the master ended meanwhile."""
+    ep: Endpoint,
+    state: Path,
+    command: str | Sequence[str],
+    timeout: float | None,
+    tty_in: bool = False,
+    feed: bytes | None = None,
+    capture: bool = False,
+) -> Result | None:
+    """Run `command` on the master; None when there is no master. Its
+    stdin is this process's (none when that is a terminal, `tty_in`), or
+    `feed`; its stdout and stderr are this process's, or captured into
+    the Result (`capture`). GuestTimeout after `timeout` s, GuestHung when
+    the master ended meanwhile."""
     ssh = shutil.which("ssh")
     if ssh is None or not (state / CONTROL).exists():
         return None  # (a master that died leaves its socket: ssh then connects itself)
@@ -85,18 +97,22 @@ def run(
     # runs, even after this ssh is killed: the guest ends it on time itself.
     remote = line if timeout is None else f"exec timeout -k 2 {timeout:g} sh -c {quote(line)}"
     argv = [*ssh_argv(ssh, ep, state), "-S", str(state / CONTROL), "-o", "ControlMaster=no",
-            "-o", "LogLevel=QUIET", "-T", *(["-n"] if tty_in else []),
+            "-o", "LogLevel=QUIET", "-T", *(["-n"] if tty_in and feed is None else []),
             f"{ep.user}@{ep.host}", remote]  # fmt: skip
+    pipe = subprocess.PIPE if capture else None
     started = time.monotonic()
-    with subprocess.Popen(argv) as proc:
+    with subprocess.Popen(argv, stdin=None if feed is None else subprocess.PIPE, stdout=pipe,
+                          stderr=pipe) as proc:  # fmt: skip
         try:
-            code = proc.wait(None if timeout is None else timeout + ANSWER_WITHIN)
+            out, err = proc.communicate(feed, None if timeout is None else timeout + ANSWER_WITHIN)
+            code = proc.returncode
         except subprocess.TimeoutExpired:  # the guest did not end it either
             proc.kill()
+            out, err = proc.communicate()
             code = 255
     if code == 255 and not master_alive(ep, state):
         raise GuestHung(f"guest lost during {line!r}: the guest did not answer keepalives "
                         "(the shared ssh connection ended)")  # fmt: skip
     if timeout is not None and code in TIMED_OUT and time.monotonic() - started >= timeout:
         raise GuestTimeout(f"{line!r} did not finish in {timeout:g} s")
-    return code
+    return Result(code, out or b"", err or b"")

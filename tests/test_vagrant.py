@@ -307,6 +307,7 @@ def test_kdk_on_the_users_own_libvirt(host_net: dict[str, str], tmp_path: Path) 
     start_confined(users, run_dir)
     daemons = {name: read_pid(run_dir / f"{name}.pid") or 0 for name in DAEMONS}
     try:
+        networks = mine.virsh("net-list", "--all", "--name")
         # kdk's own mode refuses a libvirtd it did not start, naming --libvirt.
         refused = kdk("up", "--backend", "vagrant", KDK_VM=vm + "-refused")
         assert refused.returncode == 1
@@ -335,6 +336,8 @@ def test_kdk_on_the_users_own_libvirt(host_net: dict[str, str], tmp_path: Path) 
             assert process_alive(pid, name), f"the user's {name} was stopped"
         assert f"kdk-{vm}-default" not in mine.virsh("list", "--all", "--name").split()
         assert f"kdk-{vm}" not in mine.virsh("pool-list", "--all", "--name").split()
+        # vagrant-libvirt's management network, made for the VM, is gone too
+        assert mine.virsh("net-list", "--all", "--name") == networks
         assert Path("/run/netns", users).exists()
         assert not Path("/run/netns", NETNS).exists()
     finally:

@@ -134,10 +134,13 @@ class Kdk:
         libvirt's daemons and namespace when no other VM uses them) and
         forget its backend."""
         self._disconnect()
-        stopped = self.backend.down()
+        if destroy and isinstance(self.backend, VagrantBackend):
+            # `vagrant destroy` stops the domain itself: no clean halt first
+            stopped = self.backend.record() is not None
+            self.backend.destroy()
+        else:
+            stopped = self.backend.down()
         if destroy:
-            if isinstance(self.backend, VagrantBackend):
-                self.backend.destroy()
             forget(self.backend)
         return stopped
 

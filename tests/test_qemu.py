@@ -154,6 +154,19 @@ def test_cached_trees_get_a_share_each_and_are_named_to_the_guest(tmp_path: Path
     assert f"kdk.cached={tmp_path}/a,{tmp_path}/b-1,{tmp_path}/b-2" in qemu.kernel_cmdline(cfg)
 
 
+def test_a_guest_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
+    backend = qemu.QemuBackend(tmp_path, tmp_path)
+    backend.state.path.mkdir(parents=True)
+    backend.state.console_log.write_bytes(b"[    1.0] acpi PNP0A03:00: fail to add MMCONFIG\r\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(backend.state.path)])  # fmt: skip
+    try:
+        assert backend._wait_ready(proc.pid, 0.3) is False  # `up` then boots once more
+        assert proc.wait(timeout=5) != 0
+    finally:
+        proc.kill()
+
+
 def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> None:
     backend = qemu.QemuBackend(tmp_path, tmp_path)
     backend.state.path.mkdir(parents=True)
@@ -166,7 +179,7 @@ def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> N
                              str(backend.state.path)])  # fmt: skip
     try:
         with pytest.raises(BootFailed) as err:
-            backend._wait_ready(proc.pid, print)
+            backend._wait_ready(proc.pid, 10.0)
         assert str(err.value) == (
             "the guest is not ready: sshd is not listening on port 22 after 10 s; "
             f"see {backend.state.console_log}"

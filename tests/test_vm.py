@@ -26,7 +26,7 @@ from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
-from kdk.vm.state import CMDLINE_FILE, process_alive
+from kdk.vm.state import CMDLINE_FILE, PID_FILE, process_alive
 
 from .conftest import PROJECT, kdk_cli
 from .test_build import copy_hello
@@ -264,6 +264,35 @@ def test_two_ups_at_once_end_with_one_vm(vm: Kdk) -> None:
     marker = str(vm.backend.state.path).encode()
     qemus = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_qemu_of(p, marker)]
     assert [int(p.name) for p in qemus] == [vm.backend.require().pid]
+
+
+def test_a_boot_that_stalls_is_booted_once_more(vm: Kdk, monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel = vm.backend.require().kernel
+    vm.down()
+    pid_file, console = vm.backend.state.file(PID_FILE), vm.backend.state.console_log
+    stopped: list[int] = []
+
+    def stop_the_first_qemu() -> None:  # a kernel that makes no progress after its start
+        deadline = time.monotonic() + 60
+        while not stopped and time.monotonic() < deadline:
+            try:
+                if console.stat().st_size:
+                    os.kill(pid := int(pid_file.read_text()), signal.SIGSTOP)
+                    stopped.append(pid)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+
+    monkeypatch.setattr(qemu, "STALLED", 8.0)
+    said: list[str] = []
+    watcher = threading.Thread(target=stop_the_first_qemu)
+    watcher.start()
+    rec, booted = vm.up(kernel, say=said.append)
+    watcher.join()
+    assert booted and stopped and rec.pid != stopped[0]
+    assert not process_alive(stopped[0], str(vm.backend.state.path))  # the stalled one is gone
+    assert any("not ready after 8 s" in line and "booting it once more" in line for line in said)
+    assert vm.exec("true").ok
 
 
 def _is_qemu_of(proc: Path, marker: bytes) -> bool:

@@ -169,6 +169,8 @@ class Kdk:
             "state_dir": str(self.backend.state.path),
             "console_log": str(self.backend.state.console_log),
         }
+        if isinstance(self.backend, VagrantBackend):
+            info["libvirt"] = str(self.backend.libvirt.at)  # kdk up --libvirt's value
         if rec is not None:
             info.update(
                 accel=rec.accel,

@@ -235,7 +235,7 @@ def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
     try:
         assert up.returncode == 0, up.stderr
         status = kdk("status", "--json")
-        assert '"backend": "vagrant"' in status.stdout
+        assert '"backend": "vagrant"' in status.stdout and '"libvirt": "kdk"' in status.stdout
 
         load = kdk("load", "hello")
         assert load.returncode == 0, load.stderr

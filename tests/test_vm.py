@@ -46,6 +46,9 @@ def test_up_is_idempotent_and_status_tells_the_truth(vm: Kdk) -> None:
     assert uname.returncode == 0 and uname.stdout.strip() == info["kernel"]
     again = kdk_cli("up")
     assert again.returncode == 0 and "already up" in again.stderr
+    vagrant_only = kdk_cli("up", "--libvirt", "kdk")  # refused, running or not
+    assert vagrant_only.returncode != 0
+    assert vagrant_only.stderr.startswith("kdk: --libvirt is for the vagrant backend")
 
 
 def test_exec_streams_output_and_propagates_the_exit_code(vm: Kdk) -> None:

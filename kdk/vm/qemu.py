@@ -312,6 +312,7 @@ class QemuBackend:
 
         One `up` at a time per state folder: a second one waits for the
         first (bounded) and then finds the VM running."""
+        _qemu_only(req)
         return self._boot(req, say, step, None)
 
     def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
@@ -357,6 +358,7 @@ class QemuBackend:
 
     def dry_run(self, req: BootRequest, say: Callable[[str], None]) -> list[str]:
         """The QEMU command `up` would run now (nothing is started)."""
+        _qemu_only(req)
         return qemu_argv(self.config(req, say, lambda _: None))
 
     def config(
@@ -365,8 +367,6 @@ class QemuBackend:
         """What `up` would boot: checks what it needs, prepares the state
         folder, the cached initramfs and kernel, and chooses accel and port;
         `req.debug` turns the allocator's checks on (debug_cmdline)."""
-        if req.libvirt is not None:
-            raise KdkError("--libvirt is for the vagrant backend: QEMU is started by kdk itself")
         kernel = select_kernel(req.kernel)
         for path in (self.project, self.state.path):
             if any(c.isspace() for c in str(path)):
@@ -453,6 +453,12 @@ class QemuBackend:
         _kill(rec.pid, str(self.state.path))
         self.state.clear()
         return True
+
+
+def _qemu_only(req: BootRequest) -> None:
+    """Refuse what only the Vagrant backend does, running or not."""
+    if req.libvirt is not None:
+        raise KdkError("--libvirt is for the vagrant backend: QEMU is started by kdk itself")
 
 
 def _kill(pid: int, marker: str) -> None:

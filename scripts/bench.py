@@ -7,7 +7,8 @@ Python process each time, as from a shell) against a VM of its own
 on the same kernel, from a stopped VM as virtme-ng always is (1b) and
 with kdk's VM running (3). Run with `make bench`. The file it writes holds
 only what this run measured; notes written by hand (where the time goes)
-are in scripts/bench-notes.md.
+are in scripts/bench-notes.md. With --suite it also runs issue 8's
+`make test` comparison like for like (scripts/bench_suite.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
+
+from bench_suite import OLD, TARGET, suite_rows  # noqa: E402
 
 from kdk.api import Kdk  # noqa: E402
 from kdk.kernel import select_kernel  # noqa: E402
@@ -244,6 +247,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=PROJECT / "BENCHMARKS.md")
     ap.add_argument("--no-vagrant", action="store_true",
                     help="leave out the Vagrant backend's rows (they take ~10 min)")  # fmt: skip
+    ap.add_argument("--suite", action="store_true",
+                    help=f"also run {OLD}'s test suite on its own code and the same tests"
+                    " on today's, each from cold (rows 11a/11b; ~10 min more: off by"
+                    " default; needs root for a mount namespace)")  # fmt: skip
     a = ap.parse_args()
 
     k = Kdk(vm=VM)
@@ -278,6 +285,8 @@ def main() -> int:
     k.down()
     if not a.no_vagrant:
         rows += vagrant_rows(a.n)
+    if a.suite:
+        rows += suite_rows(PROJECT, kernel)
     rows.insert(0, ("0. `kdk up`, first ever (nothing cached)", [first_up()], None))
     rows.append((PEER, peer, None))
     med = {name: statistics.median(t) for name, t, _ in rows}
@@ -309,8 +318,14 @@ def main() -> int:
         f" **{cold:.1f} times** faster than virtme-ng's.",
         f"- The loop a user lives in, kdk with a running VM against virtme-ng cold (3 against"
         f" 8): **{warm:.0f} times**. This compares a warm VM with a cold boot.",
-        "",
     ]
+    suite = [med[name] for name, _, _ in rows if name.startswith(("11a.", "11b."))]
+    if suite:
+        lines.append(
+            f"- Like for like, {OLD}'s tests (11b against 11a): today's code takes"
+            f" **{suite[1] / suite[0]:.0%}** of the old time (target ≤ {TARGET:.0%})."
+        )
+    lines.append("")
     a.out.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

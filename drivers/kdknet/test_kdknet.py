@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +15,7 @@ from scapy.layers.l2 import Ether
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.net.topology import PREFIX
+from kdk.net.topology import Namespace, Topology
 from kdk.testing import sh
 from kdk.trace.functions import trace
 
@@ -72,58 +70,39 @@ print(json.dumps({{"sent": sent, "frames": got, "datagrams": datagrams}}))
 """
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pair:
     """kdknet0 in namespace a at IPS[0], kdknet1 in namespace b at IPS[1]."""
 
-    a: str
-    b: str
-
-
-def setup_script(a: str, b: str) -> str:
-    """Two namespaces, an end of the pair in each, addressed, up, with the
-    other end's MAC as a permanent neighbour (no ARP) and no IPv6 (no
-    solicitations): the only frames on the pair are a test's own."""
-    lines = []
-    for ns, dev, i in ((a, "kdknet0", 0), (b, "kdknet1", 1)):
-        lines += [
-            f"ip netns add {ns}",
-            f"ip netns exec {ns} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'",
-            f"ip link set {dev} netns {ns}",
-            f"ip -n {ns} addr add {IPS[i]}/24 dev {dev}",
-            f"ip -n {ns} neigh add {IPS[1 - i]} lladdr {MAC[1 - i]} nud permanent dev {dev}",
-            f"ip -n {ns} link set {dev} up",
-        ]
-    return "set -e\n" + "\n".join(lines)
+    a: Namespace
+    b: Namespace
 
 
 @pytest.fixture
-def pair(loaded: Kdk) -> Iterator[Pair]:
-    tag = uuid.uuid4().hex[:8]
-    p = Pair(f"{PREFIX}{tag}-kdknet-a", f"{PREFIX}{tag}-kdknet-b")  # `kdk net clean` knows PREFIX
-    try:
-        sh(loaded, setup_script(p.a, p.b))
-        yield p
-    finally:
-        loaded.exec(f"ip netns del {p.a}; ip netns del {p.b}; true")
+def pair(loaded: Kdk, net: Topology) -> Pair:
+    """Two namespaces without IPv6 (no solicitations), an end of the pair
+    in each, addressed, up, with the other end's MAC as a permanent
+    neighbour (no ARP): the only frames on the pair are a test's own. They
+    are removed after the test (the ends go back to the root namespace)."""
+    p = Pair(net.netns("kdknet-a", ipv6=False), net.netns("kdknet-b", ipv6=False))
+    for ns, dev, i in ((p.a, "kdknet0", 0), (p.b, "kdknet1", 1)):
+        ns.take(dev)
+        ns.addr(dev, f"{IPS[i]}/24")
+        ns.neighbour(IPS[1 - i], MAC[1 - i], dev)
+        ns.up(dev)
+    return p
 
 
-def counters(vm: Kdk, ns: str, dev: str) -> dict[str, dict[str, int]]:
-    """The interface's counters as ip -s, sysfs and ethtool -S give them."""
-    out = sh(vm, f"ip -n {ns} -s -j link show {dev}; echo ---; "
-                 f"ip netns exec {ns} sh -c 'cd /sys/class/net/{dev}/statistics && "
-                 f"grep . {' '.join(STATS)}'; echo ---; "
-                 f"ip netns exec {ns} ethtool -S {dev}")  # fmt: skip
-    link, sysfs, ethtool = out.split("---\n")
-    s64 = json.loads(link)[0]["stats64"]
-    ip = {
-        f"{d}_{k}": s64[direction][k]
-        for d, direction in (("tx", "tx"), ("rx", "rx"))
-        for k in ("packets", "bytes", "dropped")
-    }
+def counters(ns: Namespace, dev: str) -> dict[str, dict[str, int]]:
+    """The interface's counters from three sources: "ip" is the net agent's
+    netlink read of IFLA_STATS64 (what `ip -s link` shows), "sysfs" its
+    statistics/ files, "ethtool" the driver's own (`ethtool -S`)."""
+    stats = ns.links()[dev]["stats"]
+    sysfs = ns.check(["grep", ".", *(f"/sys/class/net/{dev}/statistics/{k}" for k in STATS)])
+    ethtool = ns.check(["ethtool", "-S", dev])
     return {
-        "ip": ip,
-        "sysfs": {k: int(v) for k, v in (ln.split(":") for ln in sysfs.split())},
+        "ip": {k: stats[k] for k in STATS},
+        "sysfs": {k.rsplit("/", 1)[1]: int(v) for k, v in (ln.split(":") for ln in sysfs.split())},
         "ethtool": {
             k.strip(): int(v)
             for k, v in (ln.split(":") for ln in ethtool.splitlines()[1:])
@@ -169,15 +148,15 @@ def test_carrier_is_on_while_both_ends_are_up(loaded: Kdk) -> None:
 
 
 def test_ping_between_two_namespaces(pair: Pair, loaded: Kdk) -> None:
-    out = sh(loaded, f"ip netns exec {pair.a} busybox ping -c 3 -i 0.2 -w 20 {IPS[1]}; "
-                     f"ip netns exec {pair.b} cat /proc/net/snmp")  # fmt: skip
+    out = pair.a.check(["busybox", "ping", "-c", "3", "-i", "0.2", "-w", "20", IPS[1]], 40)
     assert "3 packets transmitted, 3 packets received, 0% packet loss" in out
-    icmp = [ln.split() for ln in out.splitlines() if ln.startswith("Icmp:")]
+    snmp = pair.b.check(["cat", "/proc/net/snmp"])
+    icmp = [ln.split() for ln in snmp.splitlines() if ln.startswith("Icmp:")]
     icmp_b = dict(zip(icmp[0][1:], map(int, icmp[1][1:]), strict=True))
     assert (icmp_b["InEchos"], icmp_b["OutEchoReps"]) == (3, 3)
     frame = 14 + 20 + 8 + 56  # Ethernet, IPv4, ICMP headers, 56 bytes of data
-    assert counters(loaded, pair.a, "kdknet0") == expect((3, 3 * frame, 0), (3, 3 * frame, 0))
-    assert counters(loaded, pair.b, "kdknet1") == expect((3, 3 * frame, 0), (3, 3 * frame, 0))
+    assert counters(pair.a, "kdknet0") == expect((3, 3 * frame, 0), (3, 3 * frame, 0))
+    assert counters(pair.b, "kdknet1") == expect((3, 3 * frame, 0), (3, 3 * frame, 0))
 
 
 def udp_frames(n: int) -> list[bytes]:
@@ -196,7 +175,8 @@ def udp_frames(n: int) -> list[bytes]:
 def send_frames(
     vm: Kdk, pair: Pair, frames: list[bytes], bypass: bool = False
 ) -> dict[str, list[Any]]:
-    argv = ["python3", "-c", FRAMES, pair.a, pair.b, ",".join(f.hex() for f in frames)]
+    argv = ["python3", "-c", FRAMES, str(pair.a.name), str(pair.b.name)]
+    argv.append(",".join(f.hex() for f in frames))
     return json.loads(sh(vm, argv + (["bypass"] if bypass else [])))  # type: ignore[no-any-return]
 
 
@@ -208,21 +188,21 @@ def test_af_packet_frames_arrive_whole_and_are_counted(pair: Pair, loaded: Kdk) 
     assert [bytes.fromhex(d) for d in got["datagrams"]] == [bytes(f[UDP].payload) for f in
                                                             map(Ether, frames)]  # fmt: skip
     size = sum(map(len, frames))
-    assert counters(loaded, pair.a, "kdknet0") == expect((7, size, 0), (0, 0, 0))
-    assert counters(loaded, pair.b, "kdknet1") == expect((0, 0, 0), (7, size, 0))
+    assert counters(pair.a, "kdknet0") == expect((7, size, 0), (0, 0, 0))
+    assert counters(pair.b, "kdknet1") == expect((0, 0, 0), (7, size, 0))
     # The far end down: the carrier goes off, and the kernel drops frames
     # for a device without carrier before the driver sees them, even those
     # that bypass the queueing discipline: send(2) fails with ENOBUFS, the
     # core counts them in the interface's tx_dropped (ip -s, sysfs), the
     # driver's own ethtool counter stays 0.
-    sh(loaded, f"ip -n {pair.b} link set kdknet1 down")
-    assert sh(loaded, f"ip netns exec {pair.a} cat /sys/class/net/kdknet0/carrier") == "0\n"
+    pair.b.down("kdknet1")
+    assert pair.a.check(["cat", "/sys/class/net/kdknet0/carrier"]) == "0\n"
     got = send_frames(loaded, pair, frames[:4], bypass=True)
     assert got["sent"] == [-errno.ENOBUFS] * 4
     assert got["frames"] == got["datagrams"] == []
     want = expect((7, size, 4), (0, 0, 0))
     want["ethtool"]["tx_dropped"] = 0
-    assert counters(loaded, pair.a, "kdknet0") == want
+    assert counters(pair.a, "kdknet0") == want
 
 
 def test_trace_counts_the_xmit_calls(pair: Pair, loaded: Kdk) -> None:

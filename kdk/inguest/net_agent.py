@@ -27,8 +27,12 @@ from typing import Any
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 MS_BIND = 4096
+MS_REC = 16384
+MS_SLAVE = 1 << 19
 MNT_DETACH = 2
+NUD_PERMANENT = 0x80  # a neighbour entry that never expires (linux/neighbour.h)
 PR_SET_PDEATHSIG = 1
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -96,10 +100,12 @@ class Agent:
             raise LookupError(f"no interface {ifname} in {ns or 'the root namespace'}")
         return int(found[0])
 
-    def op_netns(self, name: str) -> dict[str, Any]:
-        """A new namespace named `name`, its `lo` up. Made as `ip netns add`
-        makes one, without a fork: this process unshares into a new
-        namespace, bind-mounts it at /run/netns/<name>, and goes back."""
+    def op_netns(self, name: str, ipv6: bool = True) -> dict[str, Any]:
+        """A new namespace named `name`, its `lo` up; without IPv6 if not
+        `ipv6` (no interface in it gets an IPv6 address, so none sends
+        router or neighbour solicitations). Made as `ip netns add` makes
+        one, without a fork: this process unshares into a new namespace,
+        bind-mounts it at /run/netns/<name>, and goes back."""
         path = os.path.join(NETNS_DIR, name)
         os.makedirs(NETNS_DIR, exist_ok=True)
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
@@ -109,6 +115,10 @@ class Agent:
                 _check(libc.mount(b"/proc/self/ns/net", path.encode(), None, MS_BIND, None))
                 ipr = self.iprs[name] = IPRoute()  # bound to the new namespace
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                if not ipv6:  # /proc/sys/net is the namespace of the writer
+                    for conf in ("default", "all"):
+                        with open(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "w") as f:
+                            f.write("1")
             finally:
                 _setns(self.root)
         except BaseException:
@@ -125,6 +135,16 @@ class Agent:
         if ns_b is not None:
             peer["net_ns_fd"] = os.path.join(NETNS_DIR, ns_b)
         self.ipr(ns_a).link("add", ifname=if_a, kind="veth", peer=peer)
+        return {}
+
+    def op_take(self, ns: str, ifname: str) -> dict[str, Any]:
+        """Move interface `ifname` of the guest's own namespace into `ns`
+        (a driver's device, made in the root namespace)."""
+        fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
+        try:
+            self.ipr(None).link("set", index=self.index(None, ifname), net_ns_fd=fd)
+        finally:
+            os.close(fd)
         return {}
 
     def op_bridge(self, ns: str | None, ifname: str) -> dict[str, Any]:
@@ -144,6 +164,12 @@ class Agent:
     def op_addr(self, ns: str | None, ifname: str, address: str, prefixlen: int) -> dict[str, Any]:
         idx = self.index(ns, ifname)
         self.ipr(ns).addr("add", index=idx, address=address, prefixlen=prefixlen)
+        return {}
+
+    def op_neigh(self, ns: str | None, ifname: str, dst: str, lladdr: str) -> dict[str, Any]:
+        """A permanent neighbour entry: `dst` is at MAC `lladdr` (no ARP)."""
+        self.ipr(ns).neigh("add", dst=dst, lladdr=lladdr, ifindex=self.index(ns, ifname),
+                           state=NUD_PERMANENT)  # fmt: skip
         return {}
 
     def op_route(self, ns: str | None, dst: str, gateway: str) -> dict[str, Any]:
@@ -267,12 +293,18 @@ class Agent:
 
 def _child_in(ns: str | None) -> Any:
     """What a child runs before its program: it dies with the agent, and
-    enters namespace `ns` (None: stays in the guest's own)."""
+    enters namespace `ns` (None: stays in the guest's own) with a /sys of
+    that namespace (/sys/class/net lists its interfaces), mounted in a
+    mount namespace of its own, as `ip netns exec` does."""
 
     def prepare() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if ns is not None:
             _enter(ns)
+            _check(libc.unshare(CLONE_NEWNS))
+            _check(libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None))  # nothing goes back
+            libc.umount2(b"/sys", MNT_DETACH)  # (EINVAL if none was mounted: fine)
+            _check(libc.mount(ns.encode(), b"/sys", b"sysfs", 0, None))
 
     return prepare
 

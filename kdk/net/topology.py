@@ -121,7 +121,8 @@ class Namespace:
     spawned: list[int] = field(default_factory=list)  # ended with the topology
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, input: str | None = None) -> Result:
-        """Run a program in the namespace and wait for it."""
+        """Run a program in the namespace and wait for it (its /sys is the
+        namespace's, as under `ip netns exec`)."""
         a = self.agent.call("run", ns=self.name, argv=list(argv), timeout=timeout, input=input,
                             _timeout=timeout + STEP_TIMEOUT)  # fmt: skip
         return Result(int(a["code"]), a["stdout"].encode(), a["stderr"].encode())
@@ -152,6 +153,20 @@ class Namespace:
             attrs["master"] = master
         self.agent.call("link", ns=self.name, ifname=ifname, **attrs)
 
+    def down(self, ifname: str) -> None:
+        self.agent.call("link", ns=self.name, ifname=ifname, state="down")
+
+    def take(self, ifname: str) -> None:
+        """Move interface `ifname` of the guest's own namespace (a driver's
+        device) into this one. When this one goes, the kernel moves such a
+        device back (one made by `ip link add`, like a veth, is deleted)."""
+        self.agent.call("take", ns=self.name, ifname=ifname)
+
+    def neighbour(self, ip: str, mac: str, ifname: str) -> None:
+        """A permanent neighbour entry: `ip` is at `mac` via `ifname`, so
+        no ARP request goes out for it."""
+        self.agent.call("neigh", ns=self.name, ifname=ifname, dst=ip, lladdr=mac)
+
     def route(self, dst: str, gateway: str) -> None:
         self.agent.call("route", ns=self.name, dst=dst, gateway=gateway)
 
@@ -177,10 +192,12 @@ class Topology:
         started there end with the topology too."""
         return Namespace(self.agent, None, self.spawned)
 
-    def netns(self, role: str) -> Namespace:
-        """A new namespace (`lo` up), named kdk-<tag>-<role>."""
+    def netns(self, role: str, ipv6: bool = True) -> Namespace:
+        """A new namespace (`lo` up), named kdk-<tag>-<role>. With
+        `ipv6=False` its interfaces get no IPv6 (and send no router or
+        neighbour solicitations): only a test's own frames go out."""
         ns = Namespace(self.agent, f"{PREFIX}{self.tag}-{role}", self.spawned)
-        self.agent.call("netns", name=ns.name)
+        self.agent.call("netns", name=ns.name, ipv6=ipv6)
         self.namespaces.append(ns)
         return ns
 

@@ -538,7 +538,9 @@ class Kdk:
                 found = g.run(gdb.sections_script(name), timeout=30)
             if found.exit_code == 3:
                 raise KdkError(f"{name} is not loaded in the guest: `kdk load {spec}` first")
-            symbol_file = gdb.symbol_file_command(ko, name, found.stdout.decode())
+            symbol_file = gdb.symbol_file_command(
+                ko, name, found.stdout.decode(), self.backend.state.path / "gdb"
+            )
         vmlinux = gdb.debug_vmlinux(rec.kernel)
         if vmlinux is None:  # the kernel's function names, from the guest (once per kernel)
             image = select_kernel(rec.kernel).image.stat()

@@ -3,9 +3,10 @@
 Every VM has the stub on a unix socket in its state folder (kdk/vm/qemu.py),
 so gdb attaches without a reboot; attaching stops the guest's CPUs until gdb
 continues or detaches (quitting gdb detaches: the guest goes on). A module's
-symbols are loaded with add-symbol-file at the addresses the guest kernel
-gave its sections (/sys/module/NAME/sections), from the .ko file that was
-loaded (its build id is checked against the loaded module's), so
+symbols are loaded with add-symbol-file from a copy of the .ko that was
+loaded (its build id is checked against the loaded module's), linked with
+its sections at the addresses the guest kernel gave them
+(/sys/module/NAME/sections), so
 `break kdkchar_write`, `bt`, `list` and `print` work with source lines.
 
 Kernel symbols need the kernel's debug info: Debian's
@@ -32,6 +33,7 @@ import re
 import shutil
 import signal
 import struct
+import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,11 +133,18 @@ def ko_sections(ko: Path) -> tuple[list[str], str]:
     return names, build_id
 
 
-def symbol_file_command(ko: Path, name: str, guest_output: str) -> str:
+def symbol_file_command(ko: Path, name: str, guest_output: str, folder: Path) -> str:
     """gdb's add-symbol-file for `ko` at the addresses `sections_script`
     printed; KdkError when the loaded module is not built from this file.
-    (Init sections are in too, at the addresses they had before the kernel
-    freed them: left out, gdb would put their symbols at address 0.)"""
+
+    gdb is given a copy of `ko` linked (ld) with each section at its
+    address in the guest, not the .ko with `-s SECTION ADDRESS` options:
+    on Debian 6.12's modules (DWARF 5) gdb 13 relocates the line table of
+    every section as if it were at .text's address, so a line in .text was
+    named after the .init.text function at the same offset. Init sections
+    are in too, at the addresses they had before the kernel freed them.
+    References to the kernel's symbols stay unresolved in the copy: gdb
+    reads code from the guest's memory, not from the file."""
     lines = guest_output.splitlines()
     sections = next((ln.split()[1:] for ln in lines if ln.startswith("sections")), [])
     values = [ln for ln in lines if re.fullmatch(r"0x[0-9a-f]+", ln)]
@@ -147,8 +156,24 @@ def symbol_file_command(ko: Path, name: str, guest_output: str) -> str:
                        f"loaded?): `kdk load {name}` again")  # fmt: skip
     if ".text" not in addresses:
         raise KdkError(f"no .text address for {name} in the guest's /sys/module/{name}/sections")
-    others = [f"-s {s} {addresses[s]}" for s in names if s in addresses and s != ".text"]
-    return " ".join(["add-symbol-file", str(ko), addresses[".text"], *others])
+    ld = shutil.which("ld")
+    if ld is None:
+        raise MissingDependency("ld not found: install the binutils package")
+    # One output section per loaded section, at its address (ld's own script
+    # would merge .text.unlikely into .text, ahead of it).
+    placed = [f"{s} {addresses[s]} : {{ *({s}) }}" for s in names if s in addresses]
+    folder.mkdir(parents=True, exist_ok=True)
+    out, script = folder / f"{name}.elf", folder / f"{name}.ld"
+    script.write_text("SECTIONS {\n" + "\n".join(placed) + "\n}\n")
+    out.unlink(missing_ok=True)
+    # Unresolved kernel symbols make relocations that do not fit: written anyway.
+    argv = [ld, "-o", str(out), "-e", "0", "--unresolved-symbols=ignore-all",
+            "--noinhibit-exec", "--no-check-sections", "-T", str(script), str(ko)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if not out.exists():
+        raise KdkError(f"cannot link {ko} at the guest's addresses for gdb: "
+                       f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")  # fmt: skip
+    return f"add-symbol-file {out}"
 
 
 def gdb_argv(
@@ -169,7 +194,7 @@ def gdb_argv(
     if vmlinux is not None:
         argv.append(str(vmlinux))
     argv += ["-ex", f"target remote {state / GDB_SOCKET}"]
-    if symbol_file:  # confirm off: add-symbol-file with addresses asks (y or n)
+    if symbol_file:  # confirm off: add-symbol-file asks (y or n)
         argv += ["-ex", "set confirm off", "-ex", symbol_file, "-ex", "set confirm on"]
     return [*argv, *args]
 

@@ -16,13 +16,27 @@ from rawnet.fragments.fragments import fragments, overlapping, udp_datagram
 from rawnet.lab import counters
 
 PORT = 6000
+# On SIGTERM the receiver reports what its socket holds still: the echo
+# reply of delivered() says the kernel queued every datagram, not that
+# this process (slow to be scheduled under TCG) has read them yet.
 RECEIVER = f"""
-import socket
+import signal, socket, sys
+def stop(*_):
+    raise SystemExit
+signal.signal(signal.SIGTERM, stop)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", {PORT}))
 print("ready", flush=True)
-while True:
-    print("got", s.recv(65535).hex(), flush=True)
+try:
+    while True:
+        print("got", s.recv(65535).hex(), flush=True)
+except SystemExit:
+    s.setblocking(False)
+    try:
+        while True:
+            print("got", s.recv(65535).hex(), flush=True)
+    except BlockingIOError:
+        pass
 """
 DATA = bytes(range(100))  # 108 bytes with the UDP header: 7 fragments of 16
 

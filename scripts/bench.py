@@ -286,7 +286,7 @@ def main() -> int:
     if not a.no_vagrant:
         rows += vagrant_rows(a.n)
     if a.suite:
-        rows += suite_rows(PROJECT, kernel)
+        rows += suite_rows(PROJECT, kernel, failed)
     rows.insert(0, ("0. `kdk up`, first ever (nothing cached)", [first_up()], None))
     rows.append((PEER, peer, None))
     med = {name: statistics.median(t) for name, t, _ in rows}

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kdk.kernel import Kernel, host_kernels
@@ -39,10 +40,10 @@ OLD = "e20c3af"  # the commit the 75 % target of issue 8 was measured on
 TARGET = 0.75  # today's time for the same tests, at most this share of the old
 RUN_TIMEOUT = 2700.0  # seconds for one side's pytest (the old one: 370 s, 800 s under load)
 DOWN_TIMEOUT = 120.0
-TAIL = 40  # lines of pytest's output shown when a side fails
-SUMMARY = re.compile(r"^=+ (.+) in [\d.]+s")
+SUMMARY = re.compile(r"^=* ?(\d+ \w.*) in [\d.]+s")
 
 Row = tuple[str, list[float], float | None]
+Failed = Callable[[list[str], int | None, str], SystemExit]  # bench.failed
 
 
 def export(project: Path, commit: str, dest: Path) -> Path:
@@ -119,10 +120,11 @@ def only_kernel(keep: Kernel) -> list[str]:
     return [*unshare, "sh", "-c", f'{cover}; shift; exec "$@"', "sh", *others, "--"]
 
 
-def timed_pytest(tree: Path, env: dict[str, str], args: list[str],
-                 prefix: list[str]) -> tuple[float, str]:  # fmt: skip
+def timed_pytest(tree: Path, env: dict[str, str], args: list[str], prefix: list[str],
+                 failed: Failed) -> tuple[float, str]:  # fmt: skip
     """Wall seconds of one pytest run in `tree` and its summary ("167
-    passed"). It must pass: else the bench stops with the output's tail.
+    passed"). It must pass: else the bench stops with the output's tail
+    (exit status None: it ran over RUN_TIMEOUT).
     The side's VM is stopped afterwards whatever happened."""
     argv = [*prefix, python(tree), "-m", "pytest", *args]
     t = time.monotonic()
@@ -132,21 +134,17 @@ def timed_pytest(tree: Path, env: dict[str, str], args: list[str],
         took = time.monotonic() - t
     except subprocess.TimeoutExpired as e:
         out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode(errors="replace")
-        raise SystemExit(f"bench: pytest in {tree} ran over {RUN_TIMEOUT:g} s:\n{tail(out)}") from e
+        raise failed(argv, None, out) from e
     finally:
         subprocess.run([python(tree), "-m", "kdk.cli", "down"], cwd=tree, env=env,
                        capture_output=True, timeout=DOWN_TIMEOUT)  # fmt: skip
     if r.returncode != 0:
-        raise SystemExit(f"bench: pytest in {tree} exited {r.returncode}:\n{tail(r.stdout)}")
+        raise failed(argv, r.returncode, r.stdout)
     lines = [m.group(1) for line in r.stdout.splitlines() if (m := SUMMARY.match(line))]
     return took, lines[-1] if lines else "?"
 
 
-def tail(out: str) -> str:
-    return "\n".join(out.splitlines()[-TAIL:])
-
-
-def suite_rows(project: Path, kernel: Kernel) -> list[Row]:
+def suite_rows(project: Path, kernel: Kernel, failed: Failed) -> list[Row]:
     """11a: e20c3af's suite on its code; 11b: those of its tests that still
     exist, on HEAD's code; both cold, on `kernel` (the host's default)."""
     root = project / ".kdk" / "bench-suite"
@@ -160,8 +158,8 @@ def suite_rows(project: Path, kernel: Kernel) -> list[Row]:
         check_imports_own_kdk(new, new_env)
         old_ids = node_ids(old, old_env)
         ids = still_there(old_ids, node_ids(new, new_env))
-        old_took, old_sum = timed_pytest(old, old_env, [], only_kernel(kernel))
-        new_took, new_sum = timed_pytest(new, new_env, ids, [])
+        old_took, old_sum = timed_pytest(old, old_env, [], only_kernel(kernel), failed)
+        new_took, new_sum = timed_pytest(new, new_env, ids, [], failed)
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=True)
     same = f"{len(ids)} of {OLD}'s {len(old_ids)} still exist"

@@ -249,7 +249,7 @@ def main() -> int:
                     help="leave out the Vagrant backend's rows (they take ~10 min)")  # fmt: skip
     ap.add_argument("--suite", action="store_true",
                     help=f"also run {OLD}'s test suite on its own code and the same tests"
-                    " on today's, each from cold (rows 11a/11b; ~10 min more: off by"
+                    " on today's, each from cold (rows 11a/11b; 10-20 min more: off by"
                     " default; needs root for a mount namespace)")  # fmt: skip
     a = ap.parse_args()
 

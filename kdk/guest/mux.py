@@ -15,7 +15,6 @@ absence tells that from the command's own 255.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 from shlex import quote
 
 from ..errors import GuestHung, GuestTimeout
-from ..vm.state import HOST_ALIAS, KNOWN_HOSTS
+from ..vm.state import HOST_ALIAS, KNOWN_HOSTS, process_alive
 from .ssh import ANSWER_WITHIN, QUIET, Endpoint, Result, command_line
 
 CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
+LOGIN = "ssh.ctl.login"  # the pid of the ssh that starts the master (logging in)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this does not bind
 # How a command that `timeout` ended exits: 124 (TERM), or killed 2 s later
 # with `timeout` itself (ssh says 255 for a command that died of a signal).
@@ -43,10 +43,9 @@ def ssh_argv(ssh: str, ep: Endpoint, state: Path) -> list[str]:
 
 
 def start_master(ep: Endpoint, state: Path) -> None:
-    """Start the master, returning once it has logged in and gone to the
-    background (bounded: a master still logging in after ANSWER_WITHIN
-    seconds is left to finish on its own); without ssh, or with a state
-    folder too deep for a socket, there is none (commands connect)."""
+    """Start the master logging in, in the background (the first command
+    waits for it: see `_wait_login`); without ssh, or with a state folder
+    too deep for a socket, there is none (commands connect)."""
     ssh = shutil.which("ssh")
     control = state / CONTROL
     if ssh is None or ep.netns is not None or len(str(control)) > SOCKET_PATH_MAX:
@@ -56,11 +55,24 @@ def start_master(ep: Endpoint, state: Path) -> None:
              "-o", f"ServerAliveCountMax={round(ANSWER_WITHIN / QUIET)}"]  # fmt: skip
     argv = [*ssh_argv(ssh, ep, state), *alive, "-o", "LogLevel=QUIET", "-M", "-N", "-f",
             "-S", str(control), f"{ep.user}@{ep.host}"]  # fmt: skip
-    # -f: the process exits once logged in, leaving the master behind.
+    # -f: the process exits once logged in (its control socket made),
+    # leaving the master behind; until then LOGIN names it.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(ANSWER_WITHIN)
+    (state / LOGIN).write_text(f"{proc.pid}\n")
+
+
+def _wait_login(state: Path) -> None:
+    """Wait (bounded) while the master `kdk up` started is still logging in."""
+    try:
+        pid = int((state / LOGIN).read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while not (state / CONTROL).exists() and time.monotonic() < deadline:
+        if not process_alive(pid, CONTROL):
+            return
+        time.sleep(0.02)
 
 
 def master_alive(ep: Endpoint, state: Path) -> bool:
@@ -90,7 +102,10 @@ def run(
     the Result (`capture`). GuestTimeout after `timeout` s, GuestHung when
     the master ended meanwhile."""
     ssh = shutil.which("ssh")
-    if ssh is None or not (state / CONTROL).exists():
+    if ssh is None:
+        return None
+    _wait_login(state)
+    if not (state / CONTROL).exists():
         return None  # (a master that died leaves its socket: ssh then connects itself)
     line = command_line(command)
     # The master holds this process's stdout and stderr while the command

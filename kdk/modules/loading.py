@@ -61,7 +61,10 @@ def load_script(
 ) -> str:
     """The script that loads `target` after what it needs; the taint before
     and after goes to stdout after the log records (see api.Kdk.load)."""
-    lines = ["before=$(" + kmsg.LAST_SEQ + ")", "taint=$(cat /proc/sys/kernel/tainted)"]
+    # The taint before and after, read by the awk that reads the log.
+    tainted = 'getline t < "/proc/sys/kernel/tainted"; '
+    lines = ["set -- $(" + kmsg.last_seq(tainted + "print t") + ")",
+             'before=$1; export KDK_TAINT="$2"']  # fmt: skip
     if staged:
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
     lines.append("rc=0")
@@ -74,8 +77,7 @@ def load_script(
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {q(target.name)} "
         f"|| rc={RELOAD_FAILED}",
         f"[ $rc != 0 ] || insmod {shlex.quote(target.path)} {shlex.join(params)} || rc=$?",
-        kmsg.dump_since("before"),
-        'echo "kdk-taint $taint $(cat /proc/sys/kernel/tainted)"',
+        kmsg.dump_since("before", tainted + 'print "kdk-taint " ENVIRON["KDK_TAINT"] " " t'),
         "exit $rc",
     ]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import pytest
 from kdk.errors import BootFailed, KdkError
 from kdk.kernel import Kernel
 from kdk.vm import qemu
+from kdk.vm.state import process_alive
 
 from .conftest import kdk_cli
 
@@ -160,6 +161,10 @@ def test_a_guest_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
     backend.state.console_log.write_bytes(b"[    1.0] acpi PNP0A03:00: fail to add MMCONFIG\r\n")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                              str(backend.state.path)])  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not process_alive(proc.pid, str(backend.state.path)):  # until its exec is done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     try:
         assert backend._wait_ready(proc.pid, 0.3) is False  # `up` then boots once more
         assert proc.wait(timeout=5) != 0

@@ -142,9 +142,11 @@ def build_box(say: Callable[[str], None], force: bool = False) -> tuple[Box, boo
 
 
 def _prune(keep: Box) -> None:
-    """Remove older kdk boxes: their cache folders, and their copies in
-    Vagrant's box store (`vagrant box remove`, which refuses a box that a
-    machine still uses)."""
+    """Remove older kdk boxes' cache folders, and every kdk box in Vagrant's
+    box store: an older one, or a copy of `keep` from before a rebuild under
+    the same name, which Vagrant would go on using (the next `vagrant up`
+    adds `keep` again from its cache folder). Machines made from a removed
+    box keep their own disks."""
     for folder in cache_root().iterdir():
         if folder != keep.path.parent and not folder.name.startswith("."):
             shutil.rmtree(folder, ignore_errors=True)
@@ -153,10 +155,15 @@ def _prune(keep: Box) -> None:
     # From the cache folder: no project Vagrantfile is read (it needs a built box).
     listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True,
                             timeout=60, cwd=cache_root()).stdout  # fmt: skip
-    for name in re.findall(r"^(kdk/\S+)", listed, re.M):
-        if name != keep.name:
-            subprocess.run(["vagrant", "box", "remove", name], capture_output=True, timeout=60,
-                           cwd=cache_root())  # fmt: skip
+    for name in set(re.findall(r"^(kdk/\S+)", listed, re.M)):
+        remove_from_vagrant(name)
+
+
+def remove_from_vagrant(name: str) -> None:
+    """Remove the box `name` from Vagrant's box store (if it is there); the
+    next `vagrant up` adds it again from kdk's cache."""
+    subprocess.run(["vagrant", "box", "remove", "--force", "--all", name],
+                   capture_output=True, timeout=60, cwd=cache_root())  # fmt: skip
 
 
 def write_pointer(state_root: Path, box: Box) -> Path:

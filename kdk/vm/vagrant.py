@@ -42,6 +42,7 @@ VAGRANT_TIMEOUT = 600.0
 HALT_TIMEOUT = 45.0  # a clean poweroff; then the domain is stopped by force
 INFO = "vagrant.json"  # in the VM's state folder: the guest's address and key
 HOST_KEY_PUB = "vagrant_host_key.pub"
+MADE_FROM = "vagrant_made_from.pub"  # the host key of the box the VM's disk was made from
 LOG = "vagrant.log"  # everything the vagrant CLI printed
 
 
@@ -219,6 +220,14 @@ class VagrantBackend:
         boxes.write_pointer(self.state_root, box)  # for plain `vagrant` in the project
         step("libvirt")
         self.libvirt.ensure(say)
+        made_from = self.state.file(MADE_FROM)
+        if (self.state.path / "vagrant").exists() and (
+            not made_from.exists() or made_from.read_bytes() != box.host_key.read_bytes()
+        ):  # a VM kdk never logged in to, or made from a box rebuilt since
+            say("the VM was not made from the current box: making it again")
+            self.vagrant("destroy", "-f", box=box, timeout=120.0)
+            self.libvirt.remove_pool(self.pool)  # with the old box's image in it
+            boxes.remove_from_vagrant(box.name)  # Vagrant's copy may be the old one too
         self.libvirt.ensure_pool(self.pool, self.state.path / "pool")
         log = self.state.console_log
         if log.exists() and log.stat().st_size:  # keep the last boot's (a crash's) log
@@ -239,6 +248,7 @@ class VagrantBackend:
         probe = VMRecord(self.name, pid, int(opts.get("port", "22")), "", "tcg", started, 0.0)
         with Guest(self.endpoint(probe), lambda: True) as g:
             release = g.check("uname -r").stdout.decode().strip()
+        shutil.copyfile(box.host_key, made_from)  # the guest has that box's key: made from it
         rec = VMRecord(self.name, pid, probe.ssh_port, release, "tcg", started,
                        time.time() - started)  # fmt: skip
         self.state.write(rec)
@@ -281,7 +291,7 @@ class VagrantBackend:
                 self.vagrant("destroy", "-f", timeout=120.0)
             self.libvirt.remove_pool(self.pool)
         self.state.clear()
-        for name in (INFO, HOST_KEY_PUB):
+        for name in (INFO, HOST_KEY_PUB, MADE_FROM):
             self.state.file(name).unlink(missing_ok=True)
         shutil.rmtree(machine, ignore_errors=True)
         shutil.rmtree(self.state.path / "pool", ignore_errors=True)

@@ -251,20 +251,26 @@ def main() -> int:
                     help=f"also run {OLD}'s test suite on its own code and the same tests"
                     " on today's, each from cold (rows 11a/11b; 10-20 min more: off by"
                     " default; needs root for a mount namespace)")  # fmt: skip
+    ap.add_argument("--backends", action="store_true",
+                    help="only the rows that set the two backends side by side (QEMU's 1 and"
+                    " 3, Vagrant's 10a-10d: ~10 min), into --out (give another file)")  # fmt: skip
     a = ap.parse_args()
 
     k = Kdk(vm=VM)
     kernel = select_kernel()
     k.down()
+    if a.backends:
+        kdk("up")
+        accel = str(k.status()["accel"])
+        write(a.out, table(kernel.release, accel, a.n, "", backend_rows(k, a.n)))
+        return 0
     # The peer first: if it cannot run here, say so before the long part.
     ko = build(find_module("hello", PROJECT), kernel, k.state / "builds").main_module("hello")
     kdk("up")
     accel = str(k.status()["accel"])
     k.down()
     peer = repeat(a.peer_runs, lambda: vng_cycle(kernel.release, ko, accel))
-    rows: list[tuple[str, list[float], float | None]] = []
-    rows.append(("1. `kdk up`, cold (VM stopped) to ready", repeat(
-        a.n, lambda: kdk("up"), before=lambda: k.down()), 10.0))  # fmt: skip
+    rows = [cold_up_row(k, a.n)]
     k.down()
     rows.append((COLD_CYCLE, repeat(a.n, cold_cycle), 6.0))
     kdk("up")
@@ -272,7 +278,7 @@ def main() -> int:
                  repeat(a.n, lambda: kdk("exec", "--", "true")), 0.35))  # fmt: skip
     rows.append((LIBRARY_EXECS, repeat(a.n, library_execs), 2.0))
     kdk("load", "hello")
-    rows.append((WARM_LOAD, repeat(a.n, lambda: kdk("load", "hello")), 1.0))
+    rows.append(warm_load_row(a.n))
     rows.append(("4. `kdk load hello` after touching hello.c", repeat(
         a.n, lambda: kdk("load", "hello"), before=HELLO_C.touch), 2.5))  # fmt: skip
     kdk("load", "kdkchar")
@@ -291,27 +297,7 @@ def main() -> int:
     rows.append((PEER, peer, None))
     med = {name: statistics.median(t) for name, t, _ in rows}
     warm, cold = med[PEER] / med[WARM_LOAD], med[PEER] / med[COLD_CYCLE]
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` (scripts/bench.py) on {datetime.date.today()}; every figure"
-        " below was measured in that run.",
-        "",
-        f"- machine: {machine()}",
-        f"- guest kernel: {kernel.release}, accel: {accel}",
-        f"- each kdk figure: median of {a.n} runs of the `kdk` command (a new process each,"
-        f" except 2b); virtme-ng: median of {a.peer_runs}",
-        "",
-        "| measure | median | min | max | target | met |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, times, target in rows:
-        m = med[name]
-        met = "" if target is None else ("yes" if m <= target else "**no**")
-        tgt = "" if target is None else f"≤ {target:g} s"
-        lines.append(
-            f"| {name} | {m:.2f} s | {min(times):.2f} s | {max(times):.2f} s | {tgt} | {met} |"
-        )
+    lines = table(kernel.release, accel, a.n, f"; virtme-ng: median of {a.peer_runs}", rows)
     lines += [
         "",
         f"- Like for like, both from a stopped VM (1b against 8): kdk's cycle is"
@@ -325,10 +311,59 @@ def main() -> int:
             f"- Like for like, {OLD}'s tests (11b against 11a): today's code takes"
             f" **{suite[1] / suite[0]:.0%}** of the old time (target ≤ {TARGET:.0%})."
         )
-    lines.append("")
-    a.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write(a.out, lines)
     return 0
+
+
+def backend_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
+    """QEMU's cold up and warm load, then the Vagrant rows, in one run."""
+    rows = [cold_up_row(k, n)]
+    kdk("load", "hello")
+    rows.append(warm_load_row(n))
+    k.down()
+    return rows + vagrant_rows(n)
+
+
+def cold_up_row(k: Kdk, n: int) -> tuple[str, list[float], float | None]:
+    return ("1. `kdk up`, cold (VM stopped) to ready",
+            repeat(n, lambda: kdk("up"), before=lambda: k.down()), 10.0)  # fmt: skip
+
+
+def warm_load_row(n: int) -> tuple[str, list[float], float | None]:
+    return WARM_LOAD, repeat(n, lambda: kdk("load", "hello")), 1.0
+
+
+def table(
+    release: str, accel: str, n: int, peer: str, rows: list[tuple[str, list[float], float | None]]
+) -> list[str]:
+    """The file's head and its table of `rows` (name, times, target)."""
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (scripts/bench.py) on {datetime.date.today()}; every figure"
+        " below was measured in that run.",
+        "",
+        f"- machine: {machine()}",
+        f"- guest kernel: {release}, accel: {accel}",
+        f"- each kdk figure: median of {n} runs of the `kdk` command (a new process each,"
+        f" except 2b){peer}",
+        "",
+        "| measure | median | min | max | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, times, target in rows:
+        m = statistics.median(times)
+        met = "" if target is None else ("yes" if m <= target else "**no**")
+        tgt = "" if target is None else f"≤ {target:g} s"
+        lines.append(
+            f"| {name} | {m:.2f} s | {min(times):.2f} s | {max(times):.2f} s | {tgt} | {met} |"
+        )
+    return lines
+
+
+def write(out: Path, lines: list[str]) -> None:
+    out.write_text("\n".join([*lines, ""]))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

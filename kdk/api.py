@@ -458,7 +458,7 @@ class Kdk:
             name = modinfo(ko).get("name") or module_name(ko.name)
             dependents = [module_name(d.name) for d in deps.Siblings(siblings).dependents(ko)]
             try:
-                plan = self._plan(ko, siblings, *self._build_target(rec))
+                plan = self._plan(ko, siblings, *self._build_target(rec), fresh=False)
                 providers = [module_name(p.name) for p in plan.providers]
             except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
                 pass
@@ -471,12 +471,15 @@ class Kdk:
             raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
         return LoadResult(name, None, log, False)
 
-    def _plan(self, ko: Path, siblings: list[Path], kernel: Kernel, make: Make | None) -> deps.Plan:
+    def _plan(
+        self, ko: Path, siblings: list[Path], kernel: Kernel, make: Make | None, fresh: bool = True
+    ) -> deps.Plan:
         """What `ko` needs loaded first: modules of its folder (else of the
         project) and of the kernel. A provider from the project is found
         among the .ko files its folder holds, which may be a build for
         another kernel (another VM's); the one loaded is that folder's build
-        for `kernel`, made first if there is none."""
+        for `kernel`, made first if there is none (`fresh`; an unload needs
+        only the providers' names, and builds nothing)."""
         folder_of: dict[Path, ModuleSource] = {}
 
         def project() -> list[Path]:
@@ -486,6 +489,8 @@ class Kdk:
 
         symbols = deps.kernel_symbols(self._symbols_dir(kernel))
         plan = deps.plan_in_project(ko, siblings, symbols, project)
+        if not fresh:
+            return plan
         stamps = self.state / "builds"
         providers = [build(folder_of[p], kernel, stamps, make=make).main_module(p.name)
                      if p in folder_of else p for p in plan.providers]  # fmt: skip

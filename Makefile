@@ -25,6 +25,7 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Lint and the tests that need neither a VM nor a kernel build: seconds.
 check: lint

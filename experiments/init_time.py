@@ -22,8 +22,9 @@ HERE = Path(__file__).resolve().parent
 
 def init_times(k: Kdk, modules: list[str]) -> dict[str, tuple[int, int]]:
     """{module: (loads, total nanoseconds in do_init_module)} while loading `modules`."""
-    probes = Probes(kprobes={"do_init_module": "on_entry"},
-                    kretprobes={"do_init_module": "on_return"})  # fmt: skip
+    probes = Probes(
+        kprobes={"do_init_module": "on_entry"}, kretprobes={"do_init_module": "on_return"}
+    )
     with k.bpf(HERE / "init_time.c", probes) as prog:
         for name in modules:
             k.load(name)

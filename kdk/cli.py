@@ -16,14 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .api import Kdk
+from .api import BACKENDS, BootRequest, Kdk
 from .errors import KdkError, MissingDependency
-from .guest import mux
-from .guest.netns import exec_prefix
-from .kernel import select_kernels
-from .modules import kmsg
+from .klog import kmsg
 from .ui import progress, say
-from .vm.choose import BACKENDS
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -34,25 +30,24 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
+    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt)
     if a.dry_run:
-        argv = k.up_command(a.kernel, a.accel, a.ssh_port, a.debug, say=say, libvirt=a.libvirt)
-        print(shlex.join(argv))
+        print(shlex.join(k.up_command(req, say=say)))
         return 0
     with progress("kdk up") as step:
-        rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step, debug=a.debug,
-                           libvirt=a.libvirt)  # fmt: skip
+        rec, booted = k.up(req, say=say, step=step)
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
     if a.debug and not rec.debug:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
-    ep = k.backend.endpoint(rec)
-    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {ep.host}:{ep.port}")
+    info = k.status()
+    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {info['ssh_host']}:{info['ssh_port']}")
     return 0
 
 
 def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
     say("VM stopped" if k.down(destroy=a.destroy) else "the VM was not running")
     if a.destroy:
-        say(f"removed what kdk started for the VM ({k.backend.name} backend)")
+        say(f"removed what kdk started for the VM ({k.status()['backend']} backend)")
     return 0
 
 
@@ -67,8 +62,9 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(info, indent=1))
     elif info["running"]:
-        print(f"running: {info['accel']}, kernel {info['kernel']}, ssh {info['ssh_host']}:"
-              f"{info['ssh_port']}, pid {info['pid']}, up {info['uptime']:.0f} s")  # fmt: skip
+        ssh = f"{info['ssh_host']}:{info['ssh_port']}"
+        print(f"running: {info['accel']}, kernel {info['kernel']}, ssh {ssh}, ", end="")
+        print(f"pid {info['pid']}, up {info['uptime']:.0f} s")
     else:
         print("not running")
     return 0 if info["running"] else 3
@@ -84,23 +80,13 @@ def cmd_ssh(k: Kdk, a: argparse.Namespace) -> int:
     ssh = shutil.which("ssh")
     if ssh is None:
         raise MissingDependency("ssh not found: install the openssh-client package")
-    ep = k.backend.endpoint(k.backend.require())
-    argv = [*exec_prefix(ep.netns), *mux.ssh_argv(ssh, ep, k.backend.state.path),
-            "-o", "LogLevel=ERROR"]  # fmt: skip
-    # The guest's login shell is dash (fast for commands); people get bash.
-    argv += (
-        [f"{ep.user}@{ep.host}", *a.command]
-        if a.command
-        else ["-t", f"{ep.user}@{ep.host}", "exec bash --login"]
-    )
+    argv = k.ssh_argv(a.command, ssh)
     os.execvp(argv[0], argv)
 
 
 def cmd_dmesg(k: Kdk, a: argparse.Namespace) -> int:
     if a.follow:
-        with k.guest() as g:
-            g.run("dmesg -w", timeout=None, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
-        return 0
+        return k.run_here(["dmesg", "-w"])
     _print_log(k.dmesg())
     return 0
 
@@ -161,15 +147,15 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     from . import testrun
 
     if a.kernels:
-        runs = testrun.run_matrix(k, a.modules, select_kernels(a.kernels), a.junit)
+        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit)
         print(f"\n{testrun.matrix_table(runs)}")
         return next((r.code for r in runs if r.code), 0)
     code, tallies = testrun.run(k, a.modules, a.junit)
     print()
     for t in tallies:
         state = "FAIL" if t.failed else ("ok" if t.passed else "none")
-        print(f"{t.name:<12} {state:<4}  {t.passed} passed, {t.failed} failed, "
-              f"{t.skipped} skipped  {t.seconds:6.1f} s")  # fmt: skip
+        counts = f"{t.passed} passed, {t.failed} failed, {t.skipped} skipped"
+        print(f"{t.name:<12} {state:<4}  {counts}  {t.seconds:6.1f} s")
     return code
 
 
@@ -193,10 +179,13 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
     from .trace import functions as trace
 
     code = 0
-    with trace.trace(k, a.module) as t:
-        say(f"tracing {len(t.functions) - len(t.skipped)} functions of {a.module} "
-            f"(probes attached in {t.prog.attach_seconds:.1f} s, "
-            f"of which bcc in the guest {t.prog.compile_seconds:.1f} s)")  # fmt: skip
+    with k.trace(a.module) as t:
+        attach, bcc = t.prog.attach_seconds, t.prog.compile_seconds
+        n = len(t.functions) - len(t.skipped)
+        say(
+            f"tracing {n} functions of {a.module} (probes attached in {attach:.1f} s, "
+            f"of which bcc in the guest {bcc:.1f} s)"
+        )
         try:
             if a.command:
                 code = k.exec(
@@ -218,10 +207,7 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_wire(k: Kdk, a: argparse.Namespace) -> int:
-    from .net import wire
-
-    k.backend.require()
-    print("\n".join(wire.describe(k.backend.state.path)))
+    print("\n".join(k.wire_ends()))
     if a.pcap is not None:
         with k.wire(pcap=a.pcap) as w:
             say(f"recording to {a.pcap}" + ("" if a.duration else "; Ctrl-C ends"))
@@ -239,20 +225,14 @@ def cmd_net(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_gdb(k: Kdk, a: argparse.Namespace) -> int:
-    import subprocess
-
-    from .debug import gdb
-
-    argv = k.gdb_command(a.module, a.command)
-    with gdb.holding(k.backend.state.path):
-        return subprocess.run(argv).returncode
+    return k.gdb(a.module, a.command)
 
 
 def cmd_inspect(k: Kdk, a: argparse.Namespace) -> int:
     from .modules import inspect
 
     if a.disasm:
-        print(inspect.disassemble(k.module_file(a.module, a.kernel), a.disasm), end="")
+        print(k.disassemble(a.module, a.disasm, a.kernel), end="")
         return 0
     ins = k.inspect(a.module, a.kernel)
     print(json.dumps(ins.as_json(), indent=1) if a.json else inspect.format_text(ins))
@@ -266,8 +246,12 @@ def parser() -> argparse.ArgumentParser:
         description="Build, load and watch Linux kernel modules in a throw-away VM.",
         epilog="Start with: kdk up && kdk load hello",
     )
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="say what kdk does (e.g. which make ran, with its argv)")  # fmt: skip
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say what kdk does (e.g. which make ran, with its argv)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def add(
@@ -275,8 +259,13 @@ def parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
-        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="say what kdk does (e.g. which make ran, with its argv)")  # fmt: skip
+        sp.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="say what kdk does (e.g. which make ran, with its argv)",
+        )
         return sp
 
     up = add("up", cmd_up, "boot the VM in the background; returns when it is ready")
@@ -293,23 +282,28 @@ def parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="with the allocator's checks (slub_debug, page_poison)"
     )
     up.add_argument(
-        "--backend", choices=BACKENDS,
+        "--backend",
+        choices=BACKENDS,
         help="qemu (the host's kernel and root) or vagrant (kdk's box, its own kernel); "
-             "remembered by the VM (default: the remembered one, else qemu)",
-    )  # fmt: skip
+        "remembered by the VM (default: the remembered one, else qemu)",
+    )
     up.add_argument(
-        "--libvirt", metavar="kdk|URI[,netns=NS]",
+        "--libvirt",
+        metavar="kdk|URI[,netns=NS]",
         help="vagrant: kdk (its own libvirtd in a namespace it makes; the default) or "
-             "your running libvirt, used as it is: URI (qemu:///system) and the network "
-             "namespace its networks live in (default: the host's); remembered by the VM",
-    )  # fmt: skip
+        "your running libvirt, used as it is: URI (qemu:///system) and the network "
+        "namespace its networks live in (default: the host's); remembered by the VM",
+    )
     up.add_argument(
         "--dry-run", action="store_true", help="print the QEMU command line, boot nothing"
     )
     down = add("down", cmd_down, "stop the VM (nothing in it is kept)")
-    down.add_argument("--destroy", action="store_true",
-                      help="also remove what kdk started for it (Vagrant: domain, volumes, "
-                           "pool; kdk's own libvirt's daemons and namespace)")  # fmt: skip
+    down.add_argument(
+        "--destroy",
+        action="store_true",
+        help="also remove what kdk started for it (Vagrant: domain, volumes, "
+        "pool; kdk's own libvirt's daemons and namespace)",
+    )
     box = add("box", cmd_box, "build kdk's Vagrant box (cached; says where)")
     box.add_argument("action", choices=["build"], help="build (unless cached)")
     box.add_argument("--force", action="store_true", help="build even if cached")
@@ -328,8 +322,10 @@ def parser() -> argparse.ArgumentParser:
         ("unload", cmd_unload, "rmmod, print the log lines it produced"),
     ):
         sp = add(name, func, help)
-        sp.add_argument("module", help="a module folder's or a module's name, a folder "
-                        "(. is this one), or a .ko file")  # fmt: skip
+        sp.add_argument(
+            "module",
+            help="a module folder's or a module's name, a folder (. is this one), or a .ko file",
+        )
         if name == "build":
             sp.add_argument("--kernel", help="kernel release when the VM is not up")
             sp.add_argument("--force", action="store_true", help="build even if nothing changed")
@@ -355,12 +351,20 @@ def parser() -> argparse.ArgumentParser:
     wi.add_argument("--duration", type=float, metavar="S", help="record for S seconds")
     nt = add("net", cmd_net, "network namespaces kdk made in the guest: `kdk net clean`")
     nt.add_argument("action", choices=["clean"], help="clean: remove every one of them")
-    gd = add("gdb", cmd_gdb, "gdb on the running guest kernel, with a loaded module's symbols: "
-             "kdk gdb [MODULE] [-- GDB ARGS...]")  # fmt: skip
+    gd = add(
+        "gdb",
+        cmd_gdb,
+        "gdb on the running guest kernel, with a loaded module's symbols: "
+        "kdk gdb [MODULE] [-- GDB ARGS...]",
+    )
     gd.add_argument("module", nargs="?", help="a module kdk loaded (its symbols at its addresses)")
     gd.set_defaults(command=[])  # what follows `--`: gdb's own arguments
-    ins = add("inspect", cmd_inspect, "what a module's .ko holds (sections, functions, data, "
-              "modinfo) and the kernel symbols it needs; on the host, before any load")  # fmt: skip
+    ins = add(
+        "inspect",
+        cmd_inspect,
+        "what a module's .ko holds (sections, functions, data, "
+        "modinfo) and the kernel symbols it needs; on the host, before any load",
+    )
     ins.add_argument("module", help="name, folder or .ko file (built first if needed)")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.add_argument("--disasm", metavar="FUNC", help="only FUNC's disassembly, with source lines")
@@ -368,13 +372,24 @@ def parser() -> argparse.ArgumentParser:
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
-    te.add_argument("--kernel", dest="kernels", action="append", default=[], metavar="K",
-                    help="on kernel K (a release or a prefix: 6.12) in a VM of its own, "
-                    "not the running one; repeat for several; a module x kernel table "
-                    "ends the output")  # fmt: skip
-    te.add_argument("--kernels", dest="kernels", action="extend", type=lambda s: s.split(","),
-                    metavar="K,K|all",
-                    help="several at once; all: every kernel with headers")  # fmt: skip
+    te.add_argument(
+        "--kernel",
+        dest="kernels",
+        action="append",
+        default=[],
+        metavar="K",
+        help="on kernel K (a release or a prefix: 6.12) in a VM of its own, "
+        "not the running one; repeat for several; a module x kernel table "
+        "ends the output",
+    )
+    te.add_argument(
+        "--kernels",
+        dest="kernels",
+        action="extend",
+        type=lambda s: s.split(","),
+        metavar="K,K|all",
+        help="several at once; all: every kernel with headers",
+    )
     return p
 
 

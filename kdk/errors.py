@@ -37,6 +37,10 @@ class GuestHung(VMLost):
     that no longer schedules)."""
 
 
+class GuestHeld(KdkError):
+    """The guest does not answer because gdb holds it stopped."""
+
+
 class BootFailed(KdkError):
     """The VM did not come up."""
 
@@ -69,3 +73,11 @@ class KernelCrash(KdkError):
     """
 
     exit_code = 4
+
+
+class WireBusy(KdkError):
+    """Another process owns the host end of the packet wire."""
+
+
+class NetError(KdkError):
+    """A step of building or using a topology failed in the guest."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .api import Kdk
 from .errors import KdkError
-from .kernel import Kernel
+from .kernel import select_kernels
 from .project import ModuleSource, find_module
 
 
@@ -77,9 +77,19 @@ def tally(junit: Path, mods: list[ModuleSource]) -> list[Tally]:
 def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) -> int:
     """pytest over the modules' tests, its compact output to stdout as it
     comes, JUnit XML to `xml`; its exit code."""
-    argv = [sys.executable, "-m", "pytest", "-q", "--no-header", "-rfE", "--tb=short",
-            "-p", "no:cacheprovider", f"--junitxml={xml}",
-            *(str(f) for m in mods for f in test_files(m))]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "--no-header",
+        "-rfE",
+        "--tb=short",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={xml}",
+        *(str(f) for m in mods for f in test_files(m)),
+    ]
     return subprocess.run(argv, cwd=k.project, env=dict(os.environ, **env)).returncode
 
 
@@ -105,15 +115,15 @@ class KernelRun:
 
 
 def run_matrix(
-    k: Kdk, names: list[str], kernels: list[Kernel], junit: Path | None = None
+    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None
 ) -> list[KernelRun]:
-    """The same tests on each kernel, one after the other, each in its own
-    VM (`<vm>-<release>`: own state folder and port), booted for the run and
-    stopped after it unless it was up already. `junit` gets one file per
-    kernel, the release added to its name."""
+    """The same tests on each kernel (releases, prefixes or "all"), one
+    after the other, each in its own VM (`<vm>-<release>`: own state folder
+    and port), booted for the run and stopped after it unless it was up
+    already. `junit` gets one file per kernel, the release added to its name."""
     mods = select(k, names)
     runs = []
-    for kernel in kernels:
+    for kernel in select_kernels(kernels):
         vm = f"{k.backend.state.path.name}-{kernel.release}"
         print(f"== {kernel.release} (VM {vm})", flush=True)
         with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:

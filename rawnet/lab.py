@@ -22,8 +22,12 @@ STRICT = "CFLAGS=-O2 -Wall -Wextra -Werror"  # a lab's C builds without a warnin
 def build(lab: str, program: str) -> str:
     """Build rawnet/<lab>/<program> from its C source with the lab's
     Makefile (warnings are errors); its path, for the guest too."""
-    r = subprocess.run(["make", "-s", "-C", str(LABS / lab), STRICT, program],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        ["make", "-s", "-C", str(LABS / lab), STRICT, program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, f"building {lab}/{program} failed:\n{r.stdout}{r.stderr}"
     return str(LABS / lab / program)
 

@@ -56,8 +56,13 @@ def kdk(*args: str, expect: int = 0, **env: str) -> float:
     """Seconds one `kdk` command takes; it must exit with `expect`."""
     t = time.monotonic()
     argv = [sys.executable, "-m", "kdk.cli", *args]
-    r = subprocess.run(argv, env=dict(os.environ, KDK_VM=VM, **env), text=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    r = subprocess.run(
+        argv,
+        env=dict(os.environ, KDK_VM=VM, **env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     if r.returncode != expect:
         raise failed(["kdk", *args], r.returncode, r.stdout)
     return time.monotonic() - t
@@ -81,8 +86,9 @@ def trace_attach() -> float:
     argv = [sys.executable, "-m", "kdk.cli", "trace", "kdkchar", "--duration", "0"]
     t = time.monotonic()
     took, output = None, []
-    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:  # fmt: skip
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:  # read to the end: `--duration 0` detaches at once
             output.append(line)
@@ -121,11 +127,17 @@ def debug_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     """`kdk gdb` and `kdk inspect` on the loaded kdkchar (the VM is up)."""
     query = ["gdb", "kdkchar", "--", "-batch", "-ex", "info line kdkchar_write"]
     return [
-        ("5b. `kdk gdb kdkchar` to gdb with its symbols loaded (batch, one query)",
-         repeat(n, lambda: kdk(*query)), None),
-        ("5c. `kdk inspect kdkchar` (built: sections, symbols, modinfo, kernel exports)",
-         repeat(n, lambda: kdk("inspect", "kdkchar")), None),
-    ]  # fmt: skip
+        (
+            "5b. `kdk gdb kdkchar` to gdb with its symbols loaded (batch, one query)",
+            repeat(n, lambda: kdk(*query)),
+            None,
+        ),
+        (
+            "5c. `kdk inspect kdkchar` (built: sections, symbols, modinfo, kernel exports)",
+            repeat(n, lambda: kdk("inspect", "kdkchar")),
+            None,
+        ),
+    ]
 
 
 def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
@@ -135,13 +147,14 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.l2 import Ether
 
-    from kdk.net.fixtures import build_pair
     from kdk.net.topology import NetAgent, Topology
+    from kdk.testing.net import build_pair
 
     def round_trips(count: int = 500) -> float:
         with k.wire() as w:
-            echo = bytes(Ether(src=w.host_mac, dst=w.guest_mac)
-                         / IP(src=w.host_ip, dst=w.guest_ip) / ICMP())  # fmt: skip
+            echo = bytes(
+                Ether(src=w.host_mac, dst=w.guest_mac) / IP(src=w.host_ip, dst=w.guest_ip) / ICMP()
+            )
             t = time.monotonic()
             for _ in range(count):
                 if w.exchange(echo) is None:
@@ -167,12 +180,20 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
         finally:
             agent.close()
 
-    rows = [("9a. the wire: 500 ICMP echo round trips through the guest (≥ 500/s)",
-             repeat(n, round_trips), 1.0),
-            ("9b. two namespaces on a veth pair, first after boot (net agent start)",
-             repeat(3, first_pair), None),
-            ("9b1. of which the net agent, python3 start to ready", [s for s, _ in starts], None),
-            ("9b2. of which its import of pyroute2", [i for _, i in starts], None)]  # fmt: skip
+    rows = [
+        (
+            "9a. the wire: 500 ICMP echo round trips through the guest (≥ 500/s)",
+            repeat(n, round_trips),
+            1.0,
+        ),
+        (
+            "9b. two namespaces on a veth pair, first after boot (net agent start)",
+            repeat(3, first_pair),
+            None,
+        ),
+        ("9b1. of which the net agent, python3 start to ready", [s for s, _ in starts], None),
+        ("9b2. of which its import of pyroute2", [i for _, i in starts], None),
+    ]
     agent = NetAgent(k.guest())
     try:
         warm = repeat(n, lambda: pair(agent))
@@ -192,19 +213,38 @@ def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     VM's storage pool), a warm load, and a crash to a working VM. `kdk down
     --destroy` ends it, which also returns the VM name to QEMU."""
     rows: list[tuple[str, list[float], float | None]] = [
-        ("10a. `kdk box build`, from Debian's archive (Vagrant box)",
-         [kdk("box", "build", "--force")], None),
-        ("10b. `kdk up --backend vagrant`, cold (VM destroyed) to ready", repeat(
-            min(n, 2), lambda: kdk("up", "--backend", "vagrant"),
-            before=lambda: kdk("down", "--destroy")), None),
-    ]  # fmt: skip
+        (
+            "10a. `kdk box build`, from Debian's archive (Vagrant box)",
+            [kdk("box", "build", "--force")],
+            None,
+        ),
+        (
+            "10b. `kdk up --backend vagrant`, cold (VM destroyed) to ready",
+            repeat(
+                min(n, 2),
+                lambda: kdk("up", "--backend", "vagrant"),
+                before=lambda: kdk("down", "--destroy"),
+            ),
+            None,
+        ),
+    ]
     kdk("load", "hello")
-    rows.append(("10c. `kdk load hello` warm, Vagrant backend",
-                 repeat(n, lambda: kdk("load", "hello")), None))  # fmt: skip
+    rows.append(
+        (
+            "10c. `kdk load hello` warm, Vagrant backend",
+            repeat(n, lambda: kdk("load", "hello")),
+            None,
+        )
+    )
     kdk("load", "faulty")
     trigger = "echo null > /sys/kernel/debug/kdk_faulty/trigger"
-    rows.append(("10d. a crash on the Vagrant backend: from the command to a working VM",
-                 [kdk("exec", "--", "sh", "-c", trigger, expect=4)], None))  # fmt: skip
+    rows.append(
+        (
+            "10d. a crash on the Vagrant backend: from the command to a working VM",
+            [kdk("exec", "--", "sh", "-c", trigger, expect=4)],
+            None,
+        )
+    )
     kdk("down", "--destroy")
     return rows
 
@@ -226,16 +266,28 @@ def vng_cycle(release: str, ko: Path, accel_name: str) -> float:
     cmd = f"insmod {ko} && rmmod hello && dmesg | grep hello"
     argv = ["vng", *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd]
     t = time.monotonic()
-    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       stdin=subprocess.DEVNULL, env=env, text=True)  # fmt: skip
+    r = subprocess.run(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
     if r.returncode != 0:
         raise failed(argv, r.returncode, r.stdout)
     return time.monotonic() - t
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
     return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, host kernel {platform.release()}"
 
@@ -245,15 +297,24 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=5, help="runs per kdk figure (median)")
     ap.add_argument("--peer-runs", type=int, default=3, help="runs of the virtme-ng cycle")
     ap.add_argument("--out", type=Path, default=PROJECT / "BENCHMARKS.md")
-    ap.add_argument("--no-vagrant", action="store_true",
-                    help="leave out the Vagrant backend's rows (they take ~10 min)")  # fmt: skip
-    ap.add_argument("--suite", action="store_true",
-                    help=f"also run {OLD}'s test suite on its own code and the same tests"
-                    " on today's, each from cold (rows 11a/11b; 10-20 min more: off by"
-                    " default; needs root for a mount namespace)")  # fmt: skip
-    ap.add_argument("--backends", action="store_true",
-                    help="only the rows that set the two backends side by side (QEMU's 1 and"
-                    " 3, Vagrant's 10a-10d: ~10 min), into --out (give another file)")  # fmt: skip
+    ap.add_argument(
+        "--no-vagrant",
+        action="store_true",
+        help="leave out the Vagrant backend's rows (they take ~10 min)",
+    )
+    ap.add_argument(
+        "--suite",
+        action="store_true",
+        help=f"also run {OLD}'s test suite on its own code and the same tests"
+        " on today's, each from cold (rows 11a/11b; 10-20 min more: off by"
+        " default; needs root for a mount namespace)",
+    )
+    ap.add_argument(
+        "--backends",
+        action="store_true",
+        help="only the rows that set the two backends side by side (QEMU's 1 and"
+        " 3, Vagrant's 10a-10d: ~10 min), into --out (give another file)",
+    )
     a = ap.parse_args()
 
     k = Kdk(vm=VM)
@@ -274,16 +335,31 @@ def main() -> int:
     k.down()
     rows.append((COLD_CYCLE, repeat(a.n, cold_cycle), 6.0))
     kdk("up")
-    rows.append(("2. `kdk exec -- true`, a new process, VM running",
-                 repeat(a.n, lambda: kdk("exec", "--", "true")), 0.35))  # fmt: skip
+    rows.append(
+        (
+            "2. `kdk exec -- true`, a new process, VM running",
+            repeat(a.n, lambda: kdk("exec", "--", "true")),
+            0.35,
+        )
+    )
     rows.append((LIBRARY_EXECS, repeat(a.n, library_execs), 2.0))
     kdk("load", "hello")
     rows.append(warm_load_row(a.n))
-    rows.append(("4. `kdk load hello` after touching hello.c", repeat(
-        a.n, lambda: kdk("load", "hello"), before=HELLO_C.touch), 2.5))  # fmt: skip
+    rows.append(
+        (
+            "4. `kdk load hello` after touching hello.c",
+            repeat(a.n, lambda: kdk("load", "hello"), before=HELLO_C.touch),
+            2.5,
+        )
+    )
     kdk("load", "kdkchar")
-    rows.append(("5. `kdk trace kdkchar` to probes attached (8 functions, 16 probes)",
-                 repeat(a.n, trace_attach), 12.0))  # fmt: skip
+    rows.append(
+        (
+            "5. `kdk trace kdkchar` to probes attached (8 functions, 16 probes)",
+            repeat(a.n, trace_attach),
+            12.0,
+        )
+    )
     rows += debug_rows(a.n)
     rows += net_rows(k, a.n)
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
@@ -325,8 +401,11 @@ def backend_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
 
 
 def cold_up_row(k: Kdk, n: int) -> tuple[str, list[float], float | None]:
-    return ("1. `kdk up`, cold (VM stopped) to ready",
-            repeat(n, lambda: kdk("up"), before=lambda: k.down()), 10.0)  # fmt: skip
+    return (
+        "1. `kdk up`, cold (VM stopped) to ready",
+        repeat(n, lambda: kdk("up"), before=lambda: k.down()),
+        10.0,
+    )
 
 
 def warm_load_row(n: int) -> tuple[str, list[float], float | None]:

@@ -51,12 +51,15 @@ def export(project: Path, commit: str, dest: Path) -> Path:
     .kdk/ so that kdk's project discovery stops there, and its venv."""
     subprocess.run(["rm", "-rf", str(dest)], check=True)
     (dest / ".kdk").mkdir(parents=True)
-    tar = subprocess.run(["git", "-C", str(project), "archive", commit],
-                         check=True, capture_output=True).stdout  # fmt: skip
+    tar = subprocess.run(
+        ["git", "-C", str(project), "archive", commit], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
     venv = dest / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
     site = sysconfig.get_path("purelib", "venv", vars={"base": str(venv)})
     Path(site, "kdk-bench.pth").write_text(f"{dest}\n{sysconfig.get_path('purelib')}\n")
     return dest
@@ -76,8 +79,9 @@ def side_env(vm: str) -> dict[str, str]:
 def check_imports_own_kdk(tree: Path, env: dict[str, str]) -> None:
     """Stop unless the plugin module pytest would load is the export's."""
     argv = [python(tree), "-c", "import kdk.testing; print(kdk.testing.__file__)"]
-    got = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True,
-                         timeout=60).stdout.strip()  # fmt: skip
+    got = subprocess.run(
+        argv, cwd=tree, env=env, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
     if not got.startswith(f"{tree}/"):
         raise SystemExit(f"bench: the suite run in {tree} would import kdk from {got or '?'}")
 
@@ -85,8 +89,9 @@ def check_imports_own_kdk(tree: Path, env: dict[str, str]) -> None:
 def node_ids(tree: Path, env: dict[str, str]) -> list[str]:
     """The node ids (file::test[param]) pytest collects in `tree`."""
     argv = [python(tree), "-m", "pytest", "--collect-only", "-q"]
-    out = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True,
-                         timeout=300).stdout  # fmt: skip
+    out = subprocess.run(
+        argv, cwd=tree, env=env, capture_output=True, text=True, timeout=300
+    ).stdout
     return [line for line in out.splitlines() if "::" in line]
 
 
@@ -120,8 +125,9 @@ def only_kernel(keep: Kernel) -> list[str]:
     return [*unshare, "sh", "-c", f'{cover}; shift; exec "$@"', "sh", *others, "--"]
 
 
-def timed_pytest(tree: Path, env: dict[str, str], args: list[str], prefix: list[str],
-                 failed: Failed) -> tuple[float, str]:  # fmt: skip
+def timed_pytest(
+    tree: Path, env: dict[str, str], args: list[str], prefix: list[str], failed: Failed
+) -> tuple[float, str]:
     """Wall seconds of one pytest run in `tree` and its summary ("167
     passed"). It must pass: else the bench stops with the output's tail
     (exit status None: it ran over RUN_TIMEOUT).
@@ -129,15 +135,27 @@ def timed_pytest(tree: Path, env: dict[str, str], args: list[str], prefix: list[
     argv = [*prefix, python(tree), "-m", "pytest", *args]
     t = time.monotonic()
     try:
-        r = subprocess.run(argv, cwd=tree, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)  # fmt: skip
+        r = subprocess.run(
+            argv,
+            cwd=tree,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
         took = time.monotonic() - t
     except subprocess.TimeoutExpired as e:
         out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode(errors="replace")
         raise failed(argv, None, out) from e
     finally:
-        subprocess.run([python(tree), "-m", "kdk.cli", "down"], cwd=tree, env=env,
-                       capture_output=True, timeout=DOWN_TIMEOUT)  # fmt: skip
+        subprocess.run(
+            [python(tree), "-m", "kdk.cli", "down"],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            timeout=DOWN_TIMEOUT,
+        )
     if r.returncode != 0:
         raise failed(argv, r.returncode, r.stdout)
     lines = [m.group(1) for line in r.stdout.splitlines() if (m := SUMMARY.match(line))]
@@ -148,8 +166,12 @@ def suite_rows(project: Path, kernel: Kernel, failed: Failed) -> list[Row]:
     """11a: e20c3af's suite on its code; 11b: those of its tests that still
     exist, on HEAD's code; both cold, on `kernel` (the host's default)."""
     root = project / ".kdk" / "bench-suite"
-    head = subprocess.run(["git", "-C", str(project), "rev-parse", "--short", "HEAD"],
-                          check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    head = subprocess.run(
+        ["git", "-C", str(project), "rev-parse", "--short", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     try:
         old = export(project, OLD, root / "old")
         new = export(project, head, root / "new")
@@ -164,8 +186,15 @@ def suite_rows(project: Path, kernel: Kernel, failed: Failed) -> list[Row]:
         subprocess.run(["rm", "-rf", str(root)], check=True)
     same = f"{len(ids)} of {OLD}'s {len(old_ids)} still exist"
     return [
-        (f"11a. `pytest`, {OLD}'s suite on its own code, fresh export, cold VM: {old_sum}",
-         [old_took], None),
-        (f"11b. the same tests on today's code ({head}; {same}), today's pytest set-up,"
-         f" cold VM: {new_sum}", [new_took], round(TARGET * old_took)),
-    ]  # fmt: skip
+        (
+            f"11a. `pytest`, {OLD}'s suite on its own code, fresh export, cold VM: {old_sum}",
+            [old_took],
+            None,
+        ),
+        (
+            f"11b. the same tests on today's code ({head}; {same}), today's pytest set-up,"
+            f" cold VM: {new_sum}",
+            [new_took],
+            round(TARGET * old_took),
+        ),
+    ]

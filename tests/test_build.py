@@ -126,8 +126,10 @@ def test_a_classic_makefile_builds_with_its_own_make(tmp_path: Path, host_kernel
     folder = classic(tmp_path)
     plain = subprocess.run(
         ["make", "-C", str(host_kernel.build_dir), f"M={folder}", "modules"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert plain.returncode != 0 and "classic.h" in plain.stdout + plain.stderr
     src = ModuleSource("classic", folder)
     built = build(src, host_kernel, tmp_path / "stamps")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdk.kernel import Kernel
+from kdk.state import StateDir, VMRecord
 from kdk.vm import qemu
-from kdk.vm.state import StateDir, VMRecord
 
 
 def kernel_with_config(tmp_path: Path, *options: str) -> Kernel:
@@ -15,8 +15,9 @@ def kernel_with_config(tmp_path: Path, *options: str) -> Kernel:
 
 
 def test_debug_turns_on_what_the_kernel_was_built_with(tmp_path: Path) -> None:
-    debian61 = kernel_with_config(tmp_path, "CONFIG_SLUB_DEBUG=y", "CONFIG_PAGE_POISONING=y",
-                                  "# CONFIG_KFENCE is not set")  # fmt: skip
+    debian61 = kernel_with_config(
+        tmp_path, "CONFIG_SLUB_DEBUG=y", "CONFIG_PAGE_POISONING=y", "# CONFIG_KFENCE is not set"
+    )
     assert qemu.debug_cmdline(debian61) == ["slub_debug=FZPU", "page_poison=1"]
     debian612 = kernel_with_config(tmp_path, "CONFIG_SLUB_DEBUG=y", "CONFIG_KFENCE=y")
     assert qemu.debug_cmdline(debian612) == ["slub_debug=FZPU", "kfence.sample_interval=100"]
@@ -24,25 +25,46 @@ def test_debug_turns_on_what_the_kernel_was_built_with(tmp_path: Path) -> None:
 
 def test_debug_is_on_the_kernel_command_line_only_when_asked(tmp_path: Path) -> None:
     kernel = kernel_with_config(tmp_path, "CONFIG_SLUB_DEBUG=y")
-    cfg = qemu.QemuConfig(kernel, Path("/c/vmlinux"), Path("/c/initrd"), Path("/p"),
-                          Path("/p/.kdk/vms/default"), "tcg", 2222)  # fmt: skip
+    cfg = qemu.QemuConfig(
+        kernel,
+        Path("/c/vmlinux"),
+        Path("/c/initrd"),
+        Path("/p"),
+        Path("/p/.kdk/vms/default"),
+        "tcg",
+        2222,
+    )
     assert "slub_debug=FZPU" not in qemu.kernel_cmdline(cfg).split()
-    cfg = qemu.QemuConfig(kernel, Path("/c/vmlinux"), Path("/c/initrd"), Path("/p"),
-                          Path("/p/.kdk/vms/default"), "tcg", 2222, debug=True)  # fmt: skip
+    cfg = qemu.QemuConfig(
+        kernel,
+        Path("/c/vmlinux"),
+        Path("/c/initrd"),
+        Path("/p"),
+        Path("/p/.kdk/vms/default"),
+        "tcg",
+        2222,
+        debug=True,
+    )
     assert "slub_debug=FZPU" in qemu.kernel_cmdline(cfg).split()
 
 
 def test_every_vm_has_a_gdb_stub_on_a_socket_in_its_state_folder() -> None:
     argv = qemu.gdb_stub(Path("/p/.kdk/vms/default"))
-    assert argv == ["-chardev", "socket,id=gdb0,path=/p/.kdk/vms/default/gdb.sock,server=on,"
-                    "wait=off", "-gdb", "chardev:gdb0"]  # fmt: skip
+    assert argv == [
+        "-chardev",
+        "socket,id=gdb0,path=/p/.kdk/vms/default/gdb.sock,server=on,wait=off",
+        "-gdb",
+        "chardev:gdb0",
+    ]
     assert qemu.gdb_stub(Path("/" + "x" * 120)) == []  # too long for a unix socket address
 
 
 def test_a_record_from_before_debug_reads_as_not_debug(tmp_path: Path) -> None:
-    (tmp_path / "vm.json").write_text('{"backend": "qemu", "pid": 1, "ssh_port": 2, '
-                                      '"kernel": "k", "accel": "tcg", "started": 0.0, '
-                                      '"ready_seconds": 1.0}')  # fmt: skip
+    (tmp_path / "vm.json").write_text(
+        '{"backend": "qemu", "pid": 1, "ssh_port": 2, '
+        '"kernel": "k", "accel": "tcg", "started": 0.0, '
+        '"ready_seconds": 1.0}'
+    )
     rec = StateDir(tmp_path).read()
     assert rec is not None and rec == VMRecord("qemu", 1, 2, "k", "tcg", 0.0, 1.0)
     assert rec.debug is False

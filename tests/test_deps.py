@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kdk.kernel import Kernel
-from kdk.modules import kmsg
+from kdk.klog import kmsg
 from kdk.modules.build import build
 from kdk.modules.deps import (
     Siblings,

@@ -16,11 +16,13 @@ from elftools.elf.elffile import ELFFile
 
 from kdk.api import Kdk
 from kdk.debug import gdb
-from kdk.errors import KdkError
+from kdk.errors import GuestHeld, KdkError
 from kdk.guest.ssh import Result
 from kdk.kernel import Kernel
 from kdk.modules.build import build
 from kdk.project import ModuleSource
+from kdk.session import check_not_held
+from kdk.state import GDB_MARKER, gdb_holder
 from kdk.testing import session_vm
 from kdk.ui import say
 
@@ -34,8 +36,15 @@ def test_gdb_attaches_to_the_socket_and_loads_the_module_after_it(tmp_path: Path
     argv = gdb.gdb_argv(tmp_path, Path("/c/vmlinux"), "add-symbol-file m.ko 0x10", ["-batch"])
     assert argv[1:3] == ["-q", "/c/vmlinux"]
     assert argv[3:5] == ["-ex", f"target remote {tmp_path}/gdb.sock"]
-    assert argv[5:] == ["-ex", "set confirm off", "-ex", "add-symbol-file m.ko 0x10",
-                        "-ex", "set confirm on", "-batch"]  # fmt: skip
+    assert argv[5:] == [
+        "-ex",
+        "set confirm off",
+        "-ex",
+        "add-symbol-file m.ko 0x10",
+        "-ex",
+        "set confirm on",
+        "-batch",
+    ]
     bare = gdb.gdb_argv(tmp_path, None, None)
     assert bare[1:] == ["-q", "-ex", f"target remote {tmp_path}/gdb.sock"]
 
@@ -44,14 +53,22 @@ def test_gdb_attaches_to_the_socket_and_loads_the_module_after_it(tmp_path: Path
 def test_sections_at_the_guests_addresses_and_the_build_id_checked(
     tmp_path: Path, kdk_kernel: Kernel
 ) -> None:
-    shutil.copytree(PROJECT / "kmods" / "hello", tmp_path / "hello",
-                    ignore=shutil.ignore_patterns("*.*o"))  # fmt: skip
+    shutil.copytree(
+        PROJECT / "kmods" / "hello", tmp_path / "hello", ignore=shutil.ignore_patterns("*.*o")
+    )
     src = ModuleSource("hello", tmp_path / "hello")
     ko = build(src, kdk_kernel, tmp_path / "stamps").main_module("hello")
     build_id = gdb.ko_sections(ko)[1]
-    guest = "\n".join(["sections .data .init.text .text __versions", "0xffffffffc0204000",
-                       "0xffffffffc0210000", "0xffffffffc0200000", "0xffffffffc0205000",
-                       f"build-id {build_id}"])  # fmt: skip
+    guest = "\n".join(
+        [
+            "sections .data .init.text .text __versions",
+            "0xffffffffc0204000",
+            "0xffffffffc0210000",
+            "0xffffffffc0200000",
+            "0xffffffffc0205000",
+            f"build-id {build_id}",
+        ]
+    )
     cmd = gdb.symbol_file_command(ko, "hello", guest, tmp_path / "gdb")
     linked = tmp_path / "gdb" / "hello.elf"
     assert cmd == f"add-symbol-file {linked}"
@@ -66,29 +83,37 @@ def test_sections_at_the_guests_addresses_and_the_build_id_checked(
 
 
 def test_kernel_function_names_from_kallsyms_in_an_elf_file(tmp_path: Path) -> None:
-    kallsyms = "\n".join(["ffffffff81000000 T _stext", "ffffffff81000040 t early_idt",
-                          "ffffffff81367160 T vfs_write", "ffffffff82000000 D some_data",
-                          "ffffffffc0200000 t kdkchar_write\t[kdkchar]"])  # fmt: skip
+    kallsyms = "\n".join(
+        [
+            "ffffffff81000000 T _stext",
+            "ffffffff81000040 t early_idt",
+            "ffffffff81367160 T vfs_write",
+            "ffffffff82000000 D some_data",
+            "ffffffffc0200000 t kdkchar_write\t[kdkchar]",
+        ]
+    )
     elf = gdb.kallsyms_elf(kallsyms, tmp_path / "k.elf")
     nm = subprocess.run(["nm", "-S", "-n", elf], capture_output=True, text=True, check=True)
     rows = [line.split() for line in nm.stdout.splitlines()]
-    assert [(r[0], r[3]) for r in rows] == [("ffffffff81000000", "_stext"),
-                                            ("ffffffff81000040", "early_idt"),
-                                            ("ffffffff81367160", "vfs_write")]  # fmt: skip
+    assert [(r[0], r[3]) for r in rows] == [
+        ("ffffffff81000000", "_stext"),
+        ("ffffffff81000040", "early_idt"),
+        ("ffffffff81367160", "vfs_write"),
+    ]
     assert int(rows[0][1], 16) == 0x40 and {r[2] for r in rows} == {"T"}
     with pytest.raises(KdkError, match="no kernel symbols"):
         gdb.kallsyms_elf("", tmp_path / "none.elf")
 
 
 def test_a_marker_names_the_live_gdb_session(tmp_path: Path) -> None:
-    assert gdb.holder(tmp_path) is None
+    assert gdb_holder(tmp_path) is None
     with gdb.holding(tmp_path):
-        assert gdb.holder(tmp_path) == os.getpid()
-        with pytest.raises(gdb.GuestHeld, match=r"stopped in gdb \(kdk gdb, pid \d+\)"):
-            gdb.check_not_held(tmp_path, KdkError("no answer"))
-    assert gdb.holder(tmp_path) is None
-    (tmp_path / gdb.MARKER).write_text("999999999\n")  # a gdb that died: not held
-    assert gdb.holder(tmp_path) is None
+        assert gdb_holder(tmp_path) == os.getpid()
+        with pytest.raises(GuestHeld, match=r"stopped in gdb \(kdk gdb, pid \d+\)"):
+            check_not_held(tmp_path, KdkError("no answer"))
+    assert gdb_holder(tmp_path) is None
+    (tmp_path / GDB_MARKER).write_text("999999999\n")  # a gdb that died: not held
+    assert gdb_holder(tmp_path) is None
 
 
 def _pump_lines(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
@@ -117,13 +142,37 @@ def test_a_breakpoint_in_a_loaded_driver_is_hit_by_a_write_from_another_command(
     vm.load("kdkchar")
     fifo = tmp_path / "go-on"
     os.mkfifo(fifo)
-    argv = vm.gdb_command("kdkchar", ["-nx", "-batch", "-ex", "break kdkchar_write",
-                                      "-ex", "continue", "-ex", "bt 2", "-ex", "print count",
-                                      "-ex", f"shell head -c1 {fifo} >/dev/null"])  # fmt: skip
+    argv = vm.gdb_command(
+        "kdkchar",
+        [
+            "-nx",
+            "-batch",
+            "-ex",
+            "break kdkchar_write",
+            "-ex",
+            "continue",
+            "-ex",
+            "bt 2",
+            "-ex",
+            "print count",
+            "-ex",
+            f"shell head -c1 {fifo} >/dev/null",
+        ],
+    )
     written: list[Result] = []
-    writer = threading.Thread(target=lambda: written.append(Kdk(vm=session_vm()).exec(
-        ["python3", "-c", "import os; fd = os.open('/dev/kdkchar0', os.O_WRONLY); "
-                          "print(os.write(fd, b'hello gdb'))"], timeout=120)))  # fmt: skip
+    writer = threading.Thread(
+        target=lambda: written.append(
+            Kdk(vm=session_vm()).exec(
+                [
+                    "python3",
+                    "-c",
+                    "import os; fd = os.open('/dev/kdkchar0', os.O_WRONLY); "
+                    "print(os.write(fd, b'hello gdb'))",
+                ],
+                timeout=120,
+            )
+        )
+    )
     seen: list[str] = []
     with gdb.holding(vm.backend.state.path):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -135,7 +184,7 @@ def test_a_breakpoint_in_a_loaded_driver_is_hit_by_a_write_from_another_command(
             _read_until(lines, "#1  ", seen, 120)  # the backtrace: the guest sits on the breakpoint
             # gdb holds the guest stopped: another command says so, no reboot
             pid = vm.backend.require().pid
-            with pytest.raises(gdb.GuestHeld):
+            with pytest.raises(GuestHeld):
                 Kdk(vm=session_vm(), say=say).exec("true", timeout=60)
             assert vm.backend.require().pid == pid
             with fifo.open("w") as f:  # gdb goes on: detaches at the end of -batch

@@ -77,9 +77,12 @@ def tool(*argv: str | Path) -> str:
 
 def test_sections_are_readelfs(folder: Path, kdk_kernel: Kernel) -> None:
     ko = folder / "prov.ko"
-    rows = re.findall(r"^\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+[0-9a-f]+\s+[0-9a-f]+\s+([0-9a-f]+)"
-                      r"\s+[0-9a-f]+\s+([A-Za-z]*)\s+\d+\s+\d+\s+\d+$",
-                      tool("readelf", "-SW", ko), re.M)  # fmt: skip
+    rows = re.findall(
+        r"^\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+[0-9a-f]+\s+[0-9a-f]+\s+([0-9a-f]+)"
+        r"\s+[0-9a-f]+\s+([A-Za-z]*)\s+\d+\s+\d+\s+\d+$",
+        tool("readelf", "-SW", ko),
+        re.M,
+    )
     expected = [(name, kind, int(size, 16), flags) for name, kind, size, flags in rows]
     got = [(s.name, s.type, s.size, s.flags) for s in inspect(ko, kdk_kernel).sections]
     assert got == expected and len(got) > 20
@@ -96,8 +99,9 @@ def test_functions_data_and_needs_are_readelfs_and_nms(folder: Path, kdk_kernel:
     assert {d.name for d in ins.data} == data
     nm = [line.split() for line in tool("nm", "--defined-only", ko).splitlines()]
     assert {f.name for f in ins.functions} <= {n for _, t, n in nm if t in "Tt"}
-    undefined = {n for t, n in (line.split() for line in tool("nm", "-u", ko).splitlines())
-                 if t == "U"}  # fmt: skip
+    undefined = {
+        n for t, n in (line.split() for line in tool("nm", "-u", ko).splitlines()) if t == "U"
+    }
     assert {n.name for n in ins.needs} == undefined
 
 
@@ -118,8 +122,9 @@ def test_modinfo_is_modinfos(folder: Path, params_ko: Path, kdk_kernel: Kernel) 
         assert ins.aliases == tool("modinfo", "-F", "alias", ko).split()
         assert ",".join(ins.depends) == tool("modinfo", "-F", "depends", ko).rstrip("\n")
         # modinfo prints "name:description (type)", "name:description" when untyped
-        parms = {f"{p.name}:{p.description}" + (f" ({p.type})" if p.type else "")
-                 for p in ins.parameters}  # fmt: skip
+        parms = {
+            f"{p.name}:{p.description}" + (f" ({p.type})" if p.type else "") for p in ins.parameters
+        }
         assert parms == set(tool("modinfo", "-F", "parm", ko).splitlines())
         assert ins.vermagic_matches
     assert inspect(folder / "user.ko", kdk_kernel).depends == ["prov"]

@@ -27,8 +27,12 @@ from .usermods import CLASSIC_LINE, classic
 pytestmark = pytest.mark.vm
 
 
-def run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run(
+    argv: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{argv} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r
@@ -42,8 +46,20 @@ def installed_kdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(PROJECT / "kdk", src / "kdk", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(PROJECT / name, src / name)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(root / "dist"), str(src)])  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(root / "dist"),
+            str(src),
+        ]
+    )
     (wheel,) = (root / "dist").glob("kdk-*.whl")
     run(["/usr/bin/python3", "-m", "venv", str(root / "venv")])
     run([str(root / "venv/bin/pip"), "install", "-q", "--disable-pip-version-check", str(wheel)])

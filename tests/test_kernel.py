@@ -61,8 +61,11 @@ def test_unknown_module_is_named() -> None:
 def test_release_sorting() -> None:
     rels = ["6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-28-amd64", "6.12.1"]
     assert sorted(rels, key=_version_key, reverse=True) == [
-        "6.12.1", "6.1.0-10-amd64", "6.1.0-9-amd64", "5.10.0-28-amd64",
-    ]  # fmt: skip
+        "6.12.1",
+        "6.1.0-10-amd64",
+        "6.1.0-9-amd64",
+        "5.10.0-28-amd64",
+    ]
 
 
 def test_host_kernels_need_headers(tmp_path: Path) -> None:

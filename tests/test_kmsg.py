@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdk.modules import kmsg
+from kdk.klog import kmsg
 
 from .conftest import DATA
 

@@ -26,9 +26,17 @@ ONE_KERNEL = (
     "one kernel with headers: no matrix (scripts/install-deps adds Linux 6.12 on Debian 12)"
 )
 BUILD_PRODUCTS = shutil.ignore_patterns(
-    ".*", "*.o", "*.ko", "*.mod", "*.mod.c", "modules.order", "Module.symvers", "test_*",
-    "__pycache__", "*.md",
-)  # fmt: skip
+    ".*",
+    "*.o",
+    "*.ko",
+    "*.mod",
+    "*.mod.c",
+    "modules.order",
+    "Module.symvers",
+    "test_*",
+    "__pycache__",
+    "*.md",
+)
 
 
 @pytest.mark.kbuild
@@ -45,8 +53,10 @@ def test_every_module_builds_without_a_warning_also_with_w1(kernel: Kernel, tmp_
     (tmp_path / "Kbuild").write_text("".join(kbuild))
     proc = subprocess.run(
         ["make", "-C", str(kernel.build_dir), f"M={tmp_path}", "W=1", "-j2", "modules"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     output = compiler_output(proc.stdout + proc.stderr).strip()
     assert proc.returncode == 0 and output == "", output
     missing = [

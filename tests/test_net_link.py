@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from kdk import inguest
-from kdk.net import link
+from kdk.vm import link
 
 
 def test_sockets_stay_in_the_state_folder_when_their_paths_fit() -> None:
@@ -55,5 +55,6 @@ def test_without_pyroute2_the_net_agent_answers_one_line_naming_it() -> None:
     argv = ["/usr/bin/python3", "-c", code, str(inguest.path("net_agent.py"))]
     hello = '{"op": "hello"}\n'
     out = subprocess.run(argv, input=hello, capture_output=True, text=True, timeout=60)
-    assert json.loads(out.stdout) == {"error": "pyroute2 is missing in the guest: install "
-                                      "Debian's python3-pyroute2 on the host"}  # fmt: skip
+    assert json.loads(out.stdout) == {
+        "error": "pyroute2 is missing in the guest: install Debian's python3-pyroute2 on the host"
+    }

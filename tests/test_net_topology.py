@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from kdk.api import Kdk
-from kdk.net.fixtures import AgentKeeper, Lan, Pair
-from kdk.net.topology import PREFIX, Namespace, NetAgent, NetError, Topology
+from kdk.errors import NetError
+from kdk.net.topology import PREFIX, Namespace, NetAgent, Topology
+from kdk.testing.net import AgentKeeper, Lan, Pair
 
 pytestmark = pytest.mark.vm
 
@@ -76,8 +77,13 @@ def test_a_spawned_server_is_ready_before_the_client_runs(netns_pair: Pair) -> N
     )
     server = netns_pair.b.spawn(["python3", "-c", code])
     server.wait_for("listening")
-    netns_pair.a.check(["python3", "-c", "import socket\n"
-        f"socket.create_connection(('{netns_pair.b_ip}', 7000)).sendall(b'hi')"])  # fmt: skip
+    netns_pair.a.check(
+        [
+            "python3",
+            "-c",
+            f"import socket\nsocket.create_connection(('{netns_pair.b_ip}', 7000)).sendall(b'hi')",
+        ]
+    )
     done = server.finish(timeout=10)
     assert done.ok and done.stdout.decode().split() == ["listening", "hi"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdk.modules import oops, taint
+from kdk.klog import oops
+from kdk.modules import taint
 
 from .conftest import DATA
 
@@ -56,19 +57,21 @@ def test_the_report_block_is_short_and_names_the_log() -> None:
 
 
 def test_lockups_and_faults_without_timestamps() -> None:
-    text = "\n".join([
-        "watchdog: BUG: soft lockup - CPU#1 stuck for 11s! [insmod:170]",
-        "RIP: 0010:spin_forever+0x4/0x10 [spinner]",
-        "Call Trace:",
-        " <TASK>",
-        " spinner_init+0x10/0x20 [spinner]",
-        " do_one_initcall+0x41/0x200",
-        "Kernel panic - not syncing: softlockup: hung tasks",
-        "general protection fault, probably for non-canonical address 0xdead: 0000 [#2] SMP",
-        "RIP: 0010:list_del+0x4/0x10",
-        "Call Trace:",
-        " gp_exit+0x1/0x2 [gp]",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            "watchdog: BUG: soft lockup - CPU#1 stuck for 11s! [insmod:170]",
+            "RIP: 0010:spin_forever+0x4/0x10 [spinner]",
+            "Call Trace:",
+            " <TASK>",
+            " spinner_init+0x10/0x20 [spinner]",
+            " do_one_initcall+0x41/0x200",
+            "Kernel panic - not syncing: softlockup: hung tasks",
+            "general protection fault, probably for non-canonical address 0xdead: 0000 [#2] SMP",
+            "RIP: 0010:list_del+0x4/0x10",
+            "Call Trace:",
+            " gp_exit+0x1/0x2 [gp]",
+        ]
+    )
     lockup, gpf = oops.parse(text)
     assert (lockup.kind, lockup.function, lockup.module) == (
         "soft lockup",
@@ -119,8 +122,11 @@ def test_linux_6_12_slub_reports_and_a_kfence_report() -> None:
     caught the one overflow whose object it had sampled. An excerpt of one
     real boot: the 16 overflow reports before KFENCE's are left out."""
     uaf, overflow, doublefree, kfence = crashes("console-6.12-slub-kfence.log")
-    assert (uaf.kind, uaf.function, uaf.freed) == ("Poison overwritten", "faulty_uaf",
-                                                   "faulty_uaf [faulty]")  # fmt: skip
+    assert (uaf.kind, uaf.function, uaf.freed) == (
+        "Poison overwritten",
+        "faulty_uaf",
+        "faulty_uaf [faulty]",
+    )
     assert (overflow.kind, overflow.function) == ("Right Redzone overwritten", "faulty_overflow")
     assert (doublefree.kind, doublefree.function) == ("Object already free", "faulty_doublefree")
     assert all(c.trace[0] == f"{c.function} [faulty]" for c in (uaf, overflow, doublefree))
@@ -132,10 +138,12 @@ def test_linux_6_12_slub_reports_and_a_kfence_report() -> None:
 
 
 def test_kfence_and_kasan_headlines_name_the_function() -> None:
-    text = "\n".join([
-        "BUG: KFENCE: use-after-free write in faulty_uaf+0x2a/0x60 [faulty]",
-        "BUG: KASAN: slab-out-of-bounds in memcpy_orig.isra.0+0x5/0x10",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            "BUG: KFENCE: use-after-free write in faulty_uaf+0x2a/0x60 [faulty]",
+            "BUG: KASAN: slab-out-of-bounds in memcpy_orig.isra.0+0x5/0x10",
+        ]
+    )
     kfence, kasan = oops.parse(text)
     assert kfence.kind == "BUG: KFENCE: use-after-free write"
     assert (kfence.function, kfence.module) == ("faulty_uaf", "faulty")

@@ -14,8 +14,8 @@ import pytest
 
 from kdk.errors import BootFailed, KdkError
 from kdk.kernel import Kernel
+from kdk.state import process_alive
 from kdk.vm import qemu
-from kdk.vm.state import process_alive
 
 from .conftest import kdk_cli
 
@@ -23,8 +23,15 @@ KERNEL = Kernel("6.1.0-56-amd64", Path("/boot/vmlinuz-6.1.0-56-amd64"), Path("/l
 
 
 def config(accel: str = "tcg") -> qemu.QemuConfig:
-    return qemu.QemuConfig(KERNEL, Path("/c/vmlinux"), Path("/c/initrd"), Path("/p"),
-                           Path("/p/.kdk/vms/default"), accel, 2222)  # fmt: skip
+    return qemu.QemuConfig(
+        KERNEL,
+        Path("/c/vmlinux"),
+        Path("/c/initrd"),
+        Path("/p"),
+        Path("/p/.kdk/vms/default"),
+        accel,
+        2222,
+    )
 
 
 def option(argv: list[str], flag: str) -> list[str]:
@@ -145,8 +152,16 @@ def test_cached_trees_get_a_share_each_and_are_named_to_the_guest(tmp_path: Path
     (tmp_path / "b-2").mkdir()
     trees = qemu.cached_trees((str(tmp_path / "a"), str(tmp_path / "b-*"), "/no/such/tree"))
     assert trees == (tmp_path / "a", tmp_path / "b-1", tmp_path / "b-2")
-    cfg = qemu.QemuConfig(KERNEL, Path("/c/vmlinux"), Path("/c/initrd"), Path("/p"),
-                          Path("/p/s"), "tcg", 2222, cached=trees)  # fmt: skip
+    cfg = qemu.QemuConfig(
+        KERNEL,
+        Path("/c/vmlinux"),
+        Path("/c/initrd"),
+        Path("/p"),
+        Path("/p/s"),
+        "tcg",
+        2222,
+        cached=trees,
+    )
     argv = qemu.qemu_argv(cfg)
     tags = [d.rsplit("mount_tag=", 1)[1] for d in option(argv, "-device") if "kdkcache" in d]
     assert tags == ["kdkcache0", "kdkcache1", "kdkcache2"]
@@ -159,8 +174,9 @@ def test_a_guest_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
     backend = qemu.QemuBackend(tmp_path, tmp_path)
     backend.state.path.mkdir(parents=True)
     backend.state.console_log.write_bytes(b"[    1.0] acpi PNP0A03:00: fail to add MMCONFIG\r\n")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             str(backend.state.path)])  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(backend.state.path)]
+    )
     deadline = time.monotonic() + 10
     while not process_alive(proc.pid, str(backend.state.path)):  # until its exec is done
         assert time.monotonic() < deadline
@@ -180,8 +196,9 @@ def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> N
         b"kdk-failed: sshd is not listening on port 22 after 10 s\r\n"
     )
     # a stand-in for QEMU: a process whose command line names the state folder
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             str(backend.state.path)])  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(backend.state.path)]
+    )
     try:
         with pytest.raises(BootFailed) as err:
             backend._wait_ready(proc.pid, 10.0)

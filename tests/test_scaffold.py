@@ -18,17 +18,25 @@ def kdk_in(
     folder: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The `kdk` command run in `folder`, as a user there would."""
-    return subprocess.run([sys.executable, "-m", "kdk.cli", *args], cwd=folder,
-                          env=dict(os.environ, **(env or {})), capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "kdk.cli", *args],
+        cwd=folder,
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_new_makes_the_files_and_refuses_what_exists(tmp_path: Path) -> None:
     r = kdk_in(tmp_path, "new", "mymod")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "mymod").iterdir()) == [
-        "Kbuild", "Makefile", "mymod.c", "test_mymod.py",
-    ]  # fmt: skip
+        "Kbuild",
+        "Makefile",
+        "mymod.c",
+        "test_mymod.py",
+    ]
     assert "MODULE_LICENSE" in (tmp_path / "mymod" / "mymod.c").read_text()
     again = kdk_in(tmp_path, "new", "mymod", "--char")
     assert again.returncode == 1 and again.stderr.count("\n") == 1
@@ -49,8 +57,11 @@ def test_new_modules_build_without_warnings_also_with_w1(
     assert kdk_in(tmp_path, "new", "fresh", *kind).returncode == 0
     make = subprocess.run(
         ["make", f"KDIR={kernel.build_dir}", "W=1"],
-        cwd=tmp_path / "fresh", capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path / "fresh",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = make.stdout + make.stderr
     assert make.returncode == 0 and (tmp_path / "fresh" / "fresh.ko").exists(), out
     assert "warning" not in out.lower(), out
@@ -58,8 +69,11 @@ def test_new_modules_build_without_warnings_also_with_w1(
 
 @pytest.mark.vm
 def test_generated_tests_pass_in_the_vm(vm: Kdk, scratch: Path) -> None:
-    env = {"KDK_PROJECT": str(scratch), "KDK_STATE": str(vm.state),
-           "KDK_VM": vm.backend.state.path.name}  # fmt: skip
+    env = {
+        "KDK_PROJECT": str(scratch),
+        "KDK_STATE": str(vm.state),
+        "KDK_VM": vm.backend.state.path.name,
+    }
     for args in (["mymod"], ["mydev", "--char"]):
         assert kdk_in(scratch, "new", *args, env=env).returncode == 0
     listed = kdk_in(scratch, "list", env=env)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kdk.vm.state import StateDir, VMRecord, process_alive
+from kdk.state import StateDir, VMRecord, process_alive
 
 REC = VMRecord("qemu", 123, 2222, "6.1.0-56-amd64", "tcg", 1.0, 5.5)
 
@@ -61,10 +61,17 @@ def test_the_lock_lets_one_holder_in_and_the_next_waits_bounded(tmp_path: Path) 
     with sd.lock(timeout=1):
         t = time.monotonic()
         # another process (flock locks are per open file): it gives up in time
-        r = subprocess.run([sys.executable, "-c", "from pathlib import Path\n"
-                            "from kdk.vm.state import StateDir\n"
-                            f"with StateDir(Path({str(sd.path)!r})).lock(timeout=0.5): pass"],
-                           capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from pathlib import Path\n"
+                "from kdk.state import StateDir\n"
+                f"with StateDir(Path({str(sd.path)!r})).lock(timeout=0.5): pass",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode != 0 and "KdkError: another kdk kept" in r.stderr
         assert time.monotonic() - t < 5
     with sd.lock(timeout=0.5):  # released at the end of the block

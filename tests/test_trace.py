@@ -1,4 +1,4 @@
-"""kdk trace and kdk.bpf: parsers and rendering, then real bcc in the guest."""
+"""kdk trace and kdk.trace.bpf: parsers and rendering, then real bcc in the guest."""
 
 from __future__ import annotations
 
@@ -31,10 +31,18 @@ KALLSYMS = (DATA / "kallsyms-kdkchar.txt").read_text()
 
 def test_module_functions_are_text_symbols_one_per_address() -> None:
     functions, skipped = module_functions(KALLSYMS, "kdkchar")
-    assert functions == sorted([
-        "kdkchar_devnode", "kdkchar_open", "kdkchar_ioctl", "kdkchar_teardown_dev",
-        "kdkchar_exit", "kdkchar_write", "kdkchar_read", "kdkchar_poll",
-    ])  # fmt: skip
+    assert functions == sorted(
+        [
+            "kdkchar_devnode",
+            "kdkchar_open",
+            "kdkchar_ioctl",
+            "kdkchar_teardown_dev",
+            "kdkchar_exit",
+            "kdkchar_write",
+            "kdkchar_read",
+            "kdkchar_poll",
+        ]
+    )
     assert "cleanup_module" not in functions  # the alias of kdkchar_exit
     assert "nr_devs" not in functions and "kdkchar_fops" not in functions  # data
     assert skipped == []
@@ -81,8 +89,13 @@ def test_result_table_and_json() -> None:
     assert "skipped m_exit: not traceable" in table
     assert any(line.split()[:3] == ["2048", "->", "4095"] for line in table)  # slot 12
     data = result.as_json()
-    assert data["functions"][0] == {"name": "m_read", "calls": 4, "total_ns": 8000,
-                                    "hist": {"12": 4}, "avg_ns": 2000.0}  # fmt: skip
+    assert data["functions"][0] == {
+        "name": "m_read",
+        "calls": 4,
+        "total_ns": 8000,
+        "hist": {"12": 4},
+        "avg_ns": 2000.0,
+    }
     assert data["skipped"] == [{"function": "m_exit", "reason": "not traceable"}]
 
 
@@ -109,8 +122,10 @@ def test_traced_counts_are_exact_and_match_funccount(vm: Kdk) -> None:
     # bcc's own funccount, started first in the guest, counts the same calls
     # A background job of a script ignores SIGINT; funccount needs it back to
     # print its counts when interrupted.
-    start = ("import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-             "os.execvp('funccount-bpfcc', ['funccount-bpfcc', 'kdkchar_write'])")  # fmt: skip
+    start = (
+        "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execvp('funccount-bpfcc', ['funccount-bpfcc', 'kdkchar_write'])"
+    )
     vm.exec(f'PYTHONUNBUFFERED=1 python3 -c "{start}" > {out} 2>&1 & echo $! > {out}.pid')
     deadline = time.monotonic() + 120
     while b"Tracing" not in vm.exec(["cat", str(out)]).stdout:
@@ -129,8 +144,9 @@ def test_traced_counts_are_exact_and_match_funccount(vm: Kdk) -> None:
     assert counted is not None, report
     assert int(counted.group(1)) == WRITES  # bcc's own tool agrees with kdk
     skipped = {s["function"] for s in result["skipped"]}
-    assert set(calls) | skipped == set(module_functions(
-        vm.exec("cat /proc/kallsyms").stdout.decode(), "kdkchar")[0])  # fmt: skip
+    assert set(calls) | skipped == set(
+        module_functions(vm.exec("cat /proc/kallsyms").stdout.decode(), "kdkchar")[0]
+    )
 
 
 @pytest.mark.vm
@@ -160,8 +176,10 @@ def test_a_program_that_does_not_compile_shows_clangs_errors(vm: Kdk) -> None:
 
 @pytest.mark.vm
 def test_experiment_kdkchar_sizes(vm: Kdk) -> None:
-    workload = ("printf 1234567 > /dev/kdkchar0; head -c 3 /dev/zero > /dev/kdkchar0; "
-                "dd if=/dev/kdkchar0 bs=64 count=1 iflag=nonblock 2>/dev/null")  # fmt: skip
+    workload = (
+        "printf 1234567 > /dev/kdkchar0; head -c 3 /dev/zero > /dev/kdkchar0; "
+        "dd if=/dev/kdkchar0 bs=64 count=1 iflag=nonblock 2>/dev/null"
+    )
     hist = size_histograms(vm, workload)
     assert hist["write"] == {3: 1, 2: 1}  # 7 bytes: slot 3 (4..7); 3 bytes: slot 2 (2..3)
     assert hist["read"] == {7: 1}  # 64 bytes asked for: slot 7 (64..127)

@@ -26,6 +26,7 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import KdkError
+from kdk.state import process_alive
 from kdk.vm import box as boxes
 from kdk.vm.backend import BootRequest
 from kdk.vm.libvirt import (
@@ -46,7 +47,6 @@ from kdk.vm.libvirt import (
     stop_confined,
 )
 from kdk.vm.qemu import QemuBackend
-from kdk.vm.state import process_alive
 from kdk.vm.vagrant import VAGRANTFILE, VagrantBackend, parse_ssh_config
 
 DATA = Path(__file__).parent / "data"
@@ -93,9 +93,12 @@ def test_ssh_config_parsed() -> None:
 
 @pytest.mark.parametrize(
     ("req", "named"),
-    [(BootRequest(accel="kvm"), "--accel kvm"), (BootRequest(ssh_port=2222), "--ssh-port"),
-     (BootRequest(debug=True), "--debug")],
-)  # fmt: skip
+    [
+        (BootRequest(accel="kvm"), "--accel kvm"),
+        (BootRequest(ssh_port=2222), "--ssh-port"),
+        (BootRequest(debug=True), "--debug"),
+    ],
+)
 def test_what_a_vagrant_guest_cannot_honour_is_refused_first(
     tmp_path: Path, req: BootRequest, named: str
 ) -> None:
@@ -107,11 +110,16 @@ def test_what_a_vagrant_guest_cannot_honour_is_refused_first(
 
 @pytest.mark.parametrize(
     ("text", "at"),
-    [("kdk", KDK), ("qemu:///system", LibvirtAt(SYSTEM_URI, None, kdk_owned=False)),
-     ("qemu:///system,netns=theirs", LibvirtAt(SYSTEM_URI, "theirs", kdk_owned=False)),
-     ("qemu:///system?socket=/run/x/sock", LibvirtAt("qemu:///system?socket=/run/x/sock", None,
-                                                      kdk_owned=False))],
-)  # fmt: skip
+    [
+        ("kdk", KDK),
+        ("qemu:///system", LibvirtAt(SYSTEM_URI, None, kdk_owned=False)),
+        ("qemu:///system,netns=theirs", LibvirtAt(SYSTEM_URI, "theirs", kdk_owned=False)),
+        (
+            "qemu:///system?socket=/run/x/sock",
+            LibvirtAt("qemu:///system?socket=/run/x/sock", None, kdk_owned=False),
+        ),
+    ],
+)
 def test_libvirt_choice_parsed_and_remembered(tmp_path: Path, text: str, at: LibvirtAt) -> None:
     assert parse_libvirt(text) == at
     assert str(at) == text
@@ -123,9 +131,15 @@ def test_libvirt_choice_parsed_and_remembered(tmp_path: Path, text: str, at: Lib
 
 
 @pytest.mark.parametrize(
-    "text", ["qemu+ssh://box/system", "qemu:///session", "mine", "qemu:///system,netns=",
-             "qemu:///system,netns=a,b"],
-)  # fmt: skip
+    "text",
+    [
+        "qemu+ssh://box/system",
+        "qemu:///session",
+        "mine",
+        "qemu:///system,netns=",
+        "qemu:///system,netns=a,b",
+    ],
+)
 def test_libvirt_choice_refused_in_one_line(text: str) -> None:
     with pytest.raises(KdkError, match=f"^--libvirt {re.escape(text)}: "):
         parse_libvirt(text)
@@ -180,8 +194,14 @@ def host_net() -> Iterator[dict[str, str]]:
 
 def kdk(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KDK_VM": VM, **env}
-    return subprocess.run([sys.executable, "-m", "kdk.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "kdk.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
 
 
 @real
@@ -205,13 +225,23 @@ def test_plain_vagrant_up_with_the_repository_vagrantfile(
     libvirt.ensure(print)
     pool = "kdk-test-plain"
     libvirt.ensure_pool(pool, tmp_path / "pool")
-    env = dict(os.environ, VAGRANT_CWD=str(REPO), VAGRANT_DOTFILE_PATH=str(tmp_path / "machine"),
-               KDK_POOL=pool, KDK_DOMAIN_PREFIX="kdk-test-plain-",
-               KDK_CONSOLE_LOG=str(tmp_path / "console.log"))  # fmt: skip
+    env = dict(
+        os.environ,
+        VAGRANT_CWD=str(REPO),
+        VAGRANT_DOTFILE_PATH=str(tmp_path / "machine"),
+        KDK_POOL=pool,
+        KDK_DOMAIN_PREFIX="kdk-test-plain-",
+        KDK_CONSOLE_LOG=str(tmp_path / "console.log"),
+    )
 
     def vagrant(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", NETNS, "vagrant", *args, "--no-tty"],
-                              capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+        return subprocess.run(
+            ["ip", "netns", "exec", NETNS, "vagrant", *args, "--no-tty"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
 
     try:
         up = vagrant("up")
@@ -253,8 +283,11 @@ def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
             assert guest.returncode == 0, guest.stderr
             assert "hello: hello, world" in guest.stdout
             release = kdk("exec", "--", "uname", "-r").stdout.strip()
-            info = subprocess.run(["modinfo", "-F", "vermagic", str(folder / "hello.ko")],
-                                  capture_output=True, text=True).stdout  # fmt: skip
+            info = subprocess.run(
+                ["modinfo", "-F", "vermagic", str(folder / "hello.ko")],
+                capture_output=True,
+                text=True,
+            ).stdout
             assert info.split()[0] == release
         finally:
             shutil.rmtree(folder.parent, ignore_errors=True)
@@ -298,8 +331,10 @@ def test_kdk_on_the_users_own_libvirt(host_net: dict[str, str], tmp_path: Path) 
     domain and pool and leaves the user's daemons running."""
     Libvirt().stop_if_idle()  # kdk's own, from the tests before: one libvirtd at a time
     if answers(LIBVIRT_SOCK):
-        pytest.skip(f"a libvirtd answers on {LIBVIRT_SOCK} already (a kdk VM's, or the "
-                    "host's): the test starts the user's own there")  # fmt: skip
+        pytest.skip(
+            f"a libvirtd answers on {LIBVIRT_SOCK} already (a kdk VM's, or the "
+            "host's): the test starts the user's own there"
+        )
     users = "kdk-test-users-libvirt"
     run_dir = tmp_path / "run"
     vm = VM + "-mine"

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from kdk.api import Kdk
+from kdk.api import BootRequest, Kdk
 from kdk.errors import KdkError, LoadFailed, VermagicMismatch
 from kdk.guest import mux
 from kdk.modules.info import modinfo
+from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
-from kdk.vm.state import CMDLINE_FILE, PID_FILE, process_alive
 
 from .conftest import PROJECT, kdk_cli
 from .test_build import copy_hello
@@ -140,8 +140,9 @@ def test_a_module_built_for_another_kernel_is_refused(vm: Kdk, tmp_path: Path) -
     release = modinfo(ko)["vermagic"].split()[0]
     other = "9" * len(release)  # same length, so the ELF stays valid
     patched = tmp_path / "hello.ko"
-    patched.write_bytes(ko.read_bytes().replace(f"vermagic={release}".encode(),
-                                                f"vermagic={other}".encode()))  # fmt: skip
+    patched.write_bytes(
+        ko.read_bytes().replace(f"vermagic={release}".encode(), f"vermagic={other}".encode())
+    )
     with pytest.raises(VermagicMismatch, match=f"built for kernel {other}"):
         vm.load(str(patched))
     r = kdk_cli("load", str(patched))
@@ -221,7 +222,7 @@ def test_a_hung_guest_is_replaced(vm: Kdk) -> None:
 
 def test_a_load_that_warns_reports_the_warning_and_the_new_taint(vm: Kdk, tmp_path: Path) -> None:
     if int(vm.exec("cat /proc/sys/kernel/tainted").stdout) & 1 << 9:
-        vm.reboot(vm.backend.require())  # a W from an earlier test would not be new
+        vm.guest_session.reboot(vm.backend.require())  # a W from an earlier test would not be new
     src = copy_hello(tmp_path, "warner")
     c = src.path / "warner.c"
     c.write_text(c.read_text().replace("return 0;", "WARN_ON(1);\n\treturn 0;"))
@@ -237,8 +238,13 @@ def test_a_guest_stopped_during_a_command_without_timeout_is_replaced(vm: Kdk) -
     rec = vm.backend.require()
     assert vm.exec("true").ok  # vm's connection leads to this VM
     env = dict(os.environ, KDK_VM=vm.backend.state.path.name)
-    proc = subprocess.Popen([sys.executable, "-m", "kdk.cli", "exec", "--", "sleep", "60"],
-                            env=env, cwd=PROJECT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdk.cli", "exec", "--", "sleep", "60"],
+        env=env,
+        cwd=PROJECT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     try:
         time.sleep(3)
@@ -291,7 +297,7 @@ def test_a_boot_that_stalls_is_booted_once_more(vm: Kdk, monkeypatch: pytest.Mon
     said: list[str] = []
     watcher = threading.Thread(target=stop_the_first_qemu)
     watcher.start()
-    rec, booted = vm.up(kernel, say=said.append)
+    rec, booted = vm.up(BootRequest(kernel), say=said.append)
     watcher.join()
     assert booted and stopped and rec.pid != stopped[0]
     assert not process_alive(stopped[0], str(vm.backend.state.path))  # the stalled one is gone

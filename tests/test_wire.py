@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kdk.api import Kdk
-from kdk.net.wire import Wire, WireBusy, owner
+from kdk.errors import WireBusy
+from kdk.net.wire import Wire, owner
 
 from .conftest import PROJECT, kdk_cli
 
@@ -27,15 +28,22 @@ def test_the_guest_answers_arp_icmp_and_tcp(vm: Kdk, tmp_path: Path) -> None:
     with vm.wire(pcap=pcap) as w:
         arp = w.sr1(Ether() / ARP(pdst=w.guest_ip), timeout=5, verbose=0)
         assert arp is not None and arp[ARP].op == 2 and arp[ARP].hwsrc == w.guest_mac
-        echo = w.sr1(Ether() / IP(dst=w.guest_ip) / ICMP(id=7, seq=1) / b"kdk", timeout=5,
-                     verbose=0)  # fmt: skip
+        echo = w.sr1(
+            Ether() / IP(dst=w.guest_ip) / ICMP(id=7, seq=1) / b"kdk", timeout=5, verbose=0
+        )
         assert echo is not None and echo[ICMP].type == 0 and bytes(echo[ICMP].payload) == b"kdk"
-        syn = w.sr1(Ether() / IP(dst=w.guest_ip) / TCP(sport=40000, dport=22, flags="S"),
-                    timeout=5, verbose=0)  # fmt: skip
+        syn = w.sr1(
+            Ether() / IP(dst=w.guest_ip) / TCP(sport=40000, dport=22, flags="S"),
+            timeout=5,
+            verbose=0,
+        )
         assert syn is not None and syn[TCP].flags == "SA"
         w.send(Ether() / IP(dst=w.guest_ip) / TCP(sport=40000, dport=22, flags="R", seq=syn.ack))
-        closed = w.sr1(Ether() / IP(dst=w.guest_ip) / TCP(sport=40001, dport=9, flags="S"),
-                       timeout=5, verbose=0)  # fmt: skip
+        closed = w.sr1(
+            Ether() / IP(dst=w.guest_ip) / TCP(sport=40001, dport=9, flags="S"),
+            timeout=5,
+            verbose=0,
+        )
         assert closed is not None and closed[TCP].flags == "RA"
     # every frame both ways, readable by tcpdump
     read = subprocess.run(["tcpdump", "-r", str(pcap), "-n"], capture_output=True, text=True)
@@ -65,10 +73,18 @@ def test_the_host_end_answers_the_guests_arp_and_a_sniffer_sees_the_request(vm: 
 
 def test_one_owner_at_a_time_and_the_second_is_told_who(vm: Kdk) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom kdk.api import Kdk\n"
-         "w = Kdk().wire(); print('held', flush=True); sys.stdin.read()"],
-        cwd=PROJECT, env=_env(vm), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom kdk.api import Kdk\n"
+            "w = Kdk().wire(); print('held', flush=True); sys.stdin.read()",
+        ],
+        cwd=PROJECT,
+        env=_env(vm),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         assert owner(vm.backend.state.path) == holder.pid

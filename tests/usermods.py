@@ -106,15 +106,27 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 def classic(root: Path) -> Path:
     """root/classic (the module folder) and root/include; the folder."""
-    _write(root, {"classic/Makefile": CLASSIC_MAKEFILE, "classic/classic.c": CLASSIC_C,
-                  "include/classic.h": CLASSIC_H})  # fmt: skip
+    _write(
+        root,
+        {
+            "classic/Makefile": CLASSIC_MAKEFILE,
+            "classic/classic.c": CLASSIC_C,
+            "include/classic.h": CLASSIC_H,
+        },
+    )
     return root / "classic"
 
 
 def pair(root: Path) -> Path:
     """root/pair: kdkprov and kdkuser, built by one Kbuild; the folder."""
-    _write(root, {"pair/Kbuild": "obj-m := kdkprov.o kdkuser.o\n",
-                  "pair/kdkprov.c": PROVIDER_C, "pair/kdkuser.c": USER_C})  # fmt: skip
+    _write(
+        root,
+        {
+            "pair/Kbuild": "obj-m := kdkprov.o kdkuser.o\n",
+            "pair/kdkprov.c": PROVIDER_C,
+            "pair/kdkuser.c": USER_C,
+        },
+    )
     return root / "pair"
 
 
@@ -122,6 +134,13 @@ def split(root: Path) -> tuple[Path, Path]:
     """root/prov (kdkprov) and root/user (kdkuser, which needs kdkprov's
     export); the two folders."""
     user_kbuild = f"obj-m := kdkuser.o\nKBUILD_EXTRA_SYMBOLS := {root}/prov/Module.symvers\n"
-    _write(root, {"prov/Kbuild": "obj-m := kdkprov.o\n", "prov/kdkprov.c": PROVIDER_C,
-                  "user/Kbuild": user_kbuild, "user/kdkuser.c": USER_C})  # fmt: skip
+    _write(
+        root,
+        {
+            "prov/Kbuild": "obj-m := kdkprov.o\n",
+            "prov/kdkprov.c": PROVIDER_C,
+            "user/Kbuild": user_kbuild,
+            "user/kdkuser.c": USER_C,
+        },
+    )
     return root / "prov", root / "user"

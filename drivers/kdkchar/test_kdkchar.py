@@ -1,4 +1,4 @@
-"""kdkchar in the guest, driven from Python through kdk.device."""
+"""kdkchar in the guest, driven from Python through kdk.guest.device."""
 
 from __future__ import annotations
 

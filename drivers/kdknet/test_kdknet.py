@@ -17,7 +17,6 @@ from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.net.topology import Namespace, Topology
 from kdk.testing import sh
-from kdk.trace.functions import trace
 
 pytestmark = pytest.mark.module("kdknet")
 
@@ -185,8 +184,9 @@ def test_af_packet_frames_arrive_whole_and_are_counted(pair: Pair, loaded: Kdk) 
     got = send_frames(loaded, pair, frames)
     assert got["sent"] == [len(f) for f in frames]
     assert [bytes.fromhex(f) for f in got["frames"]] == frames  # byte for byte, in order
-    assert [bytes.fromhex(d) for d in got["datagrams"]] == [bytes(f[UDP].payload) for f in
-                                                            map(Ether, frames)]  # fmt: skip
+    assert [bytes.fromhex(d) for d in got["datagrams"]] == [
+        bytes(f[UDP].payload) for f in map(Ether, frames)
+    ]
     size = sum(map(len, frames))
     assert counters(pair.a, "kdknet0") == expect((7, size, 0), (0, 0, 0))
     assert counters(pair.b, "kdknet1") == expect((0, 0, 0), (7, size, 0))
@@ -207,7 +207,7 @@ def test_af_packet_frames_arrive_whole_and_are_counted(pair: Pair, loaded: Kdk) 
 
 def test_trace_counts_the_xmit_calls(pair: Pair, loaded: Kdk) -> None:
     frames = udp_frames(5)
-    with trace(loaded, "kdknet") as t:
+    with loaded.trace("kdknet") as t:
         got = send_frames(loaded, pair, frames)
         result = t.snapshot(final=True)
     assert len(got["frames"]) == 5

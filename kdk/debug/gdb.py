@@ -39,18 +39,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import KdkError, MissingDependency
-from ..vm.state import GDB_SOCKET, process_alive
+from ..kernel import module_name, select_kernel
+from ..modules.info import modinfo
+from ..session import Session
+from ..state import GDB_MARKER, GDB_SOCKET
 
 GDB = "gdb"
 # The kernel's own functions (t/T) in /proc/kallsyms; modules' are "[name]"-tagged.
 KALLSYMS_SCRIPT = "grep -E ' [tT] ' /proc/kallsyms | grep -v '\\['"
 DEBUG_VMLINUX = Path("/usr/lib/debug/boot")  # where Debian's -dbg package puts vmlinux
-MARKER = "gdb.attached"  # in the state folder while `kdk gdb` runs: its pid
 BUILD_ID = ".note.gnu.build-id"
-
-
-class GuestHeld(KdkError):
-    """The guest does not answer because gdb holds it stopped."""
 
 
 def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
@@ -62,8 +60,11 @@ def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
 def kallsyms_elf(kallsyms: str, target: Path) -> Path:
     """Write `target`: an ELF file that holds only the function symbols of
     `kallsyms` (text from KALLSYMS_SCRIPT), for gdb to name kernel code."""
-    funcs = sorted((int(f[0], 16), f[2]) for f in map(str.split, kallsyms.splitlines())
-                   if len(f) == 3 and f[1] in "tT")  # fmt: skip
+    funcs = sorted(
+        (int(f[0], 16), f[2])
+        for f in map(str.split, kallsyms.splitlines())
+        if len(f) == 3 and f[1] in "tT"
+    )
     if not funcs:
         raise KdkError("no kernel symbols in the guest's /proc/kallsyms")
     low, high = funcs[0][0], funcs[-1][0] + 16
@@ -81,11 +82,13 @@ def kallsyms_elf(kallsyms: str, target: Path) -> Path:
     def section(*fields: int) -> bytes:  # name type flags addr offset size link info align entsize
         return struct.pack("<IIQQQQIIQQ", *fields)
 
-    sections = [section(0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-                section(1, 8, 6, low, 0, high - low, 0, 0, 16, 0),  # .text: NOBITS, AX
-                section(7, 2, 0, 0, offsets[0], len(symtab), 3, 1, 8, 24),
-                section(15, 3, 0, 0, offsets[1], len(names), 0, 0, 1, 0),
-                section(23, 3, 0, 0, offsets[2], len(shstrtab), 0, 0, 1, 0)]  # fmt: skip
+    sections = [
+        section(0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        section(1, 8, 6, low, 0, high - low, 0, 0, 16, 0),  # .text: NOBITS, AX
+        section(7, 2, 0, 0, offsets[0], len(symtab), 3, 1, 8, 24),
+        section(15, 3, 0, 0, offsets[1], len(names), 0, 0, 1, 0),
+        section(23, 3, 0, 0, offsets[2], len(shstrtab), 0, 0, 1, 0),
+    ]
     header = (
         b"\x7fELF\x02\x01\x01"
         + bytes(9)
@@ -108,13 +111,15 @@ def sections_script(name: str) -> str:
     process per file is slow under emulation, and the files answer only a
     read of the whole line (no shell `read`)."""
     notes = f"/sys/module/{name}/notes/{BUILD_ID}"
-    return "\n".join([
-        f"cd /sys/module/{name}/sections 2>/dev/null || exit 3",
-        'names=; for f in .* *; do [ -f "$f" ] && names="$names $f"; done',
-        'echo "sections$names"',
-        "cat $names",
-        f"[ ! -f {notes} ] || echo \"build-id $(od -An -v -tx1 {notes} | tr -d ' \\n')\"",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"cd /sys/module/{name}/sections 2>/dev/null || exit 3",
+            'names=; for f in .* *; do [ -f "$f" ] && names="$names $f"; done',
+            'echo "sections$names"',
+            "cat $names",
+            f"[ ! -f {notes} ] || echo \"build-id $(od -An -v -tx1 {notes} | tr -d ' \\n')\"",
+        ]
+    )
 
 
 def ko_sections(ko: Path) -> tuple[list[str], str]:
@@ -152,8 +157,10 @@ def symbol_file_command(ko: Path, name: str, guest_output: str, folder: Path) ->
     loaded_id = next((ln.split()[1] for ln in lines if ln.startswith("build-id ")), "")
     names, build_id = ko_sections(ko)
     if loaded_id and build_id and loaded_id != build_id:
-        raise KdkError(f"the loaded {name} is not the one in {ko} (rebuilt since it was "
-                       f"loaded?): `kdk load {name}` again")  # fmt: skip
+        raise KdkError(
+            f"the loaded {name} is not the one in {ko} (rebuilt since it was "
+            f"loaded?): `kdk load {name}` again"
+        )
     if ".text" not in addresses:
         raise KdkError(f"no .text address for {name} in the guest's /sys/module/{name}/sections")
     ld = shutil.which("ld")
@@ -167,12 +174,25 @@ def symbol_file_command(ko: Path, name: str, guest_output: str, folder: Path) ->
     script.write_text("SECTIONS {\n" + "\n".join(placed) + "\n}\n")
     out.unlink(missing_ok=True)
     # Unresolved kernel symbols make relocations that do not fit: written anyway.
-    argv = [ld, "-o", str(out), "-e", "0", "--unresolved-symbols=ignore-all",
-            "--noinhibit-exec", "--no-check-sections", "-T", str(script), str(ko)]  # fmt: skip
+    argv = [
+        ld,
+        "-o",
+        str(out),
+        "-e",
+        "0",
+        "--unresolved-symbols=ignore-all",
+        "--noinhibit-exec",
+        "--no-check-sections",
+        "-T",
+        str(script),
+        str(ko),
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if not out.exists():
-        raise KdkError(f"cannot link {ko} at the guest's addresses for gdb: "
-                       f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")  # fmt: skip
+        raise KdkError(
+            f"cannot link {ko} at the guest's addresses for gdb: "
+            f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+        )
     return f"add-symbol-file {out}"
 
 
@@ -199,29 +219,43 @@ def gdb_argv(
     return [*argv, *args]
 
 
-def holder(state: Path) -> int | None:
-    """The pid of the `kdk gdb` attached to the VM of `state`, if one is."""
-    try:
-        pid = int((state / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if process_alive(pid, "") else None
+def command(session: Session, ko: Path | None, cache: Path, args: Sequence[str] = ()) -> list[str]:
+    """The gdb command line attached to the session's guest, with the
+    symbols of module `ko` where the guest loaded it; the kernel's own from
+    its -dbg package, else from the guest's /proc/kallsyms (an ELF file of
+    symbols made once per kernel in `cache`). `args` are gdb's own."""
+    rec = session.backend.require()
+    state = session.backend.state.path
+    symbol_file = None
+    if ko is not None:
+        name = modinfo(ko).get("name") or module_name(ko.name)
+        with session.guest() as g:
+            found = g.run(sections_script(name), timeout=30)
+        if found.exit_code == 3:
+            raise KdkError(f"{name} is not loaded in the guest: `kdk load {name}` first")
+        symbol_file = symbol_file_command(ko, name, found.stdout.decode(), state / "gdb")
+    vmlinux = debug_vmlinux(rec.kernel)
+    if vmlinux is None:
+        image = select_kernel(rec.kernel).image.stat()
+        vmlinux = cache / f"kallsyms-{rec.kernel}-{image.st_mtime_ns}.elf"
+        if not vmlinux.exists():
+            with session.guest() as g:
+                text = g.check(KALLSYMS_SCRIPT, timeout=120).stdout.decode()
+            kallsyms_elf(text, vmlinux)
+    return gdb_argv(state, vmlinux, symbol_file, args)
 
 
-def check_not_held(state: Path, error: KdkError) -> None:
-    """Raise GuestHeld instead of `error` (the guest did not answer) when
-    gdb is attached: it may hold the guest stopped, which is not a hang."""
-    pid = holder(state)
-    if pid is not None:
-        raise GuestHeld(f"{error}: the guest may be stopped in gdb (kdk gdb, pid {pid}); "
-                        "continue or quit gdb there") from None  # fmt: skip
+def run(argv: list[str], state: Path) -> int:
+    """Run gdb (`argv`, from `command`) on the terminal; its exit code."""
+    with holding(state):
+        return subprocess.run(argv).returncode
 
 
 @contextmanager
 def holding(state: Path) -> Iterator[None]:
     """While the block runs (gdb attached): the marker names this process,
     and Ctrl-C goes to gdb (to stop the guest), not to kdk."""
-    marker = state / MARKER
+    marker = state / GDB_MARKER
     marker.write_text(f"{os.getpid()}\n")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

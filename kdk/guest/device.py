@@ -38,8 +38,9 @@ class GuestFile:
 
     def __init__(self, guest: Guest, path: str, flags: int) -> None:
         self.path = path
-        self._agent = guest.start(["python3", "-I", "-S", "-u", "-c", AGENT.read_text()],
-                                  f"the guest process for {path}")  # fmt: skip
+        self._agent = guest.start(
+            ["python3", "-I", "-S", "-u", "-c", AGENT.read_text()], f"the guest process for {path}"
+        )
         self._open = True
         self._call({"op": "open", "path": path, "flags": flags}, timeout=10)
 
@@ -114,8 +115,20 @@ def _ioc(direction: int, kind: int, nr: int, size: int) -> int:
     return direction << 30 | size << 16 | kind << 8 | nr
 
 
-C_SIZES = {"int": 4, "unsigned int": 4, "long": 8, "unsigned long": 8, "char": 1, "short": 2,
-           "__u32": 4, "__s32": 4, "__u64": 8, "__s64": 8, "__u8": 1, "__u16": 2}  # fmt: skip
+C_SIZES = {
+    "int": 4,
+    "unsigned int": 4,
+    "long": 8,
+    "unsigned long": 8,
+    "char": 1,
+    "short": 2,
+    "__u32": 4,
+    "__s32": 4,
+    "__u64": 8,
+    "__s64": 8,
+    "__u8": 1,
+    "__u16": 2,
+}
 
 
 def ioctl_numbers(header: Path) -> dict[str, int]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from shlex import quote
 
 from ..errors import GuestHung, GuestTimeout
-from ..vm.state import HOST_ALIAS, KNOWN_HOSTS, process_alive
+from ..state import HOST_ALIAS, KNOWN_HOSTS, process_alive
+from .netns import exec_prefix
 from .ssh import ANSWER_WITHIN, QUIET, Endpoint, Result, command_line
 
 CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
@@ -37,9 +38,33 @@ TIMED_OUT = (124, 255)
 def ssh_argv(ssh: str, ep: Endpoint, state: Path) -> list[str]:
     """OpenSSH's command line up to the destination: kdk's key, and the
     guest's host key pinned through the state folder's known_hosts."""
-    return [ssh, "-i", str(ep.key), "-p", str(ep.port), "-o", "IdentitiesOnly=yes",
-            "-o", f"HostKeyAlias={HOST_ALIAS}", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={state / KNOWN_HOSTS}", "-o", "BatchMode=yes"]  # fmt: skip
+    return [
+        ssh,
+        "-i",
+        str(ep.key),
+        "-p",
+        str(ep.port),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"HostKeyAlias={HOST_ALIAS}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={state / KNOWN_HOSTS}",
+        "-o",
+        "BatchMode=yes",
+    ]
+
+
+def login_argv(ssh: str, ep: Endpoint, state: Path, command: Sequence[str]) -> list[str]:
+    """`kdk ssh`: OpenSSH into the guest (in its network namespace, for a
+    guest reached through one) running `command`, else an interactive bash
+    (the guest's login shell is dash: fast for commands)."""
+    argv = [*exec_prefix(ep.netns), *ssh_argv(ssh, ep, state), "-o", "LogLevel=ERROR"]
+    if command:
+        return [*argv, f"{ep.user}@{ep.host}", *command]
+    return [*argv, "-t", f"{ep.user}@{ep.host}", "exec bash --login"]
 
 
 def start_master(ep: Endpoint, state: Path) -> None:
@@ -51,14 +76,33 @@ def start_master(ep: Endpoint, state: Path) -> None:
     if ssh is None or ep.netns is not None or len(str(control)) > SOCKET_PATH_MAX:
         return
     control.unlink(missing_ok=True)
-    alive = ["-o", f"ServerAliveInterval={QUIET:g}",
-             "-o", f"ServerAliveCountMax={round(ANSWER_WITHIN / QUIET)}"]  # fmt: skip
-    argv = [*ssh_argv(ssh, ep, state), *alive, "-o", "LogLevel=QUIET", "-M", "-N", "-f",
-            "-S", str(control), f"{ep.user}@{ep.host}"]  # fmt: skip
+    alive = [
+        "-o",
+        f"ServerAliveInterval={QUIET:g}",
+        "-o",
+        f"ServerAliveCountMax={round(ANSWER_WITHIN / QUIET)}",
+    ]
+    argv = [
+        *ssh_argv(ssh, ep, state),
+        *alive,
+        "-o",
+        "LogLevel=QUIET",
+        "-M",
+        "-N",
+        "-f",
+        "-S",
+        str(control),
+        f"{ep.user}@{ep.host}",
+    ]
     # -f: the process exits once logged in (its control socket made),
     # leaving the master behind; until then LOGIN names it.
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     (state / LOGIN).write_text(f"{proc.pid}\n")
 
 
@@ -111,13 +155,24 @@ def run(
     # The master holds this process's stdout and stderr while the command
     # runs, even after this ssh is killed: the guest ends it on time itself.
     remote = line if timeout is None else f"exec timeout -k 2 {timeout:g} sh -c {quote(line)}"
-    argv = [*ssh_argv(ssh, ep, state), "-S", str(state / CONTROL), "-o", "ControlMaster=no",
-            "-o", "LogLevel=QUIET", "-T", *(["-n"] if tty_in and feed is None else []),
-            f"{ep.user}@{ep.host}", remote]  # fmt: skip
+    argv = [
+        *ssh_argv(ssh, ep, state),
+        "-S",
+        str(state / CONTROL),
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "LogLevel=QUIET",
+        "-T",
+        *(["-n"] if tty_in and feed is None else []),
+        f"{ep.user}@{ep.host}",
+        remote,
+    ]
     pipe = subprocess.PIPE if capture else None
     started = time.monotonic()
-    with subprocess.Popen(argv, stdin=None if feed is None else subprocess.PIPE, stdout=pipe,
-                          stderr=pipe) as proc:  # fmt: skip
+    with subprocess.Popen(
+        argv, stdin=None if feed is None else subprocess.PIPE, stdout=pipe, stderr=pipe
+    ) as proc:
         try:
             out, err = proc.communicate(feed, None if timeout is None else timeout + ANSWER_WITHIN)
             code = proc.returncode
@@ -126,8 +181,10 @@ def run(
             out, err = proc.communicate()
             code = 255
     if code == 255 and not master_alive(ep, state):
-        raise GuestHung(f"guest lost during {line!r}: the guest did not answer keepalives "
-                        "(the shared ssh connection ended)")  # fmt: skip
+        raise GuestHung(
+            f"guest lost during {line!r}: the guest did not answer keepalives "
+            "(the shared ssh connection ended)"
+        )
     if timeout is not None and code in TIMED_OUT and time.monotonic() - started >= timeout:
         raise GuestTimeout(f"{line!r} did not finish in {timeout:g} s")
     return Result(code, out or b"", err or b"")

@@ -30,8 +30,9 @@ def connect_tcp(host: str, port: int, timeout: float, netns: str | None = None) 
             try:
                 if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
-                    raise OSError(err, f"cannot enter network namespace {netns}: "
-                                  f"{os.strerror(err)}")  # fmt: skip
+                    raise OSError(
+                        err, f"cannot enter network namespace {netns}: {os.strerror(err)}"
+                    )
             finally:
                 os.close(fd)
             result.append(socket.create_connection((host, port), timeout))

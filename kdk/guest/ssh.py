@@ -112,8 +112,10 @@ class Guest:
         try:
             keytype, blob = ep.host_key.read_text().split()[:2]
         except (OSError, ValueError) as e:
-            raise MissingDependency(f"the guest's host key {ep.host_key} is unreadable ({e}): "
-                                    "run `kdk down` and `kdk up`") from None  # fmt: skip
+            raise MissingDependency(
+                f"the guest's host key {ep.host_key} is unreadable ({e}): "
+                "run `kdk down` and `kdk up`"
+            ) from None
         client = paramiko.SSHClient()
         client.get_host_keys().add(
             known_host_name(ep), keytype, paramiko.PKey.from_type_string(keytype, _b64(blob))

@@ -1,4 +1,4 @@
-"""The guest side of kdk.bpf: compile and attach one BPF program with bcc,
+"""The guest side of kdk.trace.bpf: compile and attach one BPF program with bcc,
 then answer requests for its tables, as JSON lines.
 
 Runs in the guest under /usr/bin/python3 (Debian's python3-bpfcc lives in

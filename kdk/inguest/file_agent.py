@@ -1,4 +1,4 @@
-"""The guest side of kdk.device: one open file, driven by JSON lines.
+"""The guest side of kdk.guest.device: one open file, driven by JSON lines.
 
 Runs in the guest as `python3 -I -S -u -c <this file>` (standard library
 only). Each request on stdin is one JSON object with an "op"; each answer

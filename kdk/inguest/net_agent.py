@@ -40,8 +40,15 @@ IMPORT_START = time.monotonic()
 try:
     from pyroute2 import IPRoute, netns
 except ImportError:
-    sys.stdout.write(json.dumps({"error": "pyroute2 is missing in the guest: install "
-                                 "Debian's python3-pyroute2 on the host"}) + "\n")  # fmt: skip
+    sys.stdout.write(
+        json.dumps(
+            {
+                "error": "pyroute2 is missing in the guest: install "
+                "Debian's python3-pyroute2 on the host"
+            }
+        )
+        + "\n"
+    )
     sys.exit(1)
 
 
@@ -168,8 +175,9 @@ class Agent:
 
     def op_neigh(self, ns: str | None, ifname: str, dst: str, lladdr: str) -> dict[str, Any]:
         """A permanent neighbour entry: `dst` is at MAC `lladdr` (no ARP)."""
-        self.ipr(ns).neigh("add", dst=dst, lladdr=lladdr, ifindex=self.index(ns, ifname),
-                           state=NUD_PERMANENT)  # fmt: skip
+        self.ipr(ns).neigh(
+            "add", dst=dst, lladdr=lladdr, ifindex=self.index(ns, ifname), state=NUD_PERMANENT
+        )
         return {}
 
     def op_route(self, ns: str | None, dst: str, gateway: str) -> dict[str, Any]:
@@ -181,31 +189,41 @@ class Agent:
         out = []
         for msg in self.ipr(ns).get_links():
             stats = msg.get_attr("IFLA_STATS64") or {}
-            out.append({
-                "ifname": msg.get_attr("IFLA_IFNAME"),
-                "index": msg["index"],
-                "address": msg.get_attr("IFLA_ADDRESS"),
-                "state": msg.get_attr("IFLA_OPERSTATE"),
-                "stats": {k: v for k, v in dict(stats).items() if isinstance(v, int)},
-            })  # fmt: skip
+            out.append(
+                {
+                    "ifname": msg.get_attr("IFLA_IFNAME"),
+                    "index": msg["index"],
+                    "address": msg.get_attr("IFLA_ADDRESS"),
+                    "state": msg.get_attr("IFLA_OPERSTATE"),
+                    "stats": {k: v for k, v in dict(stats).items() if isinstance(v, int)},
+                }
+            )
         return {"links": out}
 
     # -- processes -----------------------------------------------------------
     def op_run(
         self, ns: str | None, argv: list[str], timeout: float, input: str | None = None
     ) -> dict[str, Any]:
-        proc = subprocess.run(argv, input=None if input is None else input.encode(),
-                              capture_output=True, timeout=timeout,
-                              preexec_fn=_child_in(ns))  # fmt: skip
-        return {"code": proc.returncode, "stdout": proc.stdout.decode(errors="replace"),
-                "stderr": proc.stderr.decode(errors="replace")}  # fmt: skip
+        proc = subprocess.run(
+            argv,
+            input=None if input is None else input.encode(),
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=_child_in(ns),
+        )
+        return {
+            "code": proc.returncode,
+            "stdout": proc.stdout.decode(errors="replace"),
+            "stderr": proc.stderr.decode(errors="replace"),
+        }
 
     def op_spawn(self, ns: str | None, argv: list[str]) -> dict[str, Any]:
         """Start `argv` in the background; its output goes to files."""
         out = tempfile.mkstemp(prefix="kdk-net-", suffix=".out")
         err = tempfile.mkstemp(prefix="kdk-net-", suffix=".err")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out[0], stderr=err[0],
-                                preexec_fn=_child_in(ns))  # fmt: skip
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out[0], stderr=err[0], preexec_fn=_child_in(ns)
+        )
         os.close(out[0])
         os.close(err[0])
         self.procs[proc.pid] = (proc, out[1], err[1], ns)

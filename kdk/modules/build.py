@@ -22,17 +22,17 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
 from ..kernel import Kernel, module_name
 from ..locks import file_lock
+from ..make import BUILD_TIMEOUT, Make, host_make
 from ..project import ModuleSource
 from .info import modinfo
 
-BUILD_TIMEOUT = 600.0  # seconds; a build still running then is reported, not waited on
 SOURCE_SUFFIXES = (".c", ".h", ".S", ".lds")
 SYSTEM = Path("/usr")  # kernel headers and the compiler's: they change with the release
 SOURCE_NAMES = ("Kbuild", "Makefile", "Kconfig")
@@ -174,22 +174,6 @@ def compiler_output(text: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if not NOISE.match(ln))
 
 
-# Runs a make command (argv, folder to run it in or None) somewhere; (exit
-# status, what it printed). `host_make` by default; a guest's for a kernel
-# whose headers only the guest has (see kdk.api).
-Make = Callable[[list[str], Path | None], tuple[int, str]]
-
-
-def host_make(argv: list[str], cwd: Path | None) -> tuple[int, str]:
-    """Run make on the host."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    if cwd is not None:
-        env["PWD"] = str(cwd)  # Makefiles use $(PWD) for their folder
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=BUILD_TIMEOUT)  # fmt: skip
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 def keep(kos: list[Path], kernel: Kernel, folder: Path) -> list[Path]:
     """Copies of freshly built `kos` in `folder`, each checked to be built for
     `kernel` (a build of the folder for another kernel at the same moment
@@ -199,9 +183,11 @@ def keep(kos: list[Path], kernel: Kernel, folder: Path) -> list[Path]:
     for ko in kos:
         built_for = modinfo(ko).get("vermagic", "").split(" ", 1)[0]
         if built_for != kernel.release:
-            raise BuildFailed(f"{ko} came out built for {built_for or 'no kernel'}, not "
-                              f"{kernel.release}: another build of its folder ran at the "
-                              "same time? Build again")  # fmt: skip
+            raise BuildFailed(
+                f"{ko} came out built for {built_for or 'no kernel'}, not "
+                f"{kernel.release}: another build of its folder ran at the "
+                "same time? Build again"
+            )
         tmp = folder / f".{ko.name}.tmp"
         shutil.copyfile(ko, tmp)
         tmp.replace(folder / ko.name)
@@ -263,8 +249,11 @@ def _build(
         raise KdkError(f"{src.name}: the build made no module (is obj-m set in its Kbuild?)")
     kos = keep(kos, kernel, stamps / kernel.release / f"{src.path.name}-{key[:8]}")
     outside = outside_sources(src.path)
-    record = {"digest": source_digest(src.path, kernel, outside),
-              "modules": [str(k) for k in kos], "outside": [str(p) for p in outside]}  # fmt: skip
+    record = {
+        "digest": source_digest(src.path, kernel, outside),
+        "modules": [str(k) for k in kos],
+        "outside": [str(p) for p in outside],
+    }
     stamps.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(record) + "\n")
     return Built(kos, True, output, tuple(argv), cwd)

@@ -185,5 +185,6 @@ def plan_in_project(
     try:
         return plan(target, Siblings(siblings), kernel)
     except UnresolvedSymbol:
-        return plan(target, Siblings([*siblings, *project()]), kernel,
-                    "the modules built in the project")  # fmt: skip
+        return plan(
+            target, Siblings([*siblings, *project()]), kernel, "the modules built in the project"
+        )

@@ -25,9 +25,20 @@ from .deps import Siblings, kernel_symbols
 from .info import modinfo_entries
 
 # readelf's letters for section flags, in its order
-SECTION_FLAGS = [(0x1, "W"), (0x2, "A"), (0x4, "X"), (0x10, "M"), (0x20, "S"), (0x40, "I"),
-                 (0x80, "L"), (0x100, "O"), (0x200, "G"), (0x400, "T"), (0x800, "C"),
-                 (0x80000000, "E")]  # fmt: skip
+SECTION_FLAGS = [
+    (0x1, "W"),
+    (0x2, "A"),
+    (0x4, "X"),
+    (0x10, "M"),
+    (0x20, "S"),
+    (0x40, "I"),
+    (0x80, "L"),
+    (0x100, "O"),
+    (0x200, "G"),
+    (0x400, "T"),
+    (0x800, "C"),
+    (0x80000000, "E"),
+]
 # Data symbols that modpost and the export macros generate: shown elsewhere
 # (as modinfo and exports), not as the module's own data.
 GENERATED = ("__UNIQUE_ID_", "__ksymtab_", "__kstrtab_", "__kstrtabns_", "__kcrctab_", "__crc_")
@@ -120,8 +131,14 @@ def inspect(ko: Path, kernel: Kernel) -> Inspection:
             elf = ELFFile(f)
             names = [s.name for s in elf.iter_sections()]
             for sec in list(elf.iter_sections())[1:]:
-                sections.append(Section(sec.name, sec["sh_type"].removeprefix("SHT_"),
-                                        sec["sh_size"], _flags(sec["sh_flags"])))  # fmt: skip
+                sections.append(
+                    Section(
+                        sec.name,
+                        sec["sh_type"].removeprefix("SHT_"),
+                        sec["sh_size"],
+                        _flags(sec["sh_flags"]),
+                    )
+                )
             symtab = elf.get_section_by_name(".symtab")
             assert isinstance(symtab, SymbolTableSection)  # ko_symbols checked it
             for sym in symtab.iter_symbols():
@@ -129,12 +146,15 @@ def inspect(ko: Path, kernel: Kernel) -> Inspection:
                 if kind not in ("STT_FUNC", "STT_OBJECT") or not isinstance(index, int):
                     continue
                 section = names[index]
-                marks = (("init", section.startswith(".init.")),
-                         ("exit", section.startswith(".exit.")),
-                         ("exported", sym.name in syms.exports))  # fmt: skip
+                marks = (
+                    ("init", section.startswith(".init.")),
+                    ("exit", section.startswith(".exit.")),
+                    ("exported", sym.name in syms.exports),
+                )
                 binding = sym["st_info"]["bind"].removeprefix("STB_").lower()
-                entry = Symbol(sym.name, section, sym["st_size"], binding,
-                               [tag for tag, yes in marks if yes])  # fmt: skip
+                entry = Symbol(
+                    sym.name, section, sym["st_size"], binding, [tag for tag, yes in marks if yes]
+                )
                 if kind == "STT_FUNC":
                     functions.append(entry)
                 elif not sym.name.startswith(GENERATED):
@@ -174,9 +194,11 @@ def format_text(ins: Inspection) -> str:
     """The human-readable report."""
     info = ins.modinfo
     match = "matches" if ins.vermagic_matches else f"does NOT match {ins.kernel}"
-    lines = [f"{ins.name}: {ins.path}",
-             f"  license: {info.get('license', '(none)')}  vermagic: "
-             f"{info.get('vermagic', '(none)')} ({match})"]  # fmt: skip
+    lines = [
+        f"{ins.name}: {ins.path}",
+        f"  license: {info.get('license', '(none)')}  vermagic: "
+        f"{info.get('vermagic', '(none)')} ({match})",
+    ]
     for key in ("description", "author", "version", "srcversion"):
         if key in info:
             lines.append(f"  {key}: {info[key]}")

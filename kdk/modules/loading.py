@@ -17,7 +17,7 @@ from pathlib import Path
 from shlex import quote as q  # names come from users
 
 from ..errors import LoadFailed
-from . import kmsg
+from ..klog import kmsg
 from .errnos import insmod_reason
 
 STAGE_DIR = "/run/kdk/staged"  # where modules from outside the project are unpacked
@@ -63,16 +63,20 @@ def load_script(
     and after goes to stdout after the log records (see api.Kdk.load)."""
     # The taint before and after, read by the awk that reads the log.
     tainted = 'getline t < "/proc/sys/kernel/tainted"; '
-    lines = ["set -- $(" + kmsg.last_seq(tainted + "print t") + ")",
-             'before=$1; export KDK_TAINT="$2"']  # fmt: skip
+    lines = [
+        "set -- $(" + kmsg.last_seq(tainted + "print t") + ")",
+        'before=$1; export KDK_TAINT="$2"',
+    ]
     if staged:
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
     lines.append("rc=0")
     for m in kernel_modules:
         lines.append(f"[ -d {_sysfs(m)} ] || modprobe -q {q(m)} || rc={MODPROBE_FAILED}")
     for i, p in enumerate(providers):
-        lines.append(f"[ $rc != 0 ] || [ -d {_sysfs(p.name)} ] "
-                     f"|| insmod {shlex.quote(p.path)} || rc={PROVIDER_FAILED + i}")  # fmt: skip
+        lines.append(
+            f"[ $rc != 0 ] || [ -d {_sysfs(p.name)} ] "
+            f"|| insmod {shlex.quote(p.path)} || rc={PROVIDER_FAILED + i}"
+        )
     lines += [
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {q(target.name)} "
         f"|| rc={RELOAD_FAILED}",
@@ -103,14 +107,23 @@ def load_error(
 def unload_script(target: str, dependents: list[str], providers: list[str]) -> str:
     """The script that unloads the loaded modules that use `target` (users
     first), `target`, then its unused providers (the last loaded first)."""
-    unused = (f'[ "$(cat {_sysfs(p)}/refcnt 2>/dev/null)" != 0 ] || rmmod {q(p)}'
-              for p in reversed(providers))  # fmt: skip
-    return "\n".join([
-        "before=$(" + kmsg.LAST_SEQ + ")",
-        f"[ -d {_sysfs(target)} ] || {{ echo {q(target + ' is not loaded')} >&2; exit 1; }}",
-        " && ".join([*(f"{{ [ ! -d {_sysfs(d)} ] || rmmod {q(d)}; }}" for d in dependents),
-                     f"rmmod {q(target)}", *(f"{{ {u}; }}" for u in unused)]),
-        "rc=$?",
-        kmsg.dump_since("before"),
-        "exit $rc",
-    ])  # fmt: skip
+    unused = (
+        f'[ "$(cat {_sysfs(p)}/refcnt 2>/dev/null)" != 0 ] || rmmod {q(p)}'
+        for p in reversed(providers)
+    )
+    return "\n".join(
+        [
+            "before=$(" + kmsg.LAST_SEQ + ")",
+            f"[ -d {_sysfs(target)} ] || {{ echo {q(target + ' is not loaded')} >&2; exit 1; }}",
+            " && ".join(
+                [
+                    *(f"{{ [ ! -d {_sysfs(d)} ] || rmmod {q(d)}; }}" for d in dependents),
+                    f"rmmod {q(target)}",
+                    *(f"{{ {u}; }}" for u in unused),
+                ]
+            ),
+            "rc=$?",
+            kmsg.dump_since("before"),
+            "exit $rc",
+        ]
+    )

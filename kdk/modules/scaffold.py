@@ -19,10 +19,14 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,54}")
 
 
-def new_module(folder: Path, project: Path, char: bool = False) -> list[Path]:
-    """Create `folder` in `project` with a module named like it (a character
-    device with `char`); the files made. Refuses a folder that exists, and
-    one inside a module folder (kdk does not search those for modules)."""
+def new_module(name: str, project: Path, char: bool = False) -> list[Path]:
+    """Create the folder `name` (a path: from the current folder when that
+    is in `project`, else from the project's top) with a module named like
+    it (a character device with `char`); the files made. Refuses a folder
+    that exists, and one inside a module folder (kdk does not search those
+    for modules)."""
+    here = Path.cwd()
+    folder = ((here if here.is_relative_to(project) else project) / name).resolve()
     name = folder.name
     for above in folder.parents:
         if not above.is_relative_to(project):

@@ -1,7 +1,7 @@
 """Networking labs: the wire into the guest, topologies inside it.
 
-`link` holds the wire's fixed addresses and socket paths (no third-party
-imports: the VM backend uses it); `wire` is the host end as a scapy
-socket; `topology` builds network namespaces in the guest through the
-net agent; `fixtures` are the pytest fixtures kdk's plugin exposes.
+`wire` is the host end of the wire as a scapy socket (its fixed addresses
+and socket paths are kdk.vm.link's: the VM backend makes the wire);
+`topology` builds network namespaces in the guest through the net agent.
+Their pytest fixtures are kdk's plugin's (kdk.testing.net).
 """

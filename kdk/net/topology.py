@@ -23,17 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import inguest
-from ..errors import KdkError
+from ..errors import KdkError, NetError
 from ..guest.ssh import Guest, JsonProcess, Result
 
 PREFIX = "kdk-"  # every namespace kdk makes; `kdk net clean` removes them
 AGENT = inguest.path("net_agent.py")
 START_TIMEOUT = 60.0  # python3 + pyroute2 import under TCG: ~4 s, more on a busy machine
 STEP_TIMEOUT = 30.0
-
-
-class NetError(KdkError):
-    """A step of building or using a topology failed in the guest."""
 
 
 class NetAgent:
@@ -96,19 +92,23 @@ class Process:
     def wait_for(self, text: str, timeout: float = 20.0) -> str:
         """Wait until it printed `text` (its ready line); its stdout so far.
         NetError when it ended first or did not print it in time."""
-        a = self.ns.agent.call("wait_output", id=self.id, text=text, timeout=timeout,
-                               _timeout=timeout + STEP_TIMEOUT)  # fmt: skip
+        a = self.ns.agent.call(
+            "wait_output", id=self.id, text=text, timeout=timeout, _timeout=timeout + STEP_TIMEOUT
+        )
         if not a["found"]:
             how = "ended" if a["ended"] else f"did not print it in {timeout:g} s"
-            raise NetError(f"waiting for {text!r} in {self.ns.name}: the program {how}; "
-                           f"stderr: {a['stderr'].strip()[-300:]}")  # fmt: skip
+            raise NetError(
+                f"waiting for {text!r} in {self.ns.name}: the program {how}; "
+                f"stderr: {a['stderr'].strip()[-300:]}"
+            )
         return str(a["stdout"])
 
     def finish(self, timeout: float = 20.0, signal: int = 0) -> Result:
         """Signal it (when `signal`), wait for its end (killed after
         `timeout`); its exit code and output."""
-        a = self.ns.agent.call("finish", id=self.id, timeout=timeout, signal=signal,
-                               _timeout=timeout + STEP_TIMEOUT)  # fmt: skip
+        a = self.ns.agent.call(
+            "finish", id=self.id, timeout=timeout, signal=signal, _timeout=timeout + STEP_TIMEOUT
+        )
         return Result(int(a["code"]), a["stdout"].encode(), a["stderr"].encode())
 
 
@@ -123,16 +123,24 @@ class Namespace:
     def run(self, argv: Sequence[str], timeout: float = 30.0, input: str | None = None) -> Result:
         """Run a program in the namespace and wait for it (its /sys is the
         namespace's, as under `ip netns exec`)."""
-        a = self.agent.call("run", ns=self.name, argv=list(argv), timeout=timeout, input=input,
-                            _timeout=timeout + STEP_TIMEOUT)  # fmt: skip
+        a = self.agent.call(
+            "run",
+            ns=self.name,
+            argv=list(argv),
+            timeout=timeout,
+            input=input,
+            _timeout=timeout + STEP_TIMEOUT,
+        )
         return Result(int(a["code"]), a["stdout"].encode(), a["stderr"].encode())
 
     def check(self, argv: Sequence[str], timeout: float = 30.0, input: str | None = None) -> str:
         """Run a program that must succeed (NetError with its stderr); its stdout."""
         r = self.run(argv, timeout, input)
         if not r.ok:
-            raise NetError(f"{' '.join(argv)} in {self.name} exited {r.exit_code}: "
-                           f"{r.stderr.decode(errors='replace').strip()[-300:]}")  # fmt: skip
+            raise NetError(
+                f"{' '.join(argv)} in {self.name} exited {r.exit_code}: "
+                f"{r.stderr.decode(errors='replace').strip()[-300:]}"
+            )
         return r.stdout.decode()
 
     def spawn(self, argv: Sequence[str]) -> Process:
@@ -143,8 +151,7 @@ class Namespace:
 
     def addr(self, ifname: str, cidr: str) -> None:
         address, prefix = cidr.split("/")
-        self.agent.call("addr", ns=self.name, ifname=ifname, address=address,
-                        prefixlen=int(prefix))  # fmt: skip
+        self.agent.call("addr", ns=self.name, ifname=ifname, address=address, prefixlen=int(prefix))
 
     def up(self, ifname: str, master: str | None = None) -> None:
         """Bring an interface up (enslaved to bridge `master` if given)."""

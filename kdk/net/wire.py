@@ -3,7 +3,7 @@
     with Kdk().wire() as w:              # a scapy SuperSocket
         reply = w.sr1(Ether(dst=w.guest_mac) / IP(dst=w.guest_ip) / ICMP(), timeout=5)
 
-Frames are datagrams on a unix socket (see kdk.net.link): sending one puts
+Frames are datagrams on a unix socket (see kdk.vm.link): sending one puts
 it on the guest's eth1, receiving one takes the next frame the guest sent.
 scapy's `send`, `sr`, `sr1` and `sniff` work on it like on any interface.
 The host end behaves as a host at `host_ip`: an ARP who-has for it is
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import KdkError, MissingDependency, VMNotRunning
-from .link import GUEST_SOCKET, HOST_SOCKET, LOCK, WIRE, wire_dir
+from ..errors import MissingDependency, VMNotRunning, WireBusy
+from ..vm.link import GUEST_SOCKET, HOST_SOCKET, LOCK, WIRE, wire_dir
 
 try:
     from scapy.layers.inet import IP
@@ -39,10 +39,6 @@ except ImportError as e:  # depends on the installation
     ) from e
 
 FRAME_MAX = 65536
-
-
-class WireBusy(KdkError):
-    """Another process owns the host end of the wire."""
 
 
 def owner(state: Path) -> int | None:
@@ -192,10 +188,13 @@ class Wire(SuperSocket):  # type: ignore[misc]  # scapy has no type information
             return
         asker = frame[22:32]  # sender MAC and IP
         reply = (
-            asker[:6] + self._arp_reply_to[:6] + b"\x08\x06"
+            asker[:6]
+            + self._arp_reply_to[:6]
+            + b"\x08\x06"
             + b"\x00\x01\x08\x00\x06\x04\x00\x02"
-            + self._arp_reply_to + asker
-        )  # fmt: skip
+            + self._arp_reply_to
+            + asker
+        )
         self.send(reply)
 
     def _complete_all(self, x: Any) -> Any:

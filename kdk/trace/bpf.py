@@ -4,7 +4,7 @@ A BPF C program lives in its own .c file; a few lines of Python say where
 to attach it and read its tables:
 
     from kdk.api import Kdk
-    from kdk.bpf import Probes
+    from kdk.trace.bpf import Probes
 
     k = Kdk()
     probes = Probes(kprobes={"kdkchar_write": "on_write"})
@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import inguest
 from ..errors import KdkError, MissingDependency
+from ..session import Session
 
 if TYPE_CHECKING:
     from ..guest.ssh import Guest
@@ -66,8 +70,11 @@ def histogram_text(counts: dict[int, int], unit: str, width: int = 30) -> str:
 
 
 # The BPF_* map declarations of bcc's C dialect: BPF_HASH(name, ...) etc.
-MAP_DECL = re.compile(r"^\s*BPF_(?:HASH|ARRAY|HISTOGRAM|PERCPU_ARRAY|PERCPU_HASH|LRU_HASH)"
-                      r"\(\s*(\w+)", re.M)  # fmt: skip
+MAP_DECL = re.compile(
+    r"^\s*BPF_(?:HASH|ARRAY|HISTOGRAM|PERCPU_ARRAY|PERCPU_HASH|LRU_HASH)"
+    r"\(\s*(\w+)",
+    re.M,
+)
 
 
 def table_names(text: str) -> list[str]:
@@ -95,8 +102,9 @@ class Program:
             "tables": table_names(text) if tables is None else tables,
         }
         started = time.monotonic()
-        self._runner = guest.start(["python3", "-u", "-c", RUNNER.read_text()],
-                                   "the BPF program in the guest")  # fmt: skip
+        self._runner = guest.start(
+            ["python3", "-u", "-c", RUNNER.read_text()], "the BPF program in the guest"
+        )
         answer = self._runner.ask(job, ATTACH_TIMEOUT)
         if "error" in answer:
             stderr = self._runner.stderr()  # clang's errors
@@ -130,10 +138,29 @@ def _tables(answer: dict[str, Any]) -> dict[str, list[tuple[Any, Any]]]:
 
 def _job_error(kind: str, detail: str, stderr: str) -> KdkError:
     if kind == "bcc":
-        return MissingDependency(f"bcc is not installed in the guest ({detail}): install the "
-                                 f"Debian packages {BCC_PACKAGES} on the host")  # fmt: skip
+        return MissingDependency(
+            f"bcc is not installed in the guest ({detail}): install the "
+            f"Debian packages {BCC_PACKAGES} on the host"
+        )
     if kind == "headers":
         release = detail.split("/")[3] if detail.count("/") > 3 else "the guest kernel"
-        return MissingDependency(f"kernel headers missing in the guest ({detail}): "
-                                 f"install linux-headers-{release} on the host")  # fmt: skip
+        return MissingDependency(
+            f"kernel headers missing in the guest ({detail}): "
+            f"install linux-headers-{release} on the host"
+        )
     return KdkError(f"the BPF program does not compile in the guest ({detail})", stderr)
+
+
+@contextmanager
+def attached(
+    session: Session, program: Path | str, probes: Probes, cflags: Sequence[str] = ()
+) -> Iterator[Program]:
+    """A BPF program (a .c file, or its text) compiled with bcc in the
+    session's guest and attached; detached at the end."""
+    text = program.read_text() if isinstance(program, Path) else program
+    with session.guest() as g:
+        prog = Program(g, text, probes, list(cflags))
+        try:
+            yield prog
+        finally:
+            prog.close()

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..api import Kdk
 from ..errors import KdkError, UnknownModule
 from ..project import find_module
+from ..session import Session
 from .bpf import Probes, Program
 
 TEMPLATE = Path(__file__).with_name("trace.c")
@@ -92,8 +92,9 @@ def program_text(count: int) -> str:
 class Trace:
     """A running trace; `snapshot()` reads what it has seen so far."""
 
-    def __init__(self, prog: Program, module: str, functions: list[str],
-                 skipped: list[tuple[str, str]]) -> None:  # fmt: skip
+    def __init__(
+        self, prog: Program, module: str, functions: list[str], skipped: list[tuple[str, str]]
+    ) -> None:
         self.prog = prog
         self.module = module
         self.functions = functions
@@ -116,36 +117,51 @@ class Trace:
 
 
 @contextmanager
-def trace(k: Kdk, module: str) -> Iterator[Trace]:
-    """Trace every function of a loaded module until the block ends."""
-    with k.session() as g:
+def trace(session: Session, module: str, project: Path) -> Iterator[Trace]:
+    """Trace every function of a loaded module until the block ends (a
+    module of `project`'s not loaded yet is told to be loaded first)."""
+    with session.guest() as g:
         pattern = shlex.quote(f"\\[{module}\\]$")
-        found = g.run(["sh", "-c", f"grep {pattern} /proc/kallsyms; "
-                                   f"test -d {shlex.quote('/sys/module/' + module)}"])  # fmt: skip
+        found = g.run(
+            [
+                "sh",
+                "-c",
+                f"grep {pattern} /proc/kallsyms; test -d {shlex.quote('/sys/module/' + module)}",
+            ]
+        )
         kallsyms = found.stdout.decode(errors="replace")
         functions, skipped = module_functions(kallsyms, module)
         if not functions:
-            raise _not_loaded(k, module, loaded=found.ok)
-        probes = Probes(kprobes={f: f"enter_{i}" for i, f in enumerate(functions)},
-                        kretprobes={f: f"leave_{i}" for i, f in enumerate(functions)})  # fmt: skip
-        prog = Program(g, program_text(len(functions)), probes,
-                       [f"-DNFUNCS={len(functions)}"], tables=["stats", "latency"])  # fmt: skip
+            raise _not_loaded(session, module, project, loaded=found.ok)
+        probes = Probes(
+            kprobes={f: f"enter_{i}" for i, f in enumerate(functions)},
+            kretprobes={f: f"leave_{i}" for i, f in enumerate(functions)},
+        )
+        prog = Program(
+            g,
+            program_text(len(functions)),
+            probes,
+            [f"-DNFUNCS={len(functions)}"],
+            tables=["stats", "latency"],
+        )
         try:
             yield Trace(prog, module, functions, skipped)
         finally:
             prog.close()
 
 
-def _not_loaded(k: Kdk, module: str, loaded: bool) -> KdkError:
+def _not_loaded(session: Session, module: str, project: Path, loaded: bool) -> KdkError:
     if loaded:
         return KdkError(f"{module} is loaded but has no functions to trace (built in?)")
     try:
-        find_module(module, k.project)
+        find_module(module, project)
     except UnknownModule:
-        with k.session() as g:
+        with session.guest() as g:
             if not g.run(["modinfo", "-F", "name", module]).ok:
-                return UnknownModule(f"no such module {module!r} (not loaded, not known to kdk "
-                                     "nor to the guest kernel)")  # fmt: skip
+                return UnknownModule(
+                    f"no such module {module!r} (not loaded, not known to kdk "
+                    "nor to the guest kernel)"
+                )
     return KdkError(f"{module} is not loaded: run `kdk load {module}` first")
 
 
@@ -156,8 +172,9 @@ def format_result(result: TraceResult, hist: bool = False) -> str:
     width = max([len(f.name) for f in result.functions] + [8])
     lines = [f"{'FUNCTION':<{width}} {'CALLS':>9} {'TOTAL us':>12} {'AVG us':>10}"]
     for f in sorted(result.functions, key=lambda f: (-f.calls, f.name)):
-        lines.append(f"{f.name:<{width}} {f.calls:>9} {f.total_ns / 1000:>12.1f} "
-                     f"{f.avg_ns / 1000:>10.2f}")  # fmt: skip
+        lines.append(
+            f"{f.name:<{width}} {f.calls:>9} {f.total_ns / 1000:>12.1f} {f.avg_ns / 1000:>10.2f}"
+        )
     for name, why in result.skipped:
         lines.append(f"skipped {name}: {why}")
     if hist:

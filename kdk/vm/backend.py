@@ -1,19 +1,24 @@
-"""The interface every VM backend implements (QEMU now, Vagrant later).
+"""The interface every VM backend implements (kdk.vm.qemu, kdk.vm.vagrant).
 
 A backend boots a guest that runs sshd and shares the project folder at
 its host path, tells whether that guest runs, hands out SSH connections to
-it, and stops it. Everything else in kdk (builds, loads, traces) goes
-through `Guest`, so it works with any backend.
+it, says where modules for its kernel are built, and stops it. Everything
+else in kdk (builds, loads, traces) goes through this interface and
+`Guest`, so it works with any backend; what differs by backend is a method
+here, never a test of the backend's class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from ..guest.ssh import Endpoint, Guest
-from .state import StateDir, VMRecord
+from ..kernel import Kernel
+from ..make import Make
+from ..state import StateDir, VMRecord, uptime
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,46 @@ class Backend(Protocol):
     def down(self) -> bool:
         """Stop the VM; False when it was not running."""
         ...
+
+    def destroy(self) -> bool:
+        """Stop the VM and remove everything kdk made for it (`kdk down
+        --destroy`); False when it was not running."""
+        ...
+
+    def details(self) -> dict[str, str]:
+        """What `kdk status --json` adds for this backend (e.g. its libvirt)."""
+        ...
+
+    def build_target(self, rec: VMRecord, guest: Callable[[], Guest]) -> tuple[Kernel, Make | None]:
+        """The guest's kernel, and where modules for it are built: None for
+        the host, else a `make` that runs elsewhere (`guest()` is the
+        session's connection to the running guest)."""
+        ...
+
+    def symbols_dir(self, kernel: Kernel, guest: Callable[[], Guest]) -> Path:
+        """A folder with the Module.symvers of `kernel` (what it exports)."""
+        ...
+
+
+def describe(backend: Backend) -> dict[str, Any]:
+    """What `kdk status --json` prints of a backend's VM."""
+    rec = backend.record()
+    info: dict[str, Any] = {
+        "running": rec is not None,
+        "backend": backend.name,
+        "state_dir": str(backend.state.path),
+        "console_log": str(backend.state.console_log),
+        **backend.details(),
+    }
+    if rec is not None:
+        info.update(
+            accel=rec.accel,
+            kernel=rec.kernel,
+            ssh_host=backend.endpoint(rec).host,
+            ssh_port=rec.ssh_port,
+            pid=rec.pid,
+            uptime=round(uptime(rec), 1),
+            ready_seconds=round(rec.ready_seconds, 2),
+            debug=rec.debug,
+        )
+    return info

@@ -27,8 +27,12 @@ from ..errors import KdkError, MissingDependency
 RECIPE = Path(__file__).resolve().parents[2] / "vm" / "box"
 POINTER = "box.json"  # in the project's state folder, read by the Vagrantfile
 BUILD_TIMEOUT = 1200.0
-TOOLS = {"mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils",
-         "ssh-keygen": "openssh-client"}  # fmt: skip
+TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-img": "qemu-utils",
+    "ssh-keygen": "openssh-client",
+}
 
 
 @dataclass(frozen=True)
@@ -55,18 +59,22 @@ def parse_policy(text: str) -> list[str]:
         m = re.match(r"\s*500 (\S+) (\S+)/(\S+) \S+ Packages$", line)
         if m and re.search(r"\bo=Debian(,|$)", release):
             sources.setdefault((m.group(1), m.group(2)), []).append(m.group(3))
-    return [f"deb {uri} {suite} {' '.join(sorted(set(comps)))}"
-            for (uri, suite), comps in sorted(sources.items())]  # fmt: skip
+    return [
+        f"deb {uri} {suite} {' '.join(sorted(set(comps)))}"
+        for (uri, suite), comps in sorted(sources.items())
+    ]
 
 
 def host_sources() -> list[str]:
     """The host's default Debian suites as apt lines (see parse_policy)."""
     try:
-        out = subprocess.run(["apt-cache", "policy"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["apt-cache", "policy"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        raise MissingDependency(f"cannot read the host's apt sources ({e}): a box is "
-                                "built on Debian only") from None  # fmt: skip
+        raise MissingDependency(
+            f"cannot read the host's apt sources ({e}): a box is built on Debian only"
+        ) from None
     sources = parse_policy(out)
     if not sources:
         raise KdkError("the host has no Debian archive in its apt sources to build a box from")
@@ -93,8 +101,9 @@ def cache_key(recipe: Path, suite: str, sources: list[str]) -> str:
 def find_box(suite: str | None = None, sources: list[str] | None = None) -> tuple[Box, bool]:
     """The box for the current recipe and host sources, and whether it is built."""
     if not (RECIPE / "build").is_file():
-        raise MissingDependency(f"kdk's box recipe is not at {RECIPE}: building a box "
-                                "needs a checkout of kdk")  # fmt: skip
+        raise MissingDependency(
+            f"kdk's box recipe is not at {RECIPE}: building a box needs a checkout of kdk"
+        )
     suite = suite or host_suite()
     key = cache_key(RECIPE, suite, sources if sources is not None else host_sources())
     folder = cache_root() / key
@@ -102,13 +111,17 @@ def find_box(suite: str | None = None, sources: list[str] | None = None) -> tupl
     return box, box.path.is_file() and box.host_key.is_file()
 
 
-def build_box(say: Callable[[str], None], force: bool = False) -> tuple[Box, bool]:
-    """The cached box, built first when there is none (or `force`); (box,
-    whether it was built now). The recipe's output streams to `say`'s
-    caller through a log file next to the box."""
+def build_box(
+    state_root: Path, say: Callable[[str], None], force: bool = False
+) -> tuple[Box, bool]:
+    """The cached box, built first when there is none (or `force`), and
+    named in the project's state folder for its Vagrantfile; (box, whether
+    it was built now). The recipe's output streams to `say`'s caller
+    through a log file next to the box."""
     suite, sources = host_suite(), host_sources()
     box, built = find_box(suite, sources)
     if built and not force:
+        write_pointer(state_root, box)
         return box, False
     if os.geteuid() != 0:
         raise KdkError("building the box needs root (mmdebstrap into a folder, chroot)")
@@ -119,15 +132,19 @@ def build_box(say: Callable[[str], None], force: bool = False) -> tuple[Box, boo
             )
     folder = box.path.parent
     folder.parent.mkdir(parents=True, exist_ok=True)
-    say(f"building the box {box.name} from {', '.join(s.split()[2] for s in sources)} "
-        f"into {folder}")  # fmt: skip
+    say(
+        f"building the box {box.name} from {', '.join(s.split()[2] for s in sources)} into {folder}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{box.path.parent.name}-", dir=folder.parent))
     log = tmp / "build.log"
     try:
         with log.open("wb") as f:
-            proc = subprocess.run([str(RECIPE / "build"), str(tmp), suite, *sources],
-                                  stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=BUILD_TIMEOUT)  # fmt: skip
+            proc = subprocess.run(
+                [str(RECIPE / "build"), str(tmp), suite, *sources],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=BUILD_TIMEOUT,
+            )
         if proc.returncode != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             raise KdkError(f"the box recipe failed ({proc.returncode}): " + " | ".join(tail))
@@ -138,6 +155,7 @@ def build_box(say: Callable[[str], None], force: bool = False) -> tuple[Box, boo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _prune(box)
+    write_pointer(state_root, box)
     return box, True
 
 
@@ -153,8 +171,9 @@ def _prune(keep: Box) -> None:
     if shutil.which("vagrant") is None:
         return
     # From the cache folder: no project Vagrantfile is read (it needs a built box).
-    listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True,
-                            timeout=60, cwd=cache_root()).stdout  # fmt: skip
+    listed = subprocess.run(
+        ["vagrant", "box", "list"], capture_output=True, text=True, timeout=60, cwd=cache_root()
+    ).stdout
     for name in set(re.findall(r"^(kdk/\S+)", listed, re.M)):
         remove_from_vagrant(name)
 
@@ -162,8 +181,12 @@ def _prune(keep: Box) -> None:
 def remove_from_vagrant(name: str) -> None:
     """Remove the box `name` from Vagrant's box store (if it is there); the
     next `vagrant up` adds it again from kdk's cache."""
-    subprocess.run(["vagrant", "box", "remove", "--force", "--all", name],
-                   capture_output=True, timeout=60, cwd=cache_root())  # fmt: skip
+    subprocess.run(
+        ["vagrant", "box", "remove", "--force", "--all", name],
+        capture_output=True,
+        timeout=60,
+        cwd=cache_root(),
+    )
 
 
 def write_pointer(state_root: Path, box: Box) -> Path:

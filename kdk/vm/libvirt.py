@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from ..errors import BootFailed, KdkError, MissingDependency
 from ..guest.netns import exec_prefix
-from .state import process_alive
+from ..state import process_alive
 
 NETNS = "kdk-vagrant"  # kdk's own libvirt's namespace
 ETC = Path("/etc/netns") / NETNS  # `ip netns exec` binds its entries over /etc's
@@ -80,8 +80,10 @@ def parse_libvirt(text: str) -> LibvirtAt:
     uri, _, rest = text.partition(",netns=")
     parts = urlsplit(uri)
     if parts.scheme != "qemu" or parts.netloc or parts.path != "/system":
-        raise KdkError(f"--libvirt {text}: not `kdk` nor a libvirt of this machine's "
-                       f"({SYSTEM_URI}[?socket=PATH][,netns=NS])")  # fmt: skip
+        raise KdkError(
+            f"--libvirt {text}: not `kdk` nor a libvirt of this machine's "
+            f"({SYSTEM_URI}[?socket=PATH][,netns=NS])"
+        )
     if "," in rest or "/" in rest or (rest == "" and text.endswith("=")):
         raise KdkError(f"--libvirt {text}: netns= takes one namespace's name")
     return LibvirtAt(uri, rest or None, kdk_owned=False)
@@ -222,30 +224,36 @@ class Libvirt:
     def ensure(self, say: Callable[[str], None]) -> None:
         """kdk's own: the namespace and daemons started unless they run; the
         user's: checked to answer (nothing is started)."""
-        for tool, package in (("virsh", "libvirt-clients"),
-                              ("vagrant", "vagrant vagrant-libvirt")):  # fmt: skip
+        for tool, package in (("virsh", "libvirt-clients"), ("vagrant", "vagrant vagrant-libvirt")):
             if shutil.which(tool) is None:
-                raise MissingDependency(f"{tool} not found: install {package} "
-                                        "(scripts/install-vagrant)")  # fmt: skip
+                raise MissingDependency(
+                    f"{tool} not found: install {package} (scripts/install-vagrant)"
+                )
         if not self.at.kdk_owned:
             if self.at.netns and not Path("/run/netns", self.at.netns).exists():
-                raise KdkError(f"your libvirt at {self.at}: there is no network namespace "
-                               f"{self.at.netns} (`ip netns list`)")  # fmt: skip
+                raise KdkError(
+                    f"your libvirt at {self.at}: there is no network namespace "
+                    f"{self.at.netns} (`ip netns list`)"
+                )
             if not self.running():
-                raise KdkError(f"your libvirt at {self.at} does not answer "
-                               f"(`virsh -c {self.at.uri} version`)")  # fmt: skip
+                raise KdkError(
+                    f"your libvirt at {self.at} does not answer (`virsh -c {self.at.uri} version`)"
+                )
             return
         if self.running():
             return
         if os.geteuid() != 0:
             raise KdkError("the vagrant backend needs root (libvirt in a network namespace)")
         if shutil.which("libvirtd") is None:
-            raise MissingDependency("libvirtd not found: install libvirt-daemon-system "
-                                    "(scripts/install-vagrant)")  # fmt: skip
+            raise MissingDependency(
+                "libvirtd not found: install libvirt-daemon-system (scripts/install-vagrant)"
+            )
         if answers(LIBVIRT_SOCK):
-            raise KdkError(f"a libvirtd that kdk did not start answers on {LIBVIRT_SOCK}: "
-                           "stop it, or use it: kdk up --backend vagrant "
-                           f"--libvirt {SYSTEM_URI}")  # fmt: skip
+            raise KdkError(
+                f"a libvirtd that kdk did not start answers on {LIBVIRT_SOCK}: "
+                "stop it, or use it: kdk up --backend vagrant "
+                f"--libvirt {SYSTEM_URI}"
+            )
         say(f"starting libvirt in the network namespace {NETNS}")
         start_confined(NETNS, RUN)
 
@@ -270,8 +278,10 @@ class Libvirt:
 
     def idle(self) -> bool:
         """No domain and no storage pool left: nothing of any kdk VM."""
-        return not (self.virsh("list", "--all", "--name").split()
-                    or self.virsh("pool-list", "--all", "--name").split())  # fmt: skip
+        return not (
+            self.virsh("list", "--all", "--name").split()
+            or self.virsh("pool-list", "--all", "--name").split()
+        )
 
     def stop_if_idle(self) -> None:
         """kdk's own: stop() unless a kdk VM (a domain or a pool) is still

@@ -24,15 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..debug import gdb
 from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
 from ..guest import mux
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel, select_kernel
-from ..net import link
-from .backend import BootRequest
-from .initramfs import initramfs
-from .state import (
+from ..make import Make
+from ..state import (
     CLIENT_KEY,
     CMDLINE_FILE,
     GDB_SOCKET,
@@ -40,8 +37,12 @@ from .state import (
     PID_FILE,
     StateDir,
     VMRecord,
+    gdb_holder,
     process_alive,
 )
+from . import link
+from .backend import BootRequest
+from .initramfs import initramfs
 from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
@@ -96,7 +97,7 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             f"kdk.project={cfg.project}",
             f"kdk.state={cfg.state}",
             *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
-            link.WIRE.cmdline(),  # the packet wire's addresses (kdk/net/link.py)
+            link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         ]
     )
@@ -114,9 +115,11 @@ def debug_cmdline(kernel: Kernel) -> list[str]:
         config = (kernel.image.parent / f"config-{kernel.release}").read_text()
     except OSError:
         config = ""
-    wanted = [("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
-              ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
-              ("CONFIG_KFENCE=y", "kfence.sample_interval=100")]  # fmt: skip
+    wanted = [
+        ("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
+        ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
+        ("CONFIG_KFENCE=y", "kfence.sample_interval=100"),
+    ]
     return [param for option, param in wanted if option in config.splitlines()]
 
 
@@ -141,8 +144,12 @@ def cached_shares(trees: tuple[Path, ...]) -> list[str]:
     the order of kdk.cached= on the kernel command line."""
     argv = []
     for i, tree in enumerate(trees):
-        argv += ["-fsdev", f"local,id=cache{i},path={tree},readonly=on,{SHARE_OPTIONS}",
-                 "-device", f"virtio-9p-pci,fsdev=cache{i},mount_tag=kdkcache{i}"]  # fmt: skip
+        argv += [
+            "-fsdev",
+            f"local,id=cache{i},path={tree},readonly=on,{SHARE_OPTIONS}",
+            "-device",
+            f"virtio-9p-pci,fsdev=cache{i},mount_tag=kdkcache{i}",
+        ]
     return argv
 
 
@@ -151,31 +158,54 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
     share = SHARE_OPTIONS
     return [
         QEMU,
-        "-name", "kdk",
-        "-machine", f"pc,accel={cfg.accel}",
-        "-cpu", "host" if cfg.accel == "kvm" else "max",
-        "-smp", str(cfg.cpus),
-        "-m", str(cfg.memory_mb),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(cfg.boot_image),
-        "-initrd", str(cfg.initrd),
-        "-append", kernel_cmdline(cfg),
-        "-chardev", f"file,id=console,path={cfg.state / 'console.log'}",
-        "-serial", "chardev:console",
-        "-fsdev", f"local,id=hostroot,path=/,readonly=on,{share}",
-        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=kdkroot",
-        "-fsdev", f"local,id=project,path={cfg.project},{share}",
-        "-device", "virtio-9p-pci,fsdev=project,mount_tag=kdkproject",
-        "-fsdev", f"local,id=state,path={cfg.state},{share}",
-        "-device", "virtio-9p-pci,fsdev=state,mount_tag=kdkstate",
+        "-name",
+        "kdk",
+        "-machine",
+        f"pc,accel={cfg.accel}",
+        "-cpu",
+        "host" if cfg.accel == "kvm" else "max",
+        "-smp",
+        str(cfg.cpus),
+        "-m",
+        str(cfg.memory_mb),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(cfg.boot_image),
+        "-initrd",
+        str(cfg.initrd),
+        "-append",
+        kernel_cmdline(cfg),
+        "-chardev",
+        f"file,id=console,path={cfg.state / 'console.log'}",
+        "-serial",
+        "chardev:console",
+        "-fsdev",
+        f"local,id=hostroot,path=/,readonly=on,{share}",
+        "-device",
+        "virtio-9p-pci,fsdev=hostroot,mount_tag=kdkroot",
+        "-fsdev",
+        f"local,id=project,path={cfg.project},{share}",
+        "-device",
+        "virtio-9p-pci,fsdev=project,mount_tag=kdkproject",
+        "-fsdev",
+        f"local,id=state,path={cfg.state},{share}",
+        "-device",
+        "virtio-9p-pci,fsdev=state,mount_tag=kdkstate",
         *cached_shares(cfg.cached),
-        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-netdev",
+        f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=net0,romfile=",
         *link.qemu_netdev(cfg.state),
-        "-pidfile", str(cfg.state / PID_FILE),
+        "-pidfile",
+        str(cfg.state / PID_FILE),
         "-daemonize",
         *gdb_stub(cfg.state),
-    ]  # fmt: skip
+    ]
 
 
 def free_port() -> int:
@@ -206,10 +236,26 @@ def probe_kvm(kernel: Kernel, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str
         return False, "/dev/kvm is missing or not accessible"
     with tempfile.TemporaryDirectory(prefix="kdk-probe-") as tmp:
         out = Path(tmp, "serial")
-        argv = [QEMU, "-machine", "pc,accel=kvm", "-cpu", "host", "-m", "256",
-                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                "-kernel", str(kernel.image), "-append", "earlyprintk=ttyS0 panic=-1",
-                "-serial", f"file:{out}"]  # fmt: skip
+        argv = [
+            QEMU,
+            "-machine",
+            "pc,accel=kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            str(kernel.image),
+            "-append",
+            "earlyprintk=ttyS0 panic=-1",
+            "-serial",
+            f"file:{out}",
+        ]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         try:
@@ -300,8 +346,19 @@ class QemuBackend:
     def guest(self) -> Guest:
         """A (not yet connected) SSH connection to the running guest."""
         rec = self.require()
-        return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, str(self.state.path)),
-                     lambda: gdb.holder(self.state.path) is not None)  # fmt: skip
+        return Guest(
+            self.endpoint(rec),
+            lambda: self.state.alive(rec),
+            lambda: gdb_holder(self.state.path) is not None,
+        )
+
+    # -- building for the guest -------------------------------------------
+    def build_target(self, rec: VMRecord, guest: Callable[[], Guest]) -> tuple[Kernel, Make | None]:
+        """The guest runs a host kernel: modules build on the host."""
+        return select_kernel(rec.kernel), None
+
+    def symbols_dir(self, kernel: Kernel, guest: Callable[[], Guest]) -> Path:
+        return kernel.build_dir
 
     # -- up -------------------------------------------------------------
     def up(
@@ -344,14 +401,25 @@ class QemuBackend:
                     break
                 # Seen once in many boots: a kernel that printed nothing more
                 # after its first second; the next boot came up.
-                say(f"the guest was not ready after {STALLED:g} s (its console: "
-                    f"{self.state.previous_console_log}); booting it once more")  # fmt: skip
+                say(
+                    f"the guest was not ready after {STALLED:g} s (its console: "
+                    f"{self.state.previous_console_log}); booting it once more"
+                )
             else:
-                raise BootFailed(f"the VM was not ready after {BOOT_TIMEOUT:g} s; "
-                                 f"see {self.state.console_log}")  # fmt: skip
+                raise BootFailed(
+                    f"the VM was not ready after {BOOT_TIMEOUT:g} s; see {self.state.console_log}"
+                )
             ready = time.time() - started
-            rec = VMRecord(self.name, pid, cfg.ssh_port, cfg.kernel.release, cfg.accel, started,
-                           ready, cfg.debug)  # fmt: skip
+            rec = VMRecord(
+                self.name,
+                pid,
+                cfg.ssh_port,
+                cfg.kernel.release,
+                cfg.accel,
+                started,
+                ready,
+                cfg.debug,
+            )
             self.state.write(rec)
             mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
             return rec, True
@@ -390,9 +458,17 @@ class QemuBackend:
         if ssh_port is not None and not port_free(ssh_port):
             say(f"port {ssh_port} on 127.0.0.1 is in use; taking another")
             ssh_port = None
-        return QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
-                          ssh_port or free_port(), debug=req.debug,
-                          cached=cached_trees())  # fmt: skip
+        return QemuConfig(
+            kernel,
+            boot_image,
+            initrd,
+            self.project,
+            self.state.path,
+            accel,
+            ssh_port or free_port(),
+            debug=req.debug,
+            cached=cached_trees(),
+        )
 
     def _start(self, cfg: QemuConfig) -> bool:
         """Start QEMU in the background, keeping its command line in the
@@ -453,6 +529,14 @@ class QemuBackend:
         _kill(rec.pid, str(self.state.path))
         self.state.clear()
         return True
+
+    def destroy(self) -> bool:
+        """As `down`: the VM's state folder is all kdk made for it, and the
+        keys in it are kept for the next VM."""
+        return self.down()
+
+    def details(self) -> dict[str, str]:
+        return {}
 
 
 def _qemu_only(req: BootRequest) -> None:

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from ..errors import BootFailed, KdkError, VMNotRunning
 from ..guest.ssh import Endpoint, Guest
-from ..modules.build import BUILD_TIMEOUT, Make
+from ..kernel import BOOT, MODULES, Kernel
+from ..make import BUILD_TIMEOUT, Make
+from ..state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
 from . import box as boxes
 from .backend import BootRequest
 from .libvirt import (
@@ -35,7 +37,6 @@ from .libvirt import (
     remembered,
     run,
 )
-from .state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
 
 VAGRANTFILE = Path(__file__).resolve().parents[2] / "Vagrantfile"
 VAGRANT_TIMEOUT = 600.0
@@ -89,8 +90,9 @@ class VagrantBackend:
         env.update(KDK_BOX_NAME=box.name, KDK_BOX_PATH=str(box.path))
         return env
 
-    def vagrant(self, *args: str, box: boxes.Box | None = None,
-                timeout: float = VAGRANT_TIMEOUT) -> str:  # fmt: skip
+    def vagrant(
+        self, *args: str, box: boxes.Box | None = None, timeout: float = VAGRANT_TIMEOUT
+    ) -> str:
         """Run `vagrant ARGS` in the namespace (output logged); its stdout.
         KdkError (BootFailed for `up`) with the last lines it printed when it
         fails or takes longer than `timeout`."""
@@ -123,23 +125,41 @@ class VagrantBackend:
 
     def endpoint(self, rec: VMRecord) -> Endpoint:
         info = json.loads(self.state.file(INFO).read_text())
-        return Endpoint(info["host"], rec.ssh_port, "root", Path(info["key"]),
-                        self.state.file(HOST_KEY_PUB), netns=self.libvirt.at.netns)  # fmt: skip
+        return Endpoint(
+            info["host"],
+            rec.ssh_port,
+            "root",
+            Path(info["key"]),
+            self.state.file(HOST_KEY_PUB),
+            netns=self.libvirt.at.netns,
+        )
 
     def guest(self) -> Guest:
         rec = self.require()
         return Guest(self.endpoint(rec), lambda: process_alive(rec.pid, self.domain))
 
     # -- building in the guest (its own headers) ----------------------------
-    def make(self, g: Guest) -> Make:
+    def build_target(self, rec: VMRecord, guest: Callable[[], Guest]) -> tuple[Kernel, Make | None]:
+        """The box's kernel; modules for it build on the host when the host
+        has its headers, else in the guest, into the project folder it
+        shares (KDK_BUILD=guest: in the guest always). vermagic is checked
+        either way."""
+        kernel = Kernel(rec.kernel, BOOT / f"vmlinuz-{rec.kernel}", MODULES / rec.kernel)
+        if kernel.build_dir.is_dir() and os.environ.get("KDK_BUILD") != "guest":
+            return kernel, None
+        return kernel, self._make(guest())
+
+    def _make(self, g: Guest) -> Make:
         """A `make` that runs in the guest, in the project folder it shares
         at the same path: the .ko lands on the host."""
 
         def run(argv: list[str], cwd: Path | None) -> tuple[int, str]:
             for path in (cwd, *(Path(a.split("=", 1)[-1]) for a in argv if a.startswith("M="))):
                 if path is not None and not path.is_relative_to(self.project):
-                    raise KdkError(f"{path} is outside the project {self.project}, which is "
-                                   "all the guest shares: it cannot build there")  # fmt: skip
+                    raise KdkError(
+                        f"{path} is outside the project {self.project}, which is "
+                        "all the guest shares: it cannot build there"
+                    )
             line = (
                 shlex.join(argv)
                 if cwd is None
@@ -150,14 +170,17 @@ class VagrantBackend:
 
         return run
 
-    def symbols_dir(self, g: Guest, release: str) -> Path:
-        """A folder with the guest kernel's Module.symvers (what it exports),
-        fetched from the guest once per release."""
+    def symbols_dir(self, kernel: Kernel, guest: Callable[[], Guest]) -> Path:
+        """The kernel's build tree on the host, else a folder with the guest
+        kernel's Module.symvers, fetched from the guest once per release."""
+        if kernel.build_dir.is_dir():
+            return kernel.build_dir
+        release = kernel.release
         folder = self.state.path / "guest-build" / release
         symvers = folder / "Module.symvers"
         if not symvers.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            data = g.check(["cat", f"/lib/modules/{release}/build/Module.symvers"]).stdout
+            data = guest().check(["cat", f"/lib/modules/{release}/build/Module.symvers"]).stdout
             tmp = symvers.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(symvers)
@@ -171,12 +194,16 @@ class VagrantBackend:
         The guest runs the box's kernel under TCG, at its own address: a
         request for KVM, a port or the debug checks is refused, and one for
         another kernel than the box's fails once the guest tells its own."""
-        for given, what in ((req.accel == "kvm", "--accel kvm"),
-                            (req.ssh_port is not None, "--ssh-port"),
-                            (req.debug, "--debug")):  # fmt: skip
+        for given, what in (
+            (req.accel == "kvm", "--accel kvm"),
+            (req.ssh_port is not None, "--ssh-port"),
+            (req.debug, "--debug"),
+        ):
             if given:
-                raise KdkError(f"{what} is for the QEMU backend: the vagrant guest runs its "
-                               "box's kernel under TCG, at its own address")  # fmt: skip
+                raise KdkError(
+                    f"{what} is for the QEMU backend: the vagrant guest runs its "
+                    "box's kernel under TCG, at its own address"
+                )
         with self.state.lock(VAGRANT_TIMEOUT + 60):
             if req.libvirt is not None:
                 self._use(parse_libvirt(req.libvirt))
@@ -185,8 +212,10 @@ class VagrantBackend:
             if rec is None:
                 rec = self._up(say, step)
         if req.kernel is not None and not rec.kernel.startswith(req.kernel):
-            raise KdkError(f"the vagrant guest runs its box's kernel {rec.kernel}, not "
-                           f"{req.kernel} (--kernel picks a host kernel for QEMU)")  # fmt: skip
+            raise KdkError(
+                f"the vagrant guest runs its box's kernel {rec.kernel}, not "
+                f"{req.kernel} (--kernel picks a host kernel for QEMU)"
+            )
         return rec, booted
 
     def _use(self, at: LibvirtAt) -> None:
@@ -195,8 +224,10 @@ class VagrantBackend:
         if at == self.libvirt.at:
             return
         if (self.state.path / "vagrant").exists():
-            raise KdkError(f"the VM's machine is in the libvirt {self.libvirt.at}: "
-                           f"`kdk down --destroy` it before --libvirt {at}")  # fmt: skip
+            raise KdkError(
+                f"the VM's machine is in the libvirt {self.libvirt.at}: "
+                f"`kdk down --destroy` it before --libvirt {at}"
+            )
         remember(self.state.path, at)
         self.libvirt = Libvirt(at)
 
@@ -214,10 +245,9 @@ class VagrantBackend:
 
     def _up(self, say: Callable[[str], None], step: Callable[[str], None]) -> VMRecord:
         step("box")
-        box, built = boxes.build_box(say)
+        box, built = boxes.build_box(self.state_root, say)  # named for plain `vagrant` too
         if built:
             say(f"box cached at {box.path}")
-        boxes.write_pointer(self.state_root, box)  # for plain `vagrant` in the project
         step("libvirt")
         self.libvirt.ensure(say)
         made_from = self.state.file(MADE_FROM)
@@ -239,9 +269,16 @@ class VagrantBackend:
         shutil.copyfile(box.host_key, self.state.file(HOST_KEY_PUB))
         pub = box.host_key.read_text().split()
         self.state.file(KNOWN_HOSTS).write_text(f"{HOST_ALIAS} {pub[0]} {pub[1]}\n")  # kdk ssh
-        self.state.file(INFO).write_text(json.dumps({
-            "host": opts["hostname"], "key": opts["identityfile"], "domain": self.domain,
-        }) + "\n")  # fmt: skip
+        self.state.file(INFO).write_text(
+            json.dumps(
+                {
+                    "host": opts["hostname"],
+                    "key": opts["identityfile"],
+                    "domain": self.domain,
+                }
+            )
+            + "\n"
+        )
         pid = read_pid(Path("/run/libvirt/qemu") / f"{self.domain}.pid")
         if pid is None:
             raise BootFailed(f"vagrant up succeeded but libvirt names no QEMU for {self.domain}")
@@ -249,8 +286,9 @@ class VagrantBackend:
         with Guest(self.endpoint(probe), lambda: True) as g:
             release = g.check("uname -r").stdout.decode().strip()
         shutil.copyfile(box.host_key, made_from)  # the guest has that box's key: made from it
-        rec = VMRecord(self.name, pid, probe.ssh_port, release, "tcg", started,
-                       time.time() - started)  # fmt: skip
+        rec = VMRecord(
+            self.name, pid, probe.ssh_port, release, "tcg", started, time.time() - started
+        )
         self.state.write(rec)
         return rec
 
@@ -277,13 +315,15 @@ class VagrantBackend:
         self.state.clear()
         return True
 
-    def destroy(self) -> None:
-        """Remove everything kdk started for this VM: the domain and its
+    def destroy(self) -> bool:
+        """Stop the VM (False when it was not running) and remove everything
+        kdk started for it: the domain and its
         volumes (`vagrant destroy`), the storage pool, and, with kdk's own
         libvirt when no other kdk VM is defined, the daemons, the namespace
         and its /etc copy (libvirt is started for this when it is not
         running, so that other VMs' definitions are seen, not lost). The
         user's libvirt is left running; the choice of it is forgotten."""
+        running = self.record() is not None  # `vagrant destroy` stops it: no clean halt first
         machine = self.state.path / "vagrant"
         if machine.exists() or (self.libvirt.at.kdk_owned and ETC.exists()):
             self.libvirt.ensure(lambda _: None)
@@ -297,3 +337,7 @@ class VagrantBackend:
         shutil.rmtree(self.state.path / "pool", ignore_errors=True)
         self.libvirt.stop_if_idle()
         remember(self.state.path, KDK)
+        return running
+
+    def details(self) -> dict[str, str]:
+        return {"libvirt": str(self.libvirt.at)}  # kdk up --libvirt's value

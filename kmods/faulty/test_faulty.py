@@ -30,10 +30,12 @@ def test_a_warning_is_reported_and_the_vm_goes_on(vm: Kdk) -> None:
 
 @pytest.mark.parametrize(
     ("how", "kind", "function"),
-    [("null", "BUG: kernel NULL pointer dereference", "faulty_crash"),
-     ("bug", "kernel BUG at", "faulty_bug"),
-     ("lockup", "soft lockup", "faulty_lockup")],
-)  # fmt: skip
+    [
+        ("null", "BUG: kernel NULL pointer dereference", "faulty_crash"),
+        ("bug", "kernel BUG at", "faulty_bug"),
+        ("lockup", "soft lockup", "faulty_lockup"),
+    ],
+)
 def test_an_oops_is_reported_and_a_fresh_vm_is_ready(
     vm: Kdk, how: str, kind: str, function: str
 ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kdk.api import Kdk
+from kdk.api import BootRequest, Kdk
 from kdk.errors import KernelCrash
 from kdk.kernel import Kernel
 from kdk.testing import session_vm
@@ -15,9 +15,11 @@ from kdk.ui import say
 pytestmark = pytest.mark.vm  # boots a VM of its own (not through kdk_session)
 
 TRIGGER = "/sys/kernel/debug/kdk_faulty/trigger"
-BUGS = [("uaf", "Poison overwritten", "faulty_uaf"),
-        ("overflow", "Redzone overwritten", "faulty_overflow"),
-        ("doublefree", "Object already free", "faulty_doublefree")]  # fmt: skip
+BUGS = [
+    ("uaf", "Poison overwritten", "faulty_uaf"),
+    ("overflow", "Redzone overwritten", "faulty_overflow"),
+    ("doublefree", "Object already free", "faulty_doublefree"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def debug_vm(kdk_kernel: Kernel) -> Iterator[Kdk]:
     """A VM of its own booted with --debug (the session's VM is left as it is)."""
     k = Kdk(vm=f"{session_vm()}-debug", say=say)
     was_up = k.backend.record() is not None
-    rec, _ = k.up(kdk_kernel.release, debug=True)
+    rec, _ = k.up(BootRequest(kdk_kernel.release, debug=True))
     assert rec.debug, f"{k.backend.state.path} runs without --debug: stop it first"
     k.load("faulty")
     yield k

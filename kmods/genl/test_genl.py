@@ -78,27 +78,33 @@ def test_echo_returns_the_payload(loaded: Kdk) -> None:
 
 
 def test_counter_adds_and_reads(loaded: Kdk) -> None:
-    got = requests(loaded, [
-        (COUNTER, []),
-        (COUNTER, [("ADD", 5)]),
-        (COUNTER, [("ADD", 1000)]),
-        (COUNTER, [("ADD", 1)]),
-        (COUNTER, []),
-    ])  # fmt: skip
+    got = requests(
+        loaded,
+        [
+            (COUNTER, []),
+            (COUNTER, [("ADD", 5)]),
+            (COUNTER, [("ADD", 1000)]),
+            (COUNTER, [("ADD", 1)]),
+            (COUNTER, []),
+        ],
+    )
     assert got == [{"VALUE": v} for v in (0, 5, 1005, 1006, 1006)]
 
 
 def test_bad_requests_get_an_errno_and_change_nothing(loaded: Kdk) -> None:
-    got = requests(loaded, [
-        (ECHO, []),                                 # MSG is required
-        (ECHO, [("MSG", "x" * 256)]),               # longer than 255
-        (COUNTER, [("ADD", 0)]),                    # below the policy's range
-        (COUNTER, [("ADD", 1001)]),                 # above it
-        (COUNTER, [("VALUE", 3)]),                  # a reply-only attribute
-        (COUNTER, [("BOGUS", 1)]),                  # not in the family (strict)
-        (7, []),                                    # no such command
-        (COUNTER, []),
-    ])  # fmt: skip
+    got = requests(
+        loaded,
+        [
+            (ECHO, []),  # MSG is required
+            (ECHO, [("MSG", "x" * 256)]),  # longer than 255
+            (COUNTER, [("ADD", 0)]),  # below the policy's range
+            (COUNTER, [("ADD", 1001)]),  # above it
+            (COUNTER, [("VALUE", 3)]),  # a reply-only attribute
+            (COUNTER, [("BOGUS", 1)]),  # not in the family (strict)
+            (7, []),  # no such command
+            (COUNTER, []),
+        ],
+    )
     assert got == [
         {"errno": errno.EINVAL},
         {"errno": errno.EINVAL},

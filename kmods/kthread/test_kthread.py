@@ -23,8 +23,9 @@ INTERVAL = f"{PARAMS}/interval_ms"
 def wait_until(vm: Kdk, condition: str, timeout: float = 10.0) -> None:
     """Poll a shell condition in the guest every 0.1 s until it holds."""
     tries = int(timeout * 10)
-    res = vm.exec(f"i=0; until {condition}; do i=$((i+1)); [ $i -lt {tries} ] || exit 1; "
-                  "sleep 0.1; done")  # fmt: skip
+    res = vm.exec(
+        f"i=0; until {condition}; do i=$((i+1)); [ $i -lt {tries} ] || exit 1; sleep 0.1; done"
+    )
     assert res.ok, f"still not true after {timeout} s: {condition}"
 
 
@@ -65,8 +66,11 @@ def test_the_worker_is_a_kernel_thread_that_keeps_ticking(vm: Kdk) -> None:
     vm.load("kthread", ["interval_ms=50"])
     wait_until(vm, f"[ $(cat {TICKS}) -ge 1 ]")
     worker_pid(vm)
-    out = sh(vm, f"read u0 x < /proc/uptime; read a < {TICKS}; sleep 2; "
-                 f"read u1 x < /proc/uptime; read b < {TICKS}; echo $u0 $u1 $a $b")  # fmt: skip
+    out = sh(
+        vm,
+        f"read u0 x < /proc/uptime; read a < {TICKS}; sleep 2; "
+        f"read u1 x < /proc/uptime; read b < {TICKS}; echo $u0 $u1 $a $b",
+    )
     u0, u1, a, b = out.split()
     elapsed, ticks = float(u1) - float(u0), int(b) - int(a)
     # it keeps ticking, and never more often than every 50 ms
@@ -84,16 +88,19 @@ def test_interval_changes_at_run_time_and_bad_values_are_refused(vm: Kdk) -> Non
     modes = sh(vm, f"cd {PARAMS} && stat -c '%n %a' interval_ms ticks")
     assert modes.splitlines() == ["interval_ms 644", "ticks 444"]
     assert sh(vm, f"cat {INTERVAL}") == "100\n"
-    check_writes(vm, [
-        (INTERVAL, b"0\n", -errno.EINVAL),
-        (INTERVAL, b"-1\n", -errno.EINVAL),
-        (INTERVAL, b"10001\n", -errno.EINVAL),
-        (INTERVAL, b"abc\n", -errno.EINVAL),
-        (INTERVAL, b"99999999999\n", -errno.ERANGE),
-        (TICKS, b"0\n", -errno.EACCES),
-        (INTERVAL, b"1\n", 2),
-        (INTERVAL, b"10000\n", 6),
-    ])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            (INTERVAL, b"0\n", -errno.EINVAL),
+            (INTERVAL, b"-1\n", -errno.EINVAL),
+            (INTERVAL, b"10001\n", -errno.EINVAL),
+            (INTERVAL, b"abc\n", -errno.EINVAL),
+            (INTERVAL, b"99999999999\n", -errno.ERANGE),
+            (TICKS, b"0\n", -errno.EACCES),
+            (INTERVAL, b"1\n", 2),
+            (INTERVAL, b"10000\n", 6),
+        ],
+    )
     assert sh(vm, f"cat {INTERVAL}") == "10000\n"
     # the new period holds from the next sleep on: with 10 s, ticks stop
     out = sh(vm, f"sleep 0.5; read a < {TICKS}; sleep 1.5; read b < {TICKS}; echo $a $b")
@@ -130,8 +137,11 @@ def test_unload_is_prompt_during_a_long_interval(vm: Kdk) -> None:
     wait_until(vm, '[ "$(ps -o stat= -C kdk_kthread)" = S ]')  # in its 10 s sleep
     pid = worker_pid(vm)
     # timed in the guest, by the shell alone (no other process than rmmod)
-    out = sh(vm, "read u0 x < /proc/uptime; rmmod kthread; rc=$?; read u1 x < /proc/uptime; "
-                 "echo $rc $u0 $u1")  # fmt: skip
+    out = sh(
+        vm,
+        "read u0 x < /proc/uptime; rmmod kthread; rc=$?; read u1 x < /proc/uptime; "
+        "echo $rc $u0 $u1",
+    )
     rc, u0, u1 = out.split()
     assert rc == "0"
     assert float(u1) - float(u0) < 1.0, f"rmmod took {float(u1) - float(u0):.2f} s"

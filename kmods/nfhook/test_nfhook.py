@@ -85,8 +85,10 @@ print(json.dumps(got))
 
 def counts(vm: Kdk) -> dict[str, int]:
     """/proc/kdk_nfhook: rule -> packets it matched."""
-    return {rule: int(n) for rule, n in (ln.split() for ln in sh(vm, "cat /proc/kdk_nfhook")
-                                         .splitlines())}  # fmt: skip
+    return {
+        rule: int(n)
+        for rule, n in (ln.split() for ln in sh(vm, "cat /proc/kdk_nfhook").splitlines())
+    }
 
 
 @contextmanager
@@ -95,8 +97,11 @@ def receiving(vm: Kdk, ports: list[int]) -> Iterator[Future[Result]]:
     the future gives its output once a datagram to END arrived."""
     r, w = os.pipe()
     script = RECEIVER % "10.9.0.2"
-    with os.fdopen(r, "rb", buffering=0) as ready, os.fdopen(w, "wb", buffering=0) as out, \
-            ThreadPoolExecutor(1) as pool:  # fmt: skip
+    with (
+        os.fdopen(r, "rb", buffering=0) as ready,
+        os.fdopen(w, "wb", buffering=0) as out,
+        ThreadPoolExecutor(1) as pool,
+    ):
         argv = ["python3", "-c", script, ",".join(map(str, [*ports, END]))]
         done = pool.submit(vm.exec, argv, stdout=out, timeout=120)
         assert select.select([ready], [], [], 60)[0], "the guest's receiver did not start"
@@ -105,8 +110,12 @@ def receiving(vm: Kdk, ports: list[int]) -> Iterator[Future[Result]]:
 
 
 def udp(w: Wire, port: int, text: str) -> Ether:
-    return Ether(src=w.host_mac, dst=w.guest_mac) / IP(src=w.host_ip, dst=w.guest_ip) / \
-        UDP(sport=40000, dport=port) / text.encode()  # fmt: skip
+    return (
+        Ether(src=w.host_mac, dst=w.guest_mac)
+        / IP(src=w.host_ip, dst=w.guest_ip)
+        / UDP(sport=40000, dport=port)
+        / text.encode()
+    )
 
 
 def send_udp(vm: Kdk, ports: list[int], sends: list[tuple[int, str]]) -> dict[int, list[str]]:
@@ -139,15 +148,18 @@ def test_load_and_unload_twice_with_rules(vm: Kdk) -> None:
 def test_bad_rules_are_refused_and_keep_the_old_ones(loaded: Kdk) -> None:
     sh(loaded, f"echo udp:7 > {RULES}")
     seventeen = ",".join(f"udp:{p}" for p in range(1, 18))
-    check_writes(loaded, [
-        (RULES, b"tcp:1:drop,udp:2:accept\n", 24),
-        (RULES, b"tcp:1,,udp:2", -errno.EINVAL),
-        (RULES, b"sctp:9", -errno.EINVAL),
-        (RULES, b"udp:x", -errno.EINVAL),
-        (RULES, b"udp:-1", -errno.EINVAL),
-        (RULES, b"udp:5:drop:again", -errno.EINVAL),
-        (RULES, seventeen.encode(), -errno.E2BIG),
-    ])  # fmt: skip
+    check_writes(
+        loaded,
+        [
+            (RULES, b"tcp:1:drop,udp:2:accept\n", 24),
+            (RULES, b"tcp:1,,udp:2", -errno.EINVAL),
+            (RULES, b"sctp:9", -errno.EINVAL),
+            (RULES, b"udp:x", -errno.EINVAL),
+            (RULES, b"udp:-1", -errno.EINVAL),
+            (RULES, b"udp:5:drop:again", -errno.EINVAL),
+            (RULES, seventeen.encode(), -errno.E2BIG),
+        ],
+    )
     assert sh(loaded, f"cat {RULES}") == "tcp:1:drop,udp:2:accept\n"
     sixteen = ",".join(f"udp:{p}" for p in range(1, 17))
     sh(loaded, f"echo {sixteen} > {RULES}")
@@ -199,8 +211,11 @@ def _to(syn: Ether, port: int) -> Ether:
 def test_a_namespace_made_after_the_load_is_hooked_too(loaded: Kdk) -> None:
     ns = f"{PREFIX}{uuid.uuid4().hex[:8]}-nfhook"
     try:
-        out = sh(loaded, f"ip netns add {ns} && ip -n {ns} link set lo up && "
-                         f"ip netns exec {ns} python3 -c '{LOOPBACK}'")  # fmt: skip
+        out = sh(
+            loaded,
+            f"ip netns add {ns} && ip -n {ns} link set lo up && "
+            f"ip netns exec {ns} python3 -c '{LOOPBACK}'",
+        )
     finally:
         loaded.exec(f"ip netns del {ns}; true")
     assert json.loads(out) == {"5000": 0, "5001": 2}

@@ -56,8 +56,7 @@ def test_defaults_are_visible_in_sysfs_with_their_modes(vm: Kdk) -> None:
         "level": "5\n",
     }
     modes = sh(vm, f"cd {PARAMS} && stat -c '%n %a' count verbose name values level")
-    assert modes.splitlines() == ["count 644", "verbose 644", "name 444", "values 444",
-                                  "level 644"]  # fmt: skip
+    assert modes.splitlines() == ["count 644", "verbose 644", "name 444", "values 444", "level 644"]
 
 
 def test_values_given_at_insmod_are_used_and_visible(vm: Kdk) -> None:
@@ -105,18 +104,21 @@ def test_writable_parameters_change_at_run_time(vm: Kdk) -> None:
 
 def test_a_bad_sysfs_write_is_refused_and_keeps_the_value(vm: Kdk) -> None:
     vm.load("params", ["count=3", "values=1,2", "level=7"])
-    check_writes(vm, [
-        ("count", b"abc\n", -errno.EINVAL),
-        ("count", b"12abc", -errno.EINVAL),
-        ("verbose", b"maybe\n", -errno.EINVAL),
-        ("verbose", b"2", -errno.EINVAL),
-        ("level", b"11\n", -errno.EINVAL),
-        ("level", b"-1\n", -errno.EINVAL),
-        ("level", b"abc\n", -errno.EINVAL),
-        ("level", b"99999999999\n", -errno.ERANGE),
-        ("name", b"other\n", -errno.EACCES),
-        ("values", b"4,5\n", -errno.EACCES),
-    ])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            ("count", b"abc\n", -errno.EINVAL),
+            ("count", b"12abc", -errno.EINVAL),
+            ("verbose", b"maybe\n", -errno.EINVAL),
+            ("verbose", b"2", -errno.EINVAL),
+            ("level", b"11\n", -errno.EINVAL),
+            ("level", b"-1\n", -errno.EINVAL),
+            ("level", b"abc\n", -errno.EINVAL),
+            ("level", b"99999999999\n", -errno.ERANGE),
+            ("name", b"other\n", -errno.EACCES),
+            ("values", b"4,5\n", -errno.EACCES),
+        ],
+    )
     assert read_params(vm) == {
         "count": "3\n",
         "verbose": "N\n",

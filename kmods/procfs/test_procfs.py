@@ -68,41 +68,47 @@ def test_add_del_and_clear_show_in_the_list(vm: Kdk) -> None:
 def test_whitespace_around_and_between_is_ignored(vm: Kdk) -> None:
     vm.load("procfs")
     word = "w" * 32  # the longest word
-    check_writes(vm, [
-        (b"  add \t kiwi \t\n", 15),
-        (b"add\tlime", 8),
-        (f"add {word}".encode(), 36),
-        (b"add" + b" " * 29 + b"x" * 32, 64),  # the longest write
-        (b"del\t\tlime\n", 10),
-        (b"clear \n", 7),
-        (b"add last", 8),
-    ])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            (b"  add \t kiwi \t\n", 15),
+            (b"add\tlime", 8),
+            (f"add {word}".encode(), 36),
+            (b"add" + b" " * 29 + b"x" * 32, 64),  # the longest write
+            (b"del\t\tlime\n", 10),
+            (b"clear \n", 7),
+            (b"add last", 8),
+        ],
+    )
     assert sh(vm, f"cat {ITEMS}") == "last\n"
 
 
 def test_bad_commands_are_refused_and_change_nothing(vm: Kdk) -> None:
     vm.load("procfs")
     assert ctl(vm, "add apple", "add pear") == "apple\npear\n"
-    check_writes(vm, [
-        (b"", -errno.EINVAL),
-        (b"\n", -errno.EINVAL),
-        (b"bogus\n", -errno.EINVAL),
-        (b"bogus word\n", -errno.EINVAL),
-        (b"add\n", -errno.EINVAL),
-        (b"add   \n", -errno.EINVAL),
-        (b"del\n", -errno.EINVAL),
-        (b"add a b\n", -errno.EINVAL),
-        (b"del apple pear\n", -errno.EINVAL),
-        (b"add " + b"x" * 33, -errno.EINVAL),
-        (b"clear apple\n", -errno.EINVAL),
-        (b"add ap\0ple", -errno.EINVAL),
-        (b"del apple\0", -errno.EINVAL),
-        (b"ADD apple", -errno.EINVAL),
-        (b"add " + b"x" * 61, -errno.E2BIG),  # 65 bytes
-        (b"clear" + b" " * 60, -errno.E2BIG),
-        (b"del banana\n", -errno.ENOENT),
-        (b"del appl\n", -errno.ENOENT),
-    ])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            (b"", -errno.EINVAL),
+            (b"\n", -errno.EINVAL),
+            (b"bogus\n", -errno.EINVAL),
+            (b"bogus word\n", -errno.EINVAL),
+            (b"add\n", -errno.EINVAL),
+            (b"add   \n", -errno.EINVAL),
+            (b"del\n", -errno.EINVAL),
+            (b"add a b\n", -errno.EINVAL),
+            (b"del apple pear\n", -errno.EINVAL),
+            (b"add " + b"x" * 33, -errno.EINVAL),
+            (b"clear apple\n", -errno.EINVAL),
+            (b"add ap\0ple", -errno.EINVAL),
+            (b"del apple\0", -errno.EINVAL),
+            (b"ADD apple", -errno.EINVAL),
+            (b"add " + b"x" * 61, -errno.E2BIG),  # 65 bytes
+            (b"clear" + b" " * 60, -errno.E2BIG),
+            (b"del banana\n", -errno.ENOENT),
+            (b"del appl\n", -errno.ENOENT),
+        ],
+    )
     assert sh(vm, f"cat {ITEMS}") == "apple\npear\n"
     res = vm.exec(f"echo bogus > {CTL}")
     assert not res.ok
@@ -114,7 +120,14 @@ def test_a_full_list_refuses_more_and_lists_every_item(vm: Kdk) -> None:
     # 1024 items: the listing is longer than a page, so seq_file goes
     # through start/stop more than once
     sh(vm, f'i=0; while [ $i -lt 1024 ]; do echo "add w$i" > {CTL} || exit 1; i=$((i+1)); done')
-    check_writes(vm, [(b"add one-too-many", -errno.ENOSPC), (b"del w0", 6),
-                      (b"add w1024", 9), (b"add w1025", -errno.ENOSPC)])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            (b"add one-too-many", -errno.ENOSPC),
+            (b"del w0", 6),
+            (b"add w1024", 9),
+            (b"add w1025", -errno.ENOSPC),
+        ],
+    )
     assert sh(vm, f"cat {ITEMS}").splitlines() == [f"w{i}" for i in range(1, 1025)]
     assert ctl(vm, "clear") == ""

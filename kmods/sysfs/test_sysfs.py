@@ -80,26 +80,29 @@ def test_written_values_are_read_back_and_counted(vm: Kdk) -> None:
 def test_bad_writes_get_einval_keep_the_value_and_are_not_counted(vm: Kdk) -> None:
     vm.load("sysfs")
     sh(vm, f"cd {DIR} && echo 7 > value && echo seven > name")
-    check_writes(vm, [
-        ("value", b"1001\n", -errno.EINVAL),
-        ("value", b"-1\n", -errno.EINVAL),
-        ("value", b"0x10\n", -errno.EINVAL),
-        ("value", b"abc\n", -errno.EINVAL),
-        ("value", b"12abc", -errno.EINVAL),
-        ("value", b"\n", -errno.EINVAL),
-        ("value", b"5\n\n", -errno.EINVAL),
-        ("value", b" 5", -errno.EINVAL),
-        ("value", b"99999999999", -errno.EINVAL),
-        ("name", b"\n", -errno.EINVAL),
-        ("name", b"x" * 32, -errno.EINVAL),
-        ("name", b"x" * 32 + b"\n", -errno.EINVAL),
-        ("name", b"a\tb", -errno.EINVAL),
-        ("name", b"a\n\n", -errno.EINVAL),
-        ("name", b"bell\x07", -errno.EINVAL),
-        ("name", b"del\x7f", -errno.EINVAL),
-        ("name", "caf\u00e9".encode(), -errno.EINVAL),
-        ("writes", b"0\n", -errno.EACCES),
-    ])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            ("value", b"1001\n", -errno.EINVAL),
+            ("value", b"-1\n", -errno.EINVAL),
+            ("value", b"0x10\n", -errno.EINVAL),
+            ("value", b"abc\n", -errno.EINVAL),
+            ("value", b"12abc", -errno.EINVAL),
+            ("value", b"\n", -errno.EINVAL),
+            ("value", b"5\n\n", -errno.EINVAL),
+            ("value", b" 5", -errno.EINVAL),
+            ("value", b"99999999999", -errno.EINVAL),
+            ("name", b"\n", -errno.EINVAL),
+            ("name", b"x" * 32, -errno.EINVAL),
+            ("name", b"x" * 32 + b"\n", -errno.EINVAL),
+            ("name", b"a\tb", -errno.EINVAL),
+            ("name", b"a\n\n", -errno.EINVAL),
+            ("name", b"bell\x07", -errno.EINVAL),
+            ("name", b"del\x7f", -errno.EINVAL),
+            ("name", "caf\u00e9".encode(), -errno.EINVAL),
+            ("writes", b"0\n", -errno.EACCES),
+        ],
+    )
     assert state(vm) == "7\nseven\n2\n"
     res = vm.exec(f"echo 1001 > {DIR}/value")
     assert not res.ok

@@ -70,8 +70,11 @@ def test_debugfs_files_and_parameters(vm: Kdk) -> None:
     assert us == jiffies * 1_000_000 // hz
     assert hr_us == 2500
     params = "/sys/module/timers/parameters"
-    out = sh(vm, f"cd {DIR} && stat -c '%n %a' * && cat timer_period_us hrtimer_period_us && "
-                 f"cat {params}/timer_ms {params}/hrtimer_us")  # fmt: skip
+    out = sh(
+        vm,
+        f"cd {DIR} && stat -c '%n %a' * && cat timer_period_us hrtimer_period_us && "
+        f"cat {params}/timer_ms {params}/hrtimer_us",
+    )
     assert out.splitlines() == [
         "hrtimer_count 444",
         "hrtimer_period_us 444",

@@ -32,9 +32,12 @@ def queue_and_wait(vm: Kdk, n: int, timeout: float = 30.0) -> str:
     queue file reads then. (cat reads the line in one read(2): the file
     makes it afresh for every read, so byte-wise reads could mix counts.)"""
     tries = int(timeout * 10)
-    return sh(vm, f"echo {n} > {QUEUE} || exit 1; i=0; "
-                  f"until set -- $(cat {QUEUE}) && [ $2 = $4 ]; do i=$((i+1)); "
-                  f"[ $i -lt {tries} ] || exit 1; sleep 0.1; done; cat {QUEUE}")  # fmt: skip
+    return sh(
+        vm,
+        f"echo {n} > {QUEUE} || exit 1; i=0; "
+        f"until set -- $(cat {QUEUE}) && [ $2 = $4 ]; do i=$((i+1)); "
+        f"[ $i -lt {tries} ] || exit 1; sleep 0.1; done; cat {QUEUE}",
+    )
 
 
 def check_writes(vm: Kdk, cases: Sequence[tuple[bytes, int]]) -> None:
@@ -66,17 +69,20 @@ def test_queued_work_gets_done(vm: Kdk, work_ms: int) -> None:
 
 def test_bad_writes_are_refused_and_queue_nothing(vm: Kdk) -> None:
     vm.load("workqueues")
-    check_writes(vm, [
-        (b"0\n", -errno.EINVAL),
-        (b"1001\n", -errno.EINVAL),
-        (b"-1\n", -errno.EINVAL),
-        (b"abc\n", -errno.EINVAL),
-        (b"10abc\n", -errno.EINVAL),
-        (b"0x10\n", -errno.EINVAL),
-        (b"\n", -errno.EINVAL),
-        (b"4294967296\n", -errno.ERANGE),
-        (b"99999999999", -errno.ERANGE),
-    ])  # fmt: skip
+    check_writes(
+        vm,
+        [
+            (b"0\n", -errno.EINVAL),
+            (b"1001\n", -errno.EINVAL),
+            (b"-1\n", -errno.EINVAL),
+            (b"abc\n", -errno.EINVAL),
+            (b"10abc\n", -errno.EINVAL),
+            (b"0x10\n", -errno.EINVAL),
+            (b"\n", -errno.EINVAL),
+            (b"4294967296\n", -errno.ERANGE),
+            (b"99999999999", -errno.ERANGE),
+        ],
+    )
     assert sh(vm, f"cat {QUEUE}") == "queued 0 done 0\n"
     res = vm.exec(f"echo 1001 > {QUEUE}")
     assert not res.ok
@@ -91,8 +97,7 @@ def test_unload_right_after_queueing_waits_for_every_item(vm: Kdk) -> None:
     vm.load("workqueues", ["work_ms=200"])
     # no process runs between the write and the read: none of the items,
     # which each sleep 200 ms, can be done yet when rmmod starts
-    out = sh(vm, f"echo 1000 > {QUEUE} && read line < {QUEUE} && echo \"$line\" && "
-                 "rmmod workqueues")  # fmt: skip
+    out = sh(vm, f'echo 1000 > {QUEUE} && read line < {QUEUE} && echo "$line" && rmmod workqueues')
     queued, done = counts(out)
     assert queued == 1000
     assert done < queued

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kdk.api import Kdk
-from kdk.net.fixtures import Lan
 from kdk.net.wire import Wire
+from kdk.testing.net import Lan
 from rawnet.arp import wire_arp
 
 SCANNER = str(Path(__file__).resolve().parent / "arp_scan.py")

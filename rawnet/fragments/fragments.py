@@ -57,8 +57,11 @@ def main() -> int:
             data = f"sent {how}: ".encode() + bytes(range(48, 88))
             dgram = udp_datagram(w, data, port)
             ident = random.getrandbits(16)
-            frags = (overlapping(w, dgram, ident) if how == "overlapping"
-                     else fragments(w, dgram, 16, ident))  # fmt: skip
+            frags = (
+                overlapping(w, dgram, ident)
+                if how == "overlapping"
+                else fragments(w, dgram, 16, ident)
+            )
             if how == "out of order":
                 frags.reverse()
             for f in frags:

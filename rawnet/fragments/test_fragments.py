@@ -62,8 +62,12 @@ def delivered(wire: Wire, proc: Process) -> list[bytes]:
 
 def reassembly(ns: Namespace) -> dict[str, int]:
     ip = counters(ns, "Ip")
-    return {"reqds": ip["ReasmReqds"], "oks": ip["ReasmOKs"], "fails": ip["ReasmFails"],
-            "overlaps": counters(ns, "IpExt", "netstat")["ReasmOverlaps"]}  # fmt: skip
+    return {
+        "reqds": ip["ReasmReqds"],
+        "oks": ip["ReasmOKs"],
+        "fails": ip["ReasmFails"],
+        "overlaps": counters(ns, "IpExt", "netstat")["ReasmOverlaps"],
+    }
 
 
 def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kdk.net.fixtures import Pair
+from kdk.testing.net import Pair
 from rawnet.lab import build, counters
 from rawnet.ping import ping
 
@@ -40,8 +40,7 @@ def replies(stdout: str) -> list[int]:
 
 @pytest.mark.parametrize("program", ["c", "python"])
 def test_echo_requests_get_the_kernels_replies(netns_pair: Pair, program: str) -> None:
-    argv = ([build("ping", "ping")] if program == "c"
-            else ["python3", str(HERE / "ping.py")])  # fmt: skip
+    argv = [build("ping", "ping")] if program == "c" else ["python3", str(HERE / "ping.py")]
     before = counters(netns_pair.b, "Icmp")
     out = netns_pair.a.check([*argv, "-c", str(COUNT), "-s", "100", netns_pair.b_ip])
     after = counters(netns_pair.b, "Icmp")
@@ -55,8 +54,9 @@ def test_echo_requests_get_the_kernels_replies(netns_pair: Pair, program: str) -
 
 def test_a_wrong_checksum_is_counted_and_not_answered(netns_pair: Pair) -> None:
     before = counters(netns_pair.b, "Icmp")
-    r = netns_pair.a.run(["python3", str(HERE / "ping.py"), "--corrupt", "-W", "1",
-                          "-c", "2", netns_pair.b_ip])  # fmt: skip
+    r = netns_pair.a.run(
+        ["python3", str(HERE / "ping.py"), "--corrupt", "-W", "1", "-c", "2", netns_pair.b_ip]
+    )
     after = counters(netns_pair.b, "Icmp")
     assert r.exit_code == 1 and "2 sent, 0 received" in r.stdout.decode()
     assert after["InCsumErrors"] - before["InCsumErrors"] == 2

@@ -15,8 +15,13 @@ from rawnet.lab import build, require_config
 
 scapy_inet = pytest.importorskip("scapy.layers.inet")
 scapy_l2 = pytest.importorskip("scapy.layers.l2")
-IP, UDP, TCP, ICMP, IPOption_NOP = (scapy_inet.IP, scapy_inet.UDP, scapy_inet.TCP,
-                                    scapy_inet.ICMP, scapy_inet.IPOption_NOP)  # fmt: skip
+IP, UDP, TCP, ICMP, IPOption_NOP = (
+    scapy_inet.IP,
+    scapy_inet.UDP,
+    scapy_inet.TCP,
+    scapy_inet.ICMP,
+    scapy_inet.IPOption_NOP,
+)
 ARP, Ether = scapy_l2.ARP, scapy_l2.Ether
 PORT = 5555
 
@@ -25,8 +30,12 @@ def frames(w: Wire) -> tuple[list[Any], list[Any]]:
     """(frames the filter must keep, frames it must drop)."""
     ip = IP(dst=w.guest_ip)
     keep = [Ether() / ip / UDP(sport=1000 + i, dport=PORT) / b"match" for i in range(5)]
-    keep.append(Ether() / IP(dst=w.guest_ip, options=[IPOption_NOP()] * 4)  # a longer IP header
-                / UDP(dport=PORT) / b"options")  # fmt: skip
+    keep.append(
+        Ether()
+        / IP(dst=w.guest_ip, options=[IPOption_NOP()] * 4)  # a longer IP header
+        / UDP(dport=PORT)
+        / b"options"
+    )
     drop = [
         Ether() / ip / UDP(dport=PORT + 1) / b"other port",
         Ether() / ip / UDP(sport=PORT, dport=7) / b"source port only",

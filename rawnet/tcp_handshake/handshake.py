@@ -42,8 +42,14 @@ class Connection:
         self.log: list[str] = []  # one line per segment, both ways
 
     def segment(self, flags: str, data: bytes = b"") -> Ether:
-        tcp = TCP(sport=self.sport, dport=self.dport, flags=flags, seq=self.seq,
-                  ack=self.ack if "A" in flags else 0, window=65535)  # fmt: skip
+        tcp = TCP(
+            sport=self.sport,
+            dport=self.dport,
+            flags=flags,
+            seq=self.seq,
+            ack=self.ack if "A" in flags else 0,
+            window=65535,
+        )
         return Ether() / IP(dst=self.w.guest_ip) / tcp / data
 
     def _send(self, flags: str, data: bytes = b"") -> None:
@@ -59,8 +65,9 @@ class Connection:
                 return None
             tcp = Ether(frame).getlayer(TCP)
             if tcp is not None and (tcp.sport, tcp.dport) == (self.dport, self.sport):
-                self.log.append(f"< {tcp.flags!s:<3} seq={tcp.seq} ack={tcp.ack} "
-                                f"len={len(tcp.payload)}")  # fmt: skip
+                self.log.append(
+                    f"< {tcp.flags!s:<3} seq={tcp.seq} ack={tcp.ack} len={len(tcp.payload)}"
+                )
                 return tcp
         return None
 

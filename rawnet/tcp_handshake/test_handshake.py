@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from kdk.api import Kdk
-from kdk.net.fixtures import Pair
-from kdk.net.topology import Namespace, NetError, Topology
+from kdk.errors import NetError
+from kdk.net.topology import Namespace, Topology
 from kdk.net.wire import Wire
+from kdk.testing.net import Pair
 from rawnet.lab import counters, require_config
 from rawnet.tcp_handshake.handshake import Connection, probe
 

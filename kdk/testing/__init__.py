@@ -11,7 +11,7 @@ Mark a test (or a file, with `pytestmark`) with
 `@pytest.mark.module("kdkchar", "nr_devs=2")`: the `loaded` fixture loads it,
 and it is unloaded after the test either way. `sh()` and `check_writes()`
 are small helpers for guest shell commands and errno checks. Packet labs
-get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.net.fixtures).
+get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.testing.net).
 
 The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
 in), else a VM of the test session's own ("pytest"), booted on first use
@@ -29,11 +29,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from .api import Kdk
-from .errors import KdkError
-from .kernel import Kernel, select_kernel
-from .net.fixtures import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
-from .ui import say
+from ..api import BootRequest, Kdk
+from ..errors import KdkError
+from ..kernel import Kernel, select_kernel
+from ..ui import say
+from .net import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
 
 TEST_VM = "pytest"
 
@@ -85,7 +85,7 @@ def kdk_session(kdk_kernel: Kernel) -> Iterator[Kdk]:
 @pytest.fixture
 def vm(kdk_session: Kdk, kdk_kernel: Kernel) -> Kdk:
     """The session's Kdk with its VM up (booted again if a test stopped it)."""
-    rec, _ = kdk_session.up(kdk_kernel.release)
+    rec, _ = kdk_session.up(BootRequest(kdk_kernel.release))
     if rec.kernel != kdk_kernel.release:
         pytest.fail(f"VM {session_vm()} runs {rec.kernel}, not {kdk_kernel.release}", False)
     return kdk_session
@@ -110,7 +110,7 @@ def _unload_marked_module(request: pytest.FixtureRequest) -> Iterator[None]:
     marker = request.node.get_closest_marker("module")
     if marker is not None and "vm" in request.fixturenames:
         k: Kdk = request.getfixturevalue("kdk_session")
-        if k.vm_alive():
+        if k.backend.record() is not None:
             k.exec(f"rmmod {shlex.quote(marker.args[0])} 2>/dev/null; true")
 
 

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import inguest
-from ..locks import file_lock
+from . import inguest
+from .locks import file_lock
 
 STATE_FILE = "vm.json"
 HOST_KEY = "ssh_host_ed25519_key"
@@ -31,6 +31,7 @@ CMDLINE_FILE = "qemu.cmdline"  # the QEMU command line of the last boot, shell-q
 LOCK_FILE = "up.lock"  # held while a VM is being booted
 KNOWN_HOSTS = "known_hosts"
 GDB_SOCKET = "gdb.sock"  # QEMU's gdb stub
+GDB_MARKER = "gdb.attached"  # while `kdk gdb` runs (kdk.debug.gdb): its pid
 HOST_ALIAS = "kdk-guest"
 GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
 STAGED = ("sshd_config",)
@@ -40,8 +41,8 @@ STAGED = ("sshd_config",)
 class VMRecord:
     """What kdk knows of a VM it started."""
 
-    backend: str  # "qemu" (the only backend so far)
-    pid: int  # the QEMU process
+    backend: str  # "qemu" or "vagrant"
+    pid: int  # the QEMU process (under libvirt for Vagrant)
     ssh_port: int  # on 127.0.0.1
     kernel: str  # the release the guest runs
     accel: str  # "kvm" or "tcg"
@@ -86,6 +87,10 @@ class StateDir:
         for name in (STATE_FILE, PID_FILE):
             (self.path / name).unlink(missing_ok=True)
 
+    def alive(self, rec: VMRecord) -> bool:
+        """Whether the VM of `rec` still runs (its process names this folder)."""
+        return process_alive(rec.pid, str(self.path))
+
     def running(self) -> VMRecord | None:
         """The record of a VM whose QEMU still runs (its command line names
         this folder: the pid file, a disk or a share); a dead VM's
@@ -93,7 +98,7 @@ class StateDir:
         rec = self.read()
         if rec is None:
             return None
-        if process_alive(rec.pid, str(self.path)):
+        if self.alive(rec):
             return rec
         self.clear()
         return None
@@ -158,6 +163,15 @@ def process_alive(pid: int, marker: str) -> bool:
     except (OSError, IndexError):
         return False
     return fields[0] != "Z"
+
+
+def gdb_holder(state: Path) -> int | None:
+    """The pid of the `kdk gdb` attached to the VM of `state`, if one is."""
+    try:
+        pid = int((state / GDB_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if process_alive(pid, "") else None
 
 
 def uptime(record: VMRecord) -> float:

@@ -49,17 +49,49 @@ BUG_IN = re.compile(r"^(.*?) in ([\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?
 # gcc's names for parts of a function: faulty_uaf.cold, f.isra.0, f.constprop.0
 PART = re.compile(r"(\.(cold|part|isra|constprop|lto_priv)(\.\d+)?)+$")
 # Frames that are the reporting machinery, not the culprit.
-MACHINERY = {"dump_stack_lvl", "dump_stack", "panic", "__warn", "report_bug", "handle_bug",
-             "exc_invalid_op", "asm_exc_invalid_op", "show_stack", "watchdog_timer_fn"}  # fmt: skip
+MACHINERY = {
+    "dump_stack_lvl",
+    "dump_stack",
+    "panic",
+    "__warn",
+    "report_bug",
+    "handle_bug",
+    "exc_invalid_op",
+    "asm_exc_invalid_op",
+    "show_stack",
+    "watchdog_timer_fn",
+}
 # SLUB's checking and freeing, above the code that freed or checked.
-SLAB_MACHINERY = {"check_bytes_and_report", "check_object", "object_err", "slab_err",
-                  "print_trailer", "on_freelist", "free_debug_processing", "free_to_partial_list",
-                  "__slab_free", "kmem_cache_free", "kfree", "__free_slab", "free_slab",
-                  "discard_slab", "__kmem_cache_do_shrink", "kmem_cache_shrink",
-                  "free_partial", "__kmem_cache_shutdown", "kmem_cache_destroy",
-                  "alloc_debug_processing", "___slab_alloc", "__slab_alloc",
-                  "kmem_cache_alloc", "__kmalloc", "kmalloc_trace", "validate_slab",
-                  "validate_slab_cache", "validate_store"}  # fmt: skip
+SLAB_MACHINERY = {
+    "check_bytes_and_report",
+    "check_object",
+    "object_err",
+    "slab_err",
+    "print_trailer",
+    "on_freelist",
+    "free_debug_processing",
+    "free_to_partial_list",
+    "__slab_free",
+    "kmem_cache_free",
+    "kfree",
+    "__free_slab",
+    "free_slab",
+    "discard_slab",
+    "__kmem_cache_do_shrink",
+    "kmem_cache_shrink",
+    "free_partial",
+    "__kmem_cache_shutdown",
+    "kmem_cache_destroy",
+    "alloc_debug_processing",
+    "___slab_alloc",
+    "__slab_alloc",
+    "kmem_cache_alloc",
+    "__kmalloc",
+    "kmalloc_trace",
+    "validate_slab",
+    "validate_slab_cache",
+    "validate_store",
+}
 TOP_FRAMES = 5
 
 
@@ -107,8 +139,11 @@ class Crash:
         """The short block kdk prints for this crash."""
         title = {"crashed": "crash", "warned": "warning"}.get(self.what, "memory error")
         lines = [f"kernel {title}: {self.summary()}", f"  {self.headline}"]
-        lines += [f"  {label}: {who}" for label, who in
-                  (("allocated by", self.allocated), ("freed by", self.freed)) if who]  # fmt: skip
+        lines += [
+            f"  {label}: {who}"
+            for label, who in (("allocated by", self.allocated), ("freed by", self.freed))
+            if who
+        ]
         if self.panic and self.kind != "panic":
             lines.append(f"  then: Kernel panic - not syncing: {self.panic}")
         if self.trace:

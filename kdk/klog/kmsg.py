@@ -29,8 +29,9 @@ LAST_SEQ = last_seq()
 def dump_since(seq_var: str, then: str = "") -> str:
     """Shell that prints the records newer than the number in $`seq_var`,
     then what the awk statements `then` print."""
-    return DUMP + (f" | awk -F'[,;]' -v b=\"${seq_var}\" "
-                   f"'/^[^ ]/ {{p = ($2 + 0 > b)}} p; END {{{then}}}'")  # fmt: skip
+    return DUMP + (
+        f" | awk -F'[,;]' -v b=\"${seq_var}\" '/^[^ ]/ {{p = ($2 + 0 > b)}} p; END {{{then}}}'"
+    )
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..api import Kdk
+from ..net.topology import Namespace, NetAgent, Topology
 from ..ui import say
-from .topology import Namespace, NetAgent, Topology
 
 if TYPE_CHECKING:
-    from .wire import Wire
+    from ..net.wire import Wire
 
 
 class AgentKeeper:
@@ -47,8 +47,10 @@ class AgentKeeper:
             self.vm_pid = pid
             left = self.agent.clean()
             if left:
-                say(f"removed {len(left)} network namespaces left by a killed run: "
-                    + " ".join(left))  # fmt: skip
+                say(
+                    f"removed {len(left)} network namespaces left by a killed run: "
+                    + " ".join(left)
+                )
         return self.agent
 
     def close(self) -> None:

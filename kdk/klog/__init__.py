@@ -1,0 +1,1 @@
+"""The kernel's own words: its log records and the reports it prints."""

@@ -1,0 +1,209 @@
+"""`kdk load` and `kdk unload`: a module built for the guest's kernel, what
+it needs loaded first, and exactly the kernel log lines of the load.
+
+A load plans what the module needs (modules of its folder or of the
+project that export its symbols, and the kernel's own), builds what is
+out of date for the guest's kernel, checks vermagic on the host, and runs
+one script in the guest (kdk.modules.loading) under the session's watch,
+so a crash during the load is reported with the load's own log lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import KernelCrash, LoadFailed, UnknownModule
+from ..kernel import Kernel, module_name, select_kernel
+from ..klog import kmsg
+from ..make import Make
+from ..project import ModuleSource, find_module, known_modules
+from ..session import Session
+from ..state import VMRecord
+from . import deps, loading, taint
+from .build import Built, build, built_modules, main_module
+from .errnos import insmod_reason
+from .info import check_vermagic, modinfo
+from .inspect import Inspection, inspect
+
+LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What `kdk load`/`kdk unload` did in the guest."""
+
+    name: str  # the module's name in the kernel
+    ko: Path | None  # the file that was loaded (None for an unload)
+    log: list[kmsg.Record]  # exactly the kernel log records the command produced
+    built: bool  # whether sources were rebuilt first
+    tainted: list[str] = field(default_factory=list)  # new taint flags beyond O and E
+    build: Built | None = None  # how it was built (None: a prebuilt .ko, or an unload)
+    needs: list[str] = field(default_factory=list)  # modules loaded first unless loaded
+
+
+class Loader:
+    """Builds and loads the project's modules into the session's guest."""
+
+    def __init__(self, project: Path, state: Path, session: Session) -> None:
+        self.project = project
+        self.builds = state / "builds"  # build stamps and the .ko files guests load
+        self.session = session
+        self.backend = session.backend
+
+    def target_kernel(self, spec: str | None = None) -> Kernel:
+        """The kernel to build for: the running guest's, else `spec` or the default."""
+        rec = self.backend.record()
+        return select_kernel(rec.kernel if rec is not None else spec)
+
+    def build(self, spec: str, *, kernel: str | None = None, force: bool = False) -> Built:
+        """Build a module (by name or path) for the guest kernel, if it changed."""
+        src = find_module(spec, self.project)
+        return build(src, self.target_kernel(kernel), self.builds, force=force)
+
+    def module_file(self, spec: str, kernel: str | None = None) -> Path:
+        """The .ko of a module given by name, folder or .ko file; one of kdk's
+        to build is built for the guest kernel (or `kernel`) first if needed."""
+        if spec.endswith(".ko") and Path(spec).is_file():
+            return Path(spec).resolve()
+        src = find_module(spec, self.project)
+        built = build(src, self.target_kernel(kernel), self.builds)
+        return built.main_module(src.module or src.name)
+
+    def inspect(self, spec: str, kernel: str | None = None) -> Inspection:
+        """What a module's .ko holds and what it needs from the guest kernel
+        (or `kernel`), read on the host before any load (kdk inspect)."""
+        return inspect(self.module_file(spec, kernel), self.target_kernel(kernel))
+
+    def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
+        """Build if needed, check vermagic, load what the module needs from
+        its folder and the kernel, (re)load the module, and return the
+        kernel log lines all that produced. LoadFailed carries the kernel's
+        error text and those lines when an insmod fails."""
+        prebuilt = spec.endswith(".ko") and Path(spec).is_file()
+        src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
+        rec = self.backend.require()
+        kernel, make = self._build_target(rec)
+        built = None
+        if src is None:
+            ko = Path(spec).resolve()
+            siblings = sorted(ko.parent.glob("*.ko"))
+        else:
+            built = build(src, kernel, self.builds, make=make)
+            ko, siblings = built.main_module(src.module or src.name), built.modules
+        plan = self._plan(rec, ko, siblings, kernel, make)
+        staged = not ko.is_relative_to(self.project)
+        target, *providers = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
+        script = loading.load_script(target, providers, plan.kernel_modules, list(params), staged)
+        stdin = loading.stage([*plan.providers, ko]) if staged else None
+        log: list[kmsg.Record] = []
+        tainted: list[str] = []
+        try:
+            with self.session.watched(rec):
+                result = self.session.capture(rec, script, LOAD_TIMEOUT, stdin)
+                log = kmsg.parse(result.stdout.decode(errors="replace"))
+                m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
+                tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
+        except KernelCrash as e:  # the load's own lines and taint belong to the report
+            said = f"loading {target.name} tainted the kernel: {', '.join(tainted)}"
+            e.details = "\n".join(filter(None, [_format(log), said if tainted else "", e.details]))
+            raise
+        if not result.ok:
+            stderr = result.stderr.decode(errors="replace")
+            lines = [r.text for r in log]
+            raise loading.load_error(result.exit_code, target, providers, stderr, lines)
+        needs = [*plan.kernel_modules, *(p.name for p in providers)]
+        rebuilt = built is not None and built.rebuilt
+        return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs)
+
+    def unload(self, spec: str) -> LoadResult:
+        """rmmod the module, after the loaded modules of its folder that use
+        it, and before the modules it needed (see load) that nothing else
+        uses now; return the kernel log lines that produced."""
+        rec = self.backend.require()
+        ko = self._built_module(spec)
+        name, dependents, providers = module_name(spec), [], []
+        if ko is not None:
+            siblings = sorted(ko.parent.glob("*.ko"))
+            name = modinfo(ko).get("name") or module_name(ko.name)
+            dependents = [module_name(d.name) for d in deps.Siblings(siblings).dependents(ko)]
+            kernel, _ = self._build_target(rec)
+            try:
+                plan = self._plan(rec, ko, siblings, kernel, None, fresh=False)
+                providers = [module_name(p.name) for p in plan.providers]
+            except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
+                pass
+        script = loading.unload_script(name, dependents, providers)
+        with self.session.watched(rec):
+            result = self.session.capture(rec, script, LOAD_TIMEOUT)
+        log = kmsg.parse(result.stdout.decode(errors="replace"))
+        if not result.ok:
+            reason = insmod_reason(result.stderr.decode(errors="replace"), [r.text for r in log])
+            raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
+        return LoadResult(name, None, log, False)
+
+    def _build_target(self, rec: VMRecord) -> tuple[Kernel, Make | None]:
+        return self.backend.build_target(rec, lambda: self.session.connected(rec))
+
+    def _plan(
+        self,
+        rec: VMRecord,
+        ko: Path,
+        siblings: list[Path],
+        kernel: Kernel,
+        make: Make | None,
+        fresh: bool = True,
+    ) -> deps.Plan:
+        """What `ko` needs loaded first: modules of its folder (else of the
+        project) and of the kernel. A provider from the project is found
+        among the .ko files its folder holds, which may be a build for
+        another kernel (another VM's); the one loaded is that folder's build
+        for `kernel`, made first if there is none (`fresh`; an unload needs
+        only the providers' names, and builds nothing)."""
+        folder_of: dict[Path, ModuleSource] = {}
+
+        def project() -> list[Path]:
+            for m in known_modules(self.project):
+                folder_of.update(dict.fromkeys(built_modules(m.path), m))
+            return list(folder_of)
+
+        symbols = self.backend.symbols_dir(kernel, lambda: self.session.connected(rec))
+        plan = deps.plan_in_project(ko, siblings, deps.kernel_symbols(symbols), project)
+        if not fresh:
+            return plan
+        providers = [
+            build(folder_of[p], kernel, self.builds, make=make).main_module(p.name)
+            if p in folder_of
+            else p
+            for p in plan.providers
+        ]
+        return deps.Plan(plan.kernel_modules, providers)
+
+    def _built_module(self, spec: str) -> Path | None:
+        """The built .ko of a module given by name, folder or .ko file; None
+        for a name kdk does not know (taken as the kernel's, e.g. veth) or a
+        module not built yet."""
+        if spec.endswith(".ko"):
+            return Path(spec).resolve() if Path(spec).is_file() else None
+        try:
+            src = find_module(spec, self.project)
+        except UnknownModule:
+            if "/" in spec:
+                raise
+            return None
+        kos = built_modules(src.path)
+        return main_module(kos, src.module or src.name) if kos else None
+
+
+def _format(log: list[kmsg.Record]) -> str:
+    return "\n".join(r.format() for r in log)
+
+
+def _insmod_step(ko: Path, release: str, staged: bool) -> loading.Insmod:
+    """A module checked against the guest's kernel, with its guest path."""
+    info = modinfo(ko)
+    check_vermagic(ko, info, release)
+    path = loading.staged_path(ko) if staged else str(ko)
+    return loading.Insmod(info.get("name") or module_name(ko.name), path)

@@ -1,1 +1,1 @@
-"""Kernel modules: build, load, their kernel log, taint and crash reports."""
+"""Kernel modules: build, plan, load and unload, inspect, and make new ones."""

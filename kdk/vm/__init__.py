@@ -1,1 +1,1 @@
-"""VMs: the backends that boot a guest, what they boot, and their state."""
+"""VMs: the backends that boot a guest and what they boot."""

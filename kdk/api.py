@@ -113,8 +113,8 @@ class Kdk:
     ) -> Result:
         """Run a command in the guest; output is captured and also copied to
         the given streams as it arrives."""
-        s = self.guest_session
-        return s.exec(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
+        with self.session() as g:
+            return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
 
     def run_here(self, command: Sequence[str], *, timeout: float | None = None) -> int:
         """Run a command in the guest on this process's terminal (`kdk exec`)."""

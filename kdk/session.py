@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 from .errors import GuestHeld, GuestHung, GuestTimeout, KdkError, KernelCrash, VMLost
 from .guest import mux
@@ -126,20 +125,6 @@ class Session:
         feed = None if stdin is None else io.BytesIO(stdin)
         return self.connected(rec).run(command, timeout=timeout, stdin=feed)
 
-    def exec(
-        self,
-        command: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        stdout: IO[bytes] | None = None,
-        stderr: IO[bytes] | None = None,
-        stdin: IO[bytes] | None = None,
-    ) -> Result:
-        """Run a command in the guest; output is captured and also copied to
-        the given streams as it arrives."""
-        with self.guest() as g:
-            return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
-
     def run_here(self, command: Sequence[str], *, timeout: float | None = None) -> int:
         """Run a command in the guest with this process's own stdin, stdout
         and stderr (`kdk exec`); its exit code. On the VM's OpenSSH master
@@ -153,7 +138,8 @@ class Session:
             return res.exit_code
         stdin = None if tty_in else sys.stdin.buffer
         out, err = sys.stdout.buffer, sys.stderr.buffer
-        return self.exec(command, timeout=timeout, stdout=out, stderr=err, stdin=stdin).exit_code
+        with self.guest() as g:
+            return g.run(command, timeout=timeout, stdout=out, stderr=err, stdin=stdin).exit_code
 
     def _responsive(self, rec: VMRecord) -> bool:
         """Whether the guest still answers (a keepalive on a connection that

@@ -25,27 +25,10 @@ def test_debug_turns_on_what_the_kernel_was_built_with(tmp_path: Path) -> None:
 
 def test_debug_is_on_the_kernel_command_line_only_when_asked(tmp_path: Path) -> None:
     kernel = kernel_with_config(tmp_path, "CONFIG_SLUB_DEBUG=y")
-    cfg = qemu.QemuConfig(
-        kernel,
-        Path("/c/vmlinux"),
-        Path("/c/initrd"),
-        Path("/p"),
-        Path("/p/.kdk/vms/default"),
-        "tcg",
-        2222,
-    )
-    assert "slub_debug=FZPU" not in qemu.kernel_cmdline(cfg).split()
-    cfg = qemu.QemuConfig(
-        kernel,
-        Path("/c/vmlinux"),
-        Path("/c/initrd"),
-        Path("/p"),
-        Path("/p/.kdk/vms/default"),
-        "tcg",
-        2222,
-        debug=True,
-    )
-    assert "slub_debug=FZPU" in qemu.kernel_cmdline(cfg).split()
+    images, state = (Path("/c/vmlinux"), Path("/c/initrd")), Path("/p/.kdk/vms/default")
+    for debug in (False, True):
+        cfg = qemu.QemuConfig(kernel, *images, Path("/p"), state, "tcg", 2222, debug=debug)
+        assert ("slub_debug=FZPU" in qemu.kernel_cmdline(cfg).split()) == debug
 
 
 def test_every_vm_has_a_gdb_stub_on_a_socket_in_its_state_folder() -> None:

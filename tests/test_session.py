@@ -16,16 +16,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
-from kdk.errors import GuestHeld, GuestHung, GuestTimeout, KernelCrash, VMLost, VMNotRunning
+from kdk.errors import GuestHeld, GuestHung, GuestTimeout, KernelCrash, VMLost
 from kdk.guest.ssh import Endpoint, Guest, Result
 from kdk.kernel import Kernel
 from kdk.make import Make
 from kdk.session import Session
 from kdk.state import GDB_MARKER, StateDir, VMRecord
+from kdk.vm.backend import Backend
 
 DATA = Path(__file__).parent / "data"
 # A real console's reports (lines 7-47: a WARNING the kernel goes on
@@ -58,16 +59,7 @@ class StandInGuest(Guest):
         if not self.answers:
             raise GuestHung("no answer to a keepalive request")
 
-    def run(
-        self,
-        command: str | Sequence[str],
-        *,
-        timeout: float | None = 60.0,
-        stdout: IO[bytes] | None = None,
-        stderr: IO[bytes] | None = None,
-        stdin: IO[bytes] | None = None,
-        pty: bool = False,
-    ) -> Result:
+    def run(self, command: str | Sequence[str], *args: Any, **kwargs: Any) -> Result:
         return self.backend.script(self)
 
     def close(self) -> None:
@@ -78,10 +70,17 @@ def ok(_: StandInGuest) -> Result:
     return Result(0, b"done\n", b"")
 
 
-class StandInBackend:
-    """The parts of the Backend interface a Session uses, over a stand-in QEMU."""
+def run(session: Session, command: str, timeout: float = 60) -> Result:
+    """`command` in the guest, watched, as every kdk command runs."""
+    with session.guest() as g:
+        return g.run(command, timeout=timeout)
+
+
+class StandInBackend(Backend):
+    """The Backend interface over a stand-in QEMU (what a Session uses of it)."""
 
     name = "stand-in"
+    boots_with = "kdk up"
 
     def __init__(self, folder: Path) -> None:
         self.state = StateDir(folder)
@@ -123,12 +122,6 @@ class StandInBackend:
     # -- the interface ----------------------------------------------------
     def record(self) -> VMRecord | None:
         return self.state.running()
-
-    def require(self) -> VMRecord:
-        rec = self.record()
-        if rec is None:
-            raise VMNotRunning("the VM is not up: run `kdk up`")
-        return rec
 
     def endpoint(self, rec: VMRecord) -> Endpoint:
         return Endpoint("127.0.0.1", rec.ssh_port, "root", Path("key"), Path("key.pub"))
@@ -178,8 +171,8 @@ def test_a_command_on_a_quiet_console_returns_its_result(
     vm: tuple[StandInBackend, Session, list[str]],
 ) -> None:
     backend, session, said = vm
-    assert session.exec("true").stdout == b"done\n"
-    assert session.exec("true").ok
+    assert run(session, "true").stdout == b"done\n"
+    assert run(session, "true").ok
     assert backend.connects == 1  # one connection shared by the commands
     assert backend.replaced == 0 and said == []
 
@@ -196,7 +189,7 @@ def test_a_warning_is_reported_and_the_vm_kept(
 
     backend.script = warn
     with pytest.raises(KernelCrash) as e:
-        session.exec("echo warn > /sys/kernel/debug/faulty/trigger")
+        run(session, "echo warn > /sys/kernel/debug/faulty/trigger")
     assert str(e.value).startswith("the guest kernel warned")
     assert "faulty_warn" in str(e.value) and "booted again" not in str(e.value)
     assert backend.replaced == 0 and backend.require().pid == pid and said == []
@@ -214,12 +207,12 @@ def test_an_oops_the_kernel_survived_gets_a_fresh_vm(
 
     backend.script = oops
     with pytest.raises(KernelCrash, match="the VM was booted again") as e:
-        session.exec("echo null > /sys/kernel/debug/faulty/trigger")
+        run(session, "echo null > /sys/kernel/debug/faulty/trigger")
     assert "NULL pointer dereference" in str(e.value)
     assert backend.replaced == 1 and backend.require().pid != old.pid
     assert str(backend.state.previous_console_log) in e.value.details  # where the report is
     backend.script = ok
-    assert session.exec("true").ok  # on a new connection to the new VM
+    assert run(session, "true").ok  # on a new connection to the new VM
     assert backend.connects == 2
 
 
@@ -235,72 +228,66 @@ def test_a_panic_that_ended_the_vm_is_reported_and_the_vm_replaced(
 
     backend.script = panic
     with pytest.raises(KernelCrash, match=r"crashed: BUG: kernel NULL.*booted again") as e:
-        session.exec("echo panic > /sys/kernel/debug/faulty/trigger")
+        run(session, "echo panic > /sys/kernel/debug/faulty/trigger")
     assert "Kernel panic - not syncing: Fatal exception" in e.value.details
     assert backend.replaced == 1 and backend.record() is not None
     assert said == ["booting a fresh VM"]
 
 
-def test_a_hung_guest_is_replaced_and_said_so(
+def hang(g: StandInGuest) -> Result:
+    g.answers = False
+    raise GuestHung("no answer for 10 s running the command")
+
+
+def killed(g: StandInGuest) -> Result:
+    g.backend.end()
+    raise g.lost("running the command")
+
+
+def slow(g: StandInGuest) -> Result:
+    raise GuestTimeout("'sleep 100' did not finish in 1 s")
+
+
+def held(g: StandInGuest) -> Result:
+    (g.backend.state.path / GDB_MARKER).write_text(f"{g.backend.proc.pid}\n")  # a live pid
+    g.answers = False
+    raise GuestTimeout("'true' did not finish in 5 s")
+
+
+# A guest that does not answer as it should: what the session raises, and
+# whether it booted a fresh VM (and what it said) or left the VM as it was.
+SILENCES = [
+    (
+        hang,
+        VMLost,
+        r"hung with no crash report.*booted again",
+        ["no answer for 10 s running the command; booting a fresh VM"],
+    ),
+    (killed, VMLost, r"no longer running, with no crash report.*run `kdk up`", []),
+    (slow, GuestTimeout, r"did not finish in 1 s", []),
+    (held, GuestHeld, r"may be stopped in gdb \(kdk gdb, pid \d+\)", []),
+]
+
+
+@pytest.mark.parametrize(("script", "error", "match", "says"), SILENCES)
+def test_a_guest_that_does_not_answer(
     vm: tuple[StandInBackend, Session, list[str]],
+    script: Script,
+    error: type[Exception],
+    match: str,
+    says: list[str],
 ) -> None:
     backend, session, said = vm
-
-    def hang(g: StandInGuest) -> Result:
-        g.answers = False
-        raise GuestHung("no answer for 10 s running the command")
-
-    backend.script = hang
-    with pytest.raises(VMLost, match=r"hung with no crash report.*booted again") as e:
-        session.exec("sleep 1000")
-    assert not isinstance(e.value, KernelCrash)
-    assert backend.replaced == 1
-    assert said == ["no answer for 10 s running the command; booting a fresh VM"]
-
-
-def test_a_vm_killed_from_outside_is_lost_and_left_stopped(
-    vm: tuple[StandInBackend, Session, list[str]],
-) -> None:
-    backend, session, _ = vm
-
-    def killed(g: StandInGuest) -> Result:
-        backend.end()
-        raise g.lost("running the command")
-
-    backend.script = killed
-    with pytest.raises(VMLost, match=r"no longer running, with no crash report.*run `kdk up`"):
-        session.exec("true")
-    assert backend.replaced == 0 and backend.record() is None
-
-
-def test_a_slow_command_on_a_guest_that_answers_is_only_a_timeout(
-    vm: tuple[StandInBackend, Session, list[str]],
-) -> None:
-    backend, session, _ = vm
-
-    def slow(g: StandInGuest) -> Result:
-        raise GuestTimeout("'sleep 100' did not finish in 1 s")
-
-    backend.script = slow
-    with pytest.raises(GuestTimeout):
-        session.exec("sleep 100", timeout=1)
-    assert backend.replaced == 0 and backend.record() is not None
-
-
-def test_a_silent_guest_held_in_gdb_is_not_taken_for_hung(
-    vm: tuple[StandInBackend, Session, list[str]],
-) -> None:
-    backend, session, _ = vm
-
-    def silent(g: StandInGuest) -> Result:
-        g.answers = False
-        raise GuestTimeout("'true' did not finish in 5 s")
-
-    (backend.state.path / GDB_MARKER).write_text(f"{backend.proc.pid}\n")  # a live process
-    backend.script = silent
-    with pytest.raises(GuestHeld, match="stopped in gdb"):
-        session.exec("true", timeout=5)
-    assert backend.replaced == 0
+    pid, backend.script = backend.require().pid, script
+    with pytest.raises(error, match=match) as e:
+        run(session, "sleep 100", 1)
+    assert not isinstance(e.value, KernelCrash)  # no report on the console: no crash
+    assert said == says and backend.replaced == len(says)
+    rec = backend.record()
+    if script is killed:
+        assert rec is None  # left stopped: `kdk up` is the user's call
+    else:
+        assert rec is not None and (rec.pid != pid) == bool(says)
 
 
 def test_a_load_script_captured_on_the_shared_connection_is_watched_too(

@@ -96,13 +96,8 @@ def start_master(ep: Endpoint, state: Path) -> None:
     ]
     # -f: the process exits once logged in (its control socket made),
     # leaving the master behind; until then LOGIN names it.
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    quiet = subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdin=quiet, stdout=quiet, stderr=quiet, start_new_session=True)
     (state / LOGIN).write_text(f"{proc.pid}\n")
 
 

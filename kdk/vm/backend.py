@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import VMNotRunning
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel
 from ..make import Make
@@ -35,7 +36,10 @@ class BootRequest:
 
 
 class Backend(Protocol):
+    """Each backend derives from this (for `require`) and implements the rest."""
+
     name: str
+    boots_with: str  # the command that boots such a VM
     state: StateDir  # the VM's state folder (record, keys, console log)
 
     def up(
@@ -59,7 +63,10 @@ class Backend(Protocol):
 
     def require(self) -> VMRecord:
         """The running VM's record; VMNotRunning otherwise."""
-        ...
+        rec = self.record()
+        if rec is None:
+            raise VMNotRunning(f"the VM is not up: run `{self.boots_with}`")
+        return rec
 
     def endpoint(self, rec: VMRecord) -> Endpoint:
         """Where the guest's sshd is and which keys reach it."""

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BootFailed, KdkError, MissingDependency, VMNotRunning
+from ..errors import BootFailed, KdkError, MissingDependency
 from ..guest import mux
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel, select_kernel
@@ -41,7 +41,7 @@ from ..state import (
     process_alive,
 )
 from . import link
-from .backend import BootRequest
+from .backend import Backend, BootRequest
 from .initramfs import initramfs
 from .vmlinux import extract_vmlinux
 
@@ -51,6 +51,8 @@ FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says w
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 STALLED = 90.0  # a first boot not ready by then is booted again (ready in 4-25 s)
 PROBE_TIMEOUT = 3.0
+# No default devices, config files, display or reboot: only what kdk adds.
+BARE = ("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
 SHARE_OPTIONS = "security_model=none,multidevs=remap"
 # The guest mounts the host's root without a page cache, so that a file
 # made on the host is seen by the next command. These big read-only trees
@@ -168,11 +170,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         str(cfg.cpus),
         "-m",
         str(cfg.memory_mb),
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
+        *BARE,
         "-kernel",
         str(cfg.boot_image),
         "-initrd",
@@ -244,11 +242,7 @@ def probe_kvm(kernel: Kernel, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str
             "host",
             "-m",
             "256",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
+            *BARE,
             "-kernel",
             str(kernel.image),
             "-append",
@@ -313,10 +307,11 @@ def choose_accel(requested: str, kernel: Kernel, cache: Path, say: Callable[[str
     return "tcg"
 
 
-class QemuBackend:
+class QemuBackend(Backend):
     """Boots, reaches and stops the QEMU guest of one state folder."""
 
     name = "qemu"
+    boots_with = "kdk up"
 
     def __init__(self, project: Path, state_root: Path, vm: str = "default") -> None:
         self.project = project
@@ -327,12 +322,6 @@ class QemuBackend:
     def record(self) -> VMRecord | None:
         """The running VM's record; a dead VM's leftovers are cleared."""
         return self.state.running()
-
-    def require(self) -> VMRecord:
-        rec = self.record()
-        if rec is None:
-            raise VMNotRunning("the VM is not up: run `kdk up`")
-        return rec
 
     def endpoint(self, rec: VMRecord) -> Endpoint:
         return Endpoint(

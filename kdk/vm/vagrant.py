@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import BootFailed, KdkError, VMNotRunning
+from ..errors import BootFailed, KdkError
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import BOOT, MODULES, Kernel
 from ..make import BUILD_TIMEOUT, Make
 from ..state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
 from . import box as boxes
-from .backend import BootRequest
+from .backend import Backend, BootRequest
 from .libvirt import (
     ETC,
     KDK,
@@ -57,10 +57,11 @@ def parse_ssh_config(text: str) -> dict[str, str]:
     return opts
 
 
-class VagrantBackend:
+class VagrantBackend(Backend):
     """Brings up, reaches and stops the Vagrant guest of one state folder."""
 
     name = "vagrant"
+    boots_with = "kdk up --backend vagrant"
 
     def __init__(self, project: Path, state_root: Path, vm: str = "default") -> None:
         self.project = project
@@ -116,12 +117,6 @@ class VagrantBackend:
         """The running VM's record (its QEMU's disks are in the state
         folder); a stopped VM's record is cleared."""
         return self.state.running()
-
-    def require(self) -> VMRecord:
-        rec = self.record()
-        if rec is None:
-            raise VMNotRunning("the VM is not up: run `kdk up --backend vagrant`")
-        return rec
 
     def endpoint(self, rec: VMRecord) -> Endpoint:
         info = json.loads(self.state.file(INFO).read_text())

@@ -1,8 +1,6 @@
-"""`Kdk`: a project, its state folder and its VM — the facade the CLI, the
-pytest plugin and users' scripts share. It wires the parts and decides
-nothing: the backend boots the VM (kdk.vm), the session watches guest
-commands and replaces a crashed VM (kdk.session), the loader builds and
-loads modules (kdk.modules.loader); kdk.trace, kdk.net, kdk.debug."""
+"""`Kdk`, the facade the CLI, the pytest plugin and scripts share: it wires
+the backend (kdk.vm), the session (kdk.session), the loader
+(kdk.modules.loader) and the tools (kdk.trace, kdk.net, kdk.debug)."""
 
 from __future__ import annotations
 
@@ -63,7 +61,6 @@ class Kdk:
         self.guest_session = Session(self.backend, say)  # the guest, watched
         self.loader = Loader(self.project, self.state, self.guest_session)
 
-    # -- the VM ------------------------------------------------------------
     def up(
         self, req: BootRequest = AS_BEFORE, say: Say = _quiet, step: Say = _quiet
     ) -> tuple[VMRecord, bool]:
@@ -91,16 +88,13 @@ class Kdk:
         """What `kdk status --json` prints."""
         return describe(self.backend)
 
-    # -- the guest ---------------------------------------------------------
     def guest(self) -> Guest:
         """An SSH connection (not yet open) to the running guest."""
         return self.backend.guest()
 
-    @contextmanager
-    def session(self) -> Iterator[Guest]:
+    def session(self) -> AbstractContextManager[Guest]:
         """The connected guest, watched while the block runs (kdk.session)."""
-        with self.guest_session.guest() as g:
-            yield g
+        return self.guest_session.guest()
 
     def exec(
         self,
@@ -111,8 +105,7 @@ class Kdk:
         stderr: IO[bytes] | None = None,
         stdin: IO[bytes] | None = None,
     ) -> Result:
-        """Run a command in the guest; output is captured and also copied to
-        the given streams as it arrives."""
+        """Run a command in the guest, its output captured and copied to the streams."""
         with self.session() as g:
             return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
 
@@ -142,7 +135,6 @@ class Kdk:
         with self.session() as g:
             return kmsg.parse(g.check(kmsg.DUMP).stdout.decode(errors="replace"))
 
-    # -- modules -----------------------------------------------------------
     def modules(self) -> list[ModuleSource]:
         return known_modules(self.project)
 
@@ -165,7 +157,6 @@ class Kdk:
     def unload(self, spec: str) -> LoadResult:
         return self.loader.unload(spec)
 
-    # -- tools -------------------------------------------------------------
     def trace(self, module: str) -> AbstractContextManager[functions.Trace]:
         """`kdk trace`: every function of a loaded module (see kdk.trace)."""
         return functions.trace(self.guest_session, module, self.project)
@@ -182,13 +173,6 @@ class Kdk:
 
         self.backend.require()
         return Wire(self.backend.state.path, pcap)
-
-    def wire_ends(self) -> list[str]:
-        """Both ends of the wire, its sockets and its owner (`kdk wire`)."""
-        from .net.wire import describe
-
-        self.backend.require()
-        return describe(self.backend.state.path)
 
     def gdb_command(self, spec: str | None = None, args: Sequence[str] = ()) -> list[str]:
         """gdb's command line on the guest, with module `spec`'s symbols."""

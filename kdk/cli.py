@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .api import BACKENDS, BootRequest, Kdk
-from .errors import KdkError, MissingDependency
+from .errors import KdkError, MissingDependency, VMNotRunning
 from .klog import kmsg
 from .ui import progress, say
 
@@ -207,7 +207,12 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_wire(k: Kdk, a: argparse.Namespace) -> int:
-    print("\n".join(k.wire_ends()))
+    info = k.status()
+    if not info["running"]:
+        raise VMNotRunning("the VM is not up: run `kdk up`")
+    if "wire" not in info:
+        raise KdkError(f"the {info['backend']} backend's VM has no packet wire")
+    print("\n".join(info["wire"]))
     if a.pcap is not None:
         with k.wire(pcap=a.pcap) as w:
             say(f"recording to {a.pcap}" + ("" if a.duration else "; Ctrl-C ends"))

@@ -12,7 +12,8 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import WireBusy
-from kdk.net.wire import Wire, owner
+from kdk.net.wire import Wire
+from kdk.vm.link import owner
 
 from .conftest import PROJECT, kdk_cli
 

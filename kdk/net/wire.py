@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependency, VMNotRunning, WireBusy
-from ..vm.link import GUEST_SOCKET, HOST_SOCKET, LOCK, WIRE, wire_dir
+from ..vm.link import GUEST_SOCKET, HOST_SOCKET, LOCK, WIRE, held_by, wire_dir
 
 try:
     from scapy.layers.inet import IP
@@ -39,48 +39,6 @@ except ImportError as e:  # depends on the installation
     ) from e
 
 FRAME_MAX = 65536
-
-
-def owner(state: Path) -> int | None:
-    """The pid of the process that owns the wire of the VM of `state`, if any."""
-    lock = wire_dir(state) / LOCK
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _pid_in(lock)
-    finally:
-        os.close(fd)
-    return None
-
-
-def describe(state: Path) -> list[str]:
-    """What `kdk wire` prints: both ends, where the sockets are, who owns it."""
-    pid = owner(state)
-    return [
-        f"guest   {WIRE.guest_if}  {WIRE.guest_mac}  {WIRE.guest_ip}/{WIRE.prefix}",
-        f"host    end   {WIRE.host_mac}  {WIRE.host_ip}",
-        f"sockets {wire_dir(state)}/{{{GUEST_SOCKET},{HOST_SOCKET}}}",
-        f"owner   {_describe(pid) if pid is not None else 'none'}",
-    ]
-
-
-def _pid_in(lock: Path) -> int:
-    try:
-        return int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _describe(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return f"pid {pid}"
-    return f"pid {pid} ({cmd[:60]})"
 
 
 def _ip4(text: str) -> bytes:
@@ -277,9 +235,7 @@ def _take_lock(lock: Path) -> int:
         os.close(fd)
         if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
             raise
-        raise WireBusy(
-            f"the wire is owned by {_describe(_pid_in(lock))}; one owner at a time"
-        ) from None
+        raise WireBusy(f"the wire is owned by {held_by(lock)}; one owner at a time") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

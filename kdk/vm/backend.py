@@ -85,8 +85,8 @@ class Backend(Protocol):
         --destroy`); False when it was not running."""
         ...
 
-    def details(self) -> dict[str, str]:
-        """What `kdk status --json` adds for this backend (e.g. its libvirt)."""
+    def details(self) -> dict[str, Any]:
+        """What `kdk status --json` adds for this backend (its wire, its libvirt)."""
         ...
 
     def build_target(self, rec: VMRecord, guest: Callable[[], Guest]) -> tuple[Kernel, Make | None]:

@@ -13,6 +13,7 @@ folder of their own, /tmp/kdk-<uid>/<hash of the state folder>/.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -71,3 +72,50 @@ def qemu_netdev(state: Path) -> list[str]:
         "-device",
         f"virtio-net-pci,netdev=wire,mac={WIRE.guest_mac},romfile=",
     ]
+
+
+def owner(state: Path) -> int | None:
+    """The pid of the process that owns the wire of the VM of `state`, if any."""
+    lock = wire_dir(state) / LOCK
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _pid_in(lock)
+    finally:
+        os.close(fd)
+    return None
+
+
+def describe(state: Path) -> list[str]:
+    """What `kdk wire` prints: both ends, where the sockets are, who owns it."""
+    pid = owner(state)
+    return [
+        f"guest   {WIRE.guest_if}  {WIRE.guest_mac}  {WIRE.guest_ip}/{WIRE.prefix}",
+        f"host    end   {WIRE.host_mac}  {WIRE.host_ip}",
+        f"sockets {wire_dir(state)}/{{{GUEST_SOCKET},{HOST_SOCKET}}}",
+        f"owner   {who(pid) if pid is not None else 'none'}",
+    ]
+
+
+def _pid_in(lock: Path) -> int:
+    try:
+        return int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def held_by(lock: Path) -> str:
+    """Who holds the wire's `lock` (its pid and command line), for a refusal."""
+    return who(_pid_in(lock))
+
+
+def who(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid} ({cmd[:60]})"

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BootFailed, KdkError, MissingDependency
 from ..guest import mux
@@ -524,8 +525,9 @@ class QemuBackend(Backend):
         keys in it are kept for the next VM."""
         return self.down()
 
-    def details(self) -> dict[str, str]:
-        return {}
+    def details(self) -> dict[str, Any]:
+        """The packet wire into the guest: its ends, sockets and owner."""
+        return {"wire": link.describe(self.state.path)}
 
 
 def _qemu_only(req: BootRequest) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import BootFailed, KdkError
 from ..guest.ssh import Endpoint, Guest
@@ -334,5 +335,5 @@ class VagrantBackend(Backend):
         remember(self.state.path, KDK)
         return running
 
-    def details(self) -> dict[str, str]:
+    def details(self) -> dict[str, Any]:
         return {"libvirt": str(self.libvirt.at)}  # kdk up --libvirt's value

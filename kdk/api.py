@@ -24,7 +24,6 @@ from .errors import (
     GuestTimeout,
     KdkError,
     KernelCrash,
-    LoadFailed,
     UnknownModule,
     VMLost,
 )
@@ -34,7 +33,6 @@ from .guest.ssh import Guest, Result
 from .kernel import BOOT, MODULES, Kernel, module_name, select_kernel
 from .modules import deps, kmsg, loading, oops, taint
 from .modules.build import Built, Make, build, built_modules, main_module
-from .modules.errnos import insmod_reason
 from .modules.info import check_vermagic, modinfo
 from .modules.inspect import Inspection, inspect
 from .modules.scaffold import new_module
@@ -58,7 +56,7 @@ if TYPE_CHECKING:
 
     from .net.wire import Wire
 
-LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
+LOAD_TIMEOUT = 60.0  # an unload whose rmmod hangs is reported, not waited on forever
 
 
 def _quiet(_: str) -> None:
@@ -430,7 +428,7 @@ class Kdk:
         tainted: list[str] = []
         try:
             with self._watched(rec):
-                result = self._capture(rec, script, LOAD_TIMEOUT, stdin)
+                result = self._capture(rec, script, loading.script_timeout(len(steps)), stdin)
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
@@ -441,7 +439,7 @@ class Kdk:
         if not result.ok:
             raise loading.load_error(result.exit_code, target, providers,
                                      result.stderr.decode(errors="replace"),
-                                     [r.text for r in log])  # fmt: skip
+                                     [r.text for r in log], list(params))  # fmt: skip
         needs = [*plan.kernel_modules, *(p.name for p in providers)]
         return LoadResult(target.name, ko, log, built is not None and built.rebuilt, tainted, built,
                           needs)  # fmt: skip
@@ -467,8 +465,8 @@ class Kdk:
                                    LOAD_TIMEOUT)  # fmt: skip
         log = kmsg.parse(result.stdout.decode(errors="replace"))
         if not result.ok:
-            reason = insmod_reason(result.stderr.decode(errors="replace"), [r.text for r in log])
-            raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
+            stderr = result.stderr.decode(errors="replace")
+            raise loading.unload_error(result.exit_code, name, stderr, log)
         return LoadResult(name, None, log, False)
 
     def _plan(

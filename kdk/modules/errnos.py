@@ -1,9 +1,9 @@
 """Why insmod or rmmod failed, in words a module author can act on.
 
-insmod (kmod's) prints the kernel's errno through strerror(), except four it
-words its own way ("Invalid parameters" for EINVAL, which a module's init
-returns far more often than the kernel refuses a parameter). Its words are
-turned back into the errno: "init returned -EINVAL (22)", unless the kernel
+insmod (kmod's) prints the kernel's errno through strerror(), except a few it
+words its own way ("Invalid parameters" for any EINVAL, also one that a
+module's init returned with no parameter given). Its words are turned back
+into the errno: "init returned -EINVAL (22)", unless the kernel
 log of that load names what the kernel itself refused before init ran (a
 parameter, a symbol) — then that line is the reason. strerror() does not know
 the kernel's internal codes 512-531 (include/linux/errno.h): a module whose

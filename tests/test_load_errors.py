@@ -1,19 +1,25 @@
 """The words of a failed load, built without a VM: the errno an init
 returned, a parameter the kernel refused, and a module whose init has not
-returned (from a report a guest script wrote, stored in tests/data)."""
+returned (from a report a guest script wrote, stored in tests/data). And
+the test module of the VM tests (tests/test_load_failures.py) builds
+cleanly."""
 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from kdk.errors import InitHung, KdkError, LoadFailed
+from kdk.kernel import Kernel, host_kernels
 from kdk.modules import loading
+from kdk.modules.build import compiler_output
 from kdk.modules.errnos import insmod_reason
 from kdk.modules.loading import Insmod
 
 from .conftest import DATA
+from .usermods import initfail
 
 INSERT = "insmod: ERROR: could not insert module /m/initfail.ko: "
 TARGET = Insmod("initfail", "/m/initfail.ko")
@@ -141,3 +147,14 @@ def test_the_scripts_are_valid_for_dash() -> None:
     for script in scripts:
         res = subprocess.run(["dash", "-n"], input=script, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.kbuild
+@pytest.mark.parametrize("kernel", host_kernels(), ids=lambda k: k.release)
+def test_initfail_builds_without_a_warning_also_with_w1(kernel: Kernel, tmp_path: Path) -> None:
+    folder = initfail(tmp_path)
+    argv = ["make", "-C", str(kernel.build_dir), f"M={folder}", "W=1", "modules"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    output = compiler_output(proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 0 and output == "", output
+    assert (folder / "initfail.ko").is_file()

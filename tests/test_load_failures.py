@@ -9,7 +9,6 @@ its `release` parameter, which ends the wait when the test wants.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,8 @@ from kdk.api import Kdk
 from kdk.errors import InitHung, LoadFailed
 from kdk.testing import sh
 
-from .conftest import DATA, kdk_cli
+from . import usermods
+from .conftest import kdk_cli
 
 pytestmark = pytest.mark.vm
 
@@ -27,11 +27,7 @@ SYSFS = "/sys/module/initfail"
 
 @pytest.fixture(scope="module")
 def initfail(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("modules") / "initfail"
-    folder.mkdir()
-    (folder / "Kbuild").write_text("obj-m := initfail.o\n")
-    shutil.copy(DATA / "initfail.c", folder)
-    return folder
+    return usermods.initfail(tmp_path_factory.mktemp("modules"))
 
 
 def initstate(vm: Kdk) -> str:

@@ -100,6 +100,14 @@ def _sysfs(module: str) -> str:
     return q(f"/sys/module/{module}")
 
 
+def _not_coming(module: str) -> str:
+    """Shell that stops a load script (exit INIT_HUNG) when `module` is
+    still in its init since an earlier load: an insmod of it would wait for
+    that init, and an insmod of a module that uses it would give up after
+    30 s with its symbols "unknown"."""
+    return f"[ $rc != 0 ] || ! coming {q(module)} || {{ stuck {q(module)}; rc={INIT_HUNG}; }}"
+
+
 def load_script(
     target: Insmod,
     providers: list[Insmod],
@@ -121,10 +129,11 @@ def load_script(
     for i, p in enumerate(providers):
         failed = f"{{ rc=$?; [ $rc = {INIT_HUNG} ] || rc={PROVIDER_FAILED + i}; }}"
         load = f"load {q(p.name)} {q(p.path)}"
+        lines.append(_not_coming(p.name))
         lines.append(f"[ $rc != 0 ] || [ -d {_sysfs(p.name)} ] || {load} || {failed}")
     name = q(target.name)
     lines += [
-        f"[ $rc != 0 ] || ! coming {name} || {{ stuck {name}; rc={INIT_HUNG}; }}",
+        _not_coming(target.name),
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {name} || rc={RELOAD_FAILED}",
         f"[ $rc != 0 ] || load {name} {q(target.path)} {shlex.join(params)} || rc=$?",
         kmsg.dump_since("before", tainted + 'print "kdk-taint " ENVIRON["KDK_TAINT"] " " t'),

@@ -57,6 +57,13 @@ class LoadFailed(KdkError):
     """insmod or rmmod failed in the guest."""
 
 
+class InitHung(LoadFailed):
+    """A module's init has not returned (kdk load waited its bound, or an
+    earlier load's init still runs): the module stays half-loaded."""
+
+    exit_code = 5
+
+
 class MissingDependency(KdkError):
     """A program, file or package kdk needs is not installed."""
 

@@ -82,13 +82,10 @@ def test_symbols_of_the_kernels_modules_are_modprobed(
 def test_kernel_internal_errnos_are_named_and_explained() -> None:
     stored = (DATA / "insmod-eprobe-defer.txt").read_text()  # insmod's own stderr
     reason = insmod_reason(stored, [])
-    assert reason.startswith("EPROBE_DEFER (517): ") and "probe is retried" in reason
+    assert reason.startswith("init returned -EPROBE_DEFER (517): ") and "probe is retried" in reason
     assert set(KERNEL_ERRNOS) == set(range(512, 532)) - {520}  # 520 is unused
     assert name_errno("Unknown error 512").startswith("ERESTARTSYS (512): ")
     assert name_errno("Unknown error 4242") == "Unknown error 4242"
-    assert insmod_reason("insmod: ERROR: could not insert module x.ko: Invalid parameters", []) == (
-        "Invalid parameters"
-    )
 
 
 def test_unknown_symbol_in_module_names_the_symbols_from_the_log() -> None:
@@ -97,7 +94,8 @@ def test_unknown_symbol_in_module_names_the_symbols_from_the_log() -> None:
     assert insmod_reason(stored, log) == (
         "Unknown symbol in module: kdkprov_add (exported by no loaded module)"
     )
-    assert insmod_reason(stored, []) == "Unknown symbol in module"
+    # no symbol named: ENOENT came from init (e.g. a kprobe on a missing function)
+    assert insmod_reason(stored, []) == "init returned -ENOENT (2)"
 
 
 @pytest.mark.kbuild

@@ -130,7 +130,9 @@ def test_an_init_returning_eprobe_defer_is_named(vm: Kdk, tmp_path: Path) -> Non
     (tmp_path / "deferred").mkdir()
     (tmp_path / "deferred" / "Kbuild").write_text("obj-m := deferred.o\n")
     (tmp_path / "deferred" / "deferred.c").write_text(DEFERRED_C)
-    with pytest.raises(LoadFailed, match=r"^insmod deferred failed: EPROBE_DEFER \(517\): "):
+    with pytest.raises(
+        LoadFailed, match=r"^insmod deferred failed: init returned -EPROBE_DEFER \(517\): "
+    ):
         vm.load(str(tmp_path / "deferred"))
 
 

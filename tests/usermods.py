@@ -6,10 +6,13 @@
 - `pair`: one folder, two modules; kdkuser calls what kdkprov exports.
 - `split`: the same two modules in two folders; kdkuser's is built against
   kdkprov's Module.symvers (KBUILD_EXTRA_SYMBOLS).
+- `initfail`: tests/data/initfail.c, whose init fails with a chosen errno or
+  waits until released (the tests of load failures).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 CLASSIC_MAKEFILE = """\
@@ -144,3 +147,10 @@ def split(root: Path) -> tuple[Path, Path]:
         },
     )
     return root / "prov", root / "user"
+
+
+def initfail(root: Path) -> Path:
+    """root/initfail, with tests/data/initfail.c; the folder."""
+    _write(root, {"initfail/Kbuild": "obj-m := initfail.o\n"})
+    shutil.copy(Path(__file__).parent / "data" / "initfail.c", root / "initfail")
+    return root / "initfail"

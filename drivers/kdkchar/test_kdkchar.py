@@ -44,8 +44,12 @@ def test_nodes_per_minor_and_loads_twice(vm: Kdk) -> None:
         assert nodes == ["kdkchar0", "kdkchar1", "kdkchar2"]
         assert vm.unload("kdkchar").log[-1].text == "kdkchar: unloaded"
         assert vm.exec("ls /dev/kdkchar0").exit_code != 0
-    with pytest.raises(LoadFailed, match="Invalid parameters"):
+    with pytest.raises(LoadFailed) as exc:
         vm.load("kdkchar", ["nr_devs=0"])
+    assert str(exc.value) == (
+        "insmod kdkchar failed: init returned -EINVAL (22) (parameters: nr_devs=0)"
+    )
+    assert exc.value.details.endswith("kdkchar: nr_devs=0 out of range 1..64")
 
 
 def test_round_trip_and_ioctls(loaded: Kdk) -> None:

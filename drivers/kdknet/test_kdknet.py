@@ -128,8 +128,12 @@ def test_load_and_unload_twice(vm: Kdk) -> None:
         assert not vm.exec("ip link show kdknet0").ok
     assert vm.load("kdknet", ["pairs=3"]).log[-1].text == "kdknet: 3 pairs: kdknet0..kdknet5"
     assert sh(vm, "ls /sys/class/net | grep kdknet").split() == [f"kdknet{i}" for i in range(6)]
-    with pytest.raises(LoadFailed, match="Invalid parameters"):
+    with pytest.raises(LoadFailed) as exc:
         vm.load("kdknet", ["pairs=9"])
+    assert (
+        str(exc.value) == "insmod kdknet failed: init returned -EINVAL (22) (parameters: pairs=9)"
+    )
+    assert exc.value.details.endswith("kdknet: pairs=9 out of range 1..8")
 
 
 def test_carrier_is_on_while_both_ends_are_up(loaded: Kdk) -> None:

@@ -1,15 +1,23 @@
 """Why insmod or rmmod failed, in words a module author can act on.
 
-insmod prints the kernel's errno through strerror(), which does not know the
-kernel's internal codes 512-531 (include/linux/errno.h): a module whose init
-returns -EPROBE_DEFER fails with "Unknown error 517". These are named and
-explained here. "Unknown symbol in module" is completed with the symbols the
-kernel named in its log for that load.
+insmod (kmod's) prints the kernel's errno through strerror(), except a few it
+words its own way ("Invalid parameters" for any EINVAL, also one that a
+module's init returned with no parameter given). Its words are turned back
+into the errno: "init returned -EINVAL (22)", unless the kernel
+log of that load names what the kernel itself refused before init ran (a
+parameter, a symbol) — then that line is the reason. strerror() does not know
+the kernel's internal codes 512-531 (include/linux/errno.h): a module whose
+init returns -EPROBE_DEFER fails with "Unknown error 517". These are named
+and explained here. "Unknown symbol in module" is completed with the symbols
+the kernel named in its log for that load.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+from collections.abc import Sequence
 
 # The kernel-internal errnos: (name, what it means for a module's init or exit).
 KERNEL_ERRNOS: dict[int, tuple[str, str]] = {
@@ -42,6 +50,25 @@ KERNEL_ERRNOS: dict[int, tuple[str, str]] = {
     531: ("ENOGRACE", "NFS file lock reclaim refused"),
 }
 UNKNOWN_ERROR = re.compile(r"Unknown error (\d+)")
+# insmod's message when the kernel refused the module; its words for the errno follow.
+NOT_INSERTED = re.compile(r"could not insert module .*: (.+)$")
+# kmod's insmod words these errnos its own way (ESRCH too: "Unknown symbol in module").
+KMOD_WORDS = {
+    "Invalid module format": errno.ENOEXEC,
+    "Unknown symbol in module": errno.ENOENT,
+    "Invalid parameters": errno.EINVAL,
+}
+# strerror()'s words (the guest runs the host's C library) back to the errno.
+STRERROR = {os.strerror(n): n for n in errno.errorcode} | KMOD_WORDS
+# The kernel's names where Python's errno module gives an alias.
+LINUX_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK"}
+# The kernel's log lines when it refuses a module before its init runs
+# (kernel/params.c, kernel/module/): the errno is then the kernel's, not init's.
+REFUSED = re.compile(
+    r"(invalid for parameter|too large for parameter|Unknown parameter `|can only take \d+ "
+    r"arguments|string parameter too long|string doesn't fit in|disagrees about version "
+    r"of symbol|no symbol version for|version magic '|Unknown symbol \S+ \(err)"
+)
 UNKNOWN_SYMBOL = "Unknown symbol in module"
 # The kernel's log line for each symbol it could not resolve at insmod.
 SYMBOL_LINE = re.compile(r"^(\S+): Unknown symbol (\S+) \(err (-?\d+)\)")
@@ -66,15 +93,43 @@ def unknown_symbols(log: list[str]) -> list[str]:
     return list(dict.fromkeys(m.group(2) for ln in log if (m := SYMBOL_LINE.match(ln))))
 
 
-def insmod_reason(stderr: str, log: list[str]) -> str:
-    """The kernel's reason from insmod/rmmod's message (e.g. 'Invalid
-    parameters'), with kernel-internal errnos named and missing symbols
-    listed from `log`, the kernel log lines of that command."""
+def errno_text(code: int) -> str:
+    """An errno as a module's code would write it: "-EINVAL (22)", and a
+    kernel-internal one explained ("-EPROBE_DEFER (517): a resource ...")."""
+    if code in KERNEL_ERRNOS:
+        internal, meaning = KERNEL_ERRNOS[code]
+        return f"-{internal} ({code}): {meaning}"
+    name = LINUX_NAMES.get(code) or errno.errorcode.get(code)
+    return f"-{name} ({code})" if name else f"-{code}"
+
+
+def _errno(words: str) -> int | None:
+    """The errno of insmod's words for it ("Invalid parameters", "Unknown error 517")."""
+    m = UNKNOWN_ERROR.fullmatch(words)
+    return int(m.group(1)) if m else STRERROR.get(words)
+
+
+def insmod_reason(stderr: str, log: list[str], params: Sequence[str] = ()) -> str:
+    """The kernel's reason from insmod/rmmod's message `stderr`, with `log`,
+    the kernel log lines of that command, and `params`, insmod's arguments
+    after the file: what the kernel refused before init ran (a parameter,
+    missing symbols), else the errno init returned, with the parameters
+    given, if any ("init returned -EINVAL (22)")."""
     text = stderr.strip()
     last = text.splitlines()[-1] if text else "no message"
+    inserted = NOT_INSERTED.search(last)
     reason = last.rsplit(": ", 1)[-1] if "ERROR" in last else last
-    if reason == UNKNOWN_SYMBOL:
-        missing = unknown_symbols(log)
-        if missing:
-            return f"{reason}: {', '.join(missing)} (exported by no loaded module)"
-    return name_errno(reason)
+    missing = unknown_symbols(log)
+    if reason == UNKNOWN_SYMBOL and missing:
+        return f"{reason}: {', '.join(missing)} (exported by no loaded module)"
+    code = _errno(inserted.group(1)) if inserted else None
+    if code is None:
+        return name_errno(reason)
+    refused = next((ln for ln in log if REFUSED.search(ln)), None)
+    if refused is not None:
+        return f"{errno_text(code)}: {refused}"
+    if code == errno.ENOEXEC:  # the kernel's checks of the file, not init
+        return f"{reason} ({errno_text(code)})"
+    given = f" (parameters: {' '.join(params)})" if params else ""
+    head, sep, meaning = errno_text(code).partition(": ")
+    return f"init returned {head}{given}{sep}{meaning}"

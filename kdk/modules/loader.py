@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import KernelCrash, LoadFailed, UnknownModule
+from ..errors import KernelCrash, UnknownModule
 from ..kernel import Kernel, module_name, select_kernel
 from ..klog import kmsg
 from ..make import Make
@@ -24,11 +24,10 @@ from ..session import Session
 from ..state import VMRecord
 from . import deps, loading, taint
 from .build import Built, build, built_modules, main_module
-from .errnos import insmod_reason
 from .info import check_vermagic, modinfo
 from .inspect import Inspection, inspect
 
-LOAD_TIMEOUT = 60.0  # an insmod whose init hangs is reported, not waited on forever
+LOAD_TIMEOUT = 60.0  # an unload whose rmmod hangs is reported, not waited on forever
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,9 @@ class Loader:
         tainted: list[str] = []
         try:
             with self.session.watched(rec):
-                result = self.session.capture(rec, script, LOAD_TIMEOUT, stdin)
+                result = self.session.capture(
+                    rec, script, loading.script_timeout(1 + len(providers)), stdin
+                )
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
@@ -113,7 +114,9 @@ class Loader:
         if not result.ok:
             stderr = result.stderr.decode(errors="replace")
             lines = [r.text for r in log]
-            raise loading.load_error(result.exit_code, target, providers, stderr, lines)
+            raise loading.load_error(
+                result.exit_code, target, providers, stderr, lines, list(params)
+            )
         needs = [*plan.kernel_modules, *(p.name for p in providers)]
         rebuilt = built is not None and built.rebuilt
         return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs)
@@ -140,8 +143,8 @@ class Loader:
             result = self.session.capture(rec, script, LOAD_TIMEOUT)
         log = kmsg.parse(result.stdout.decode(errors="replace"))
         if not result.ok:
-            reason = insmod_reason(result.stderr.decode(errors="replace"), [r.text for r in log])
-            raise LoadFailed(f"rmmod {name} failed: {reason}", _format(log))
+            stderr = result.stderr.decode(errors="replace")
+            raise loading.unload_error(result.exit_code, name, stderr, log)
         return LoadResult(name, None, log, False)
 
     def _build_target(self, rec: VMRecord) -> tuple[Kernel, Make | None]:

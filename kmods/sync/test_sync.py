@@ -81,7 +81,7 @@ def test_each_write_to_run_runs_again(vm: Kdk) -> None:
 def test_an_out_of_range_parameter_fails_the_load(vm: Kdk, param: str, log: str) -> None:
     with pytest.raises(LoadFailed) as exc:
         vm.load("sync", [param])
-    assert str(exc.value) == "insmod sync failed: Invalid parameters"
+    assert str(exc.value) == f"insmod sync failed: init returned -EINVAL (22) (parameters: {param})"
     assert log in exc.value.details
     assert "threads x" not in exc.value.details  # refused before any run
     assert not vm.exec(f"test -e {DIR} || test -e /sys/module/sync").ok

@@ -140,6 +140,7 @@ def test_a_kernel_consumer_takes_an_interrupt_per_edge(chip: Any, vm: Kdk) -> No
     assert sum(int(f) for f in fields[:cpus]) == 20
     assert fields[cpus + 1 :] == ["2", "kdkgpio-irq"]
     assert vm.exec(f"echo 1 > {CONSUMER}/rising").exit_code != 0  # only 0 resets
+    assert "in use" in vm.exec("rmmod kdkgpio").stderr.decode()  # the consumer holds a line
     sh(vm, f"echo 0 > {CONSUMER}/falling; {toggle(2, 3)}")
     assert sh(vm, f"cat {CONSUMER}/rising {CONSUMER}/falling") == "3\n3\n"
     assert "kdkgpio_irq: 3 rising, 3 falling" in texts(vm.unload("kdkgpio_irq"))

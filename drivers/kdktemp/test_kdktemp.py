@@ -78,7 +78,7 @@ def stub(vm: Kdk) -> Iterator[int]:
     yield bus
     vm.exec(f"""rmmod kdktemp_board 2>/dev/null
         echo {ADDR:#x} > /sys/bus/i2c/devices/i2c-{bus}/delete_device 2>/dev/null
-        rmmod kdktemp i2c-stub""")
+        rmmod kdktemp lm75 2>/dev/null; rmmod i2c-stub""")
 
 
 def new_log(vm: Kdk, since: int) -> list[str]:
@@ -157,6 +157,33 @@ def test_limits_written_through_hwmon_land_in_the_registers(loaded: Kdk, stub: i
         want = [x for text, (b, back) in cases.items() for x in (len(text), list(b), back)]
         assert got == want, attr
     assert ops(loaded, stub, ["read", TEMP], ["echo", f"{mon}/temp1_input", "1"]) == [[0, 0], -13]
+
+
+def test_unloading_the_driver_leaves_the_client(loaded: Kdk, stub: int) -> None:
+    ops(loaded, stub, ["byte", ID, 0xA1])
+    sh(loaded, f"echo kdktemp {ADDR:#x} > /sys/bus/i2c/devices/i2c-{stub}/new_device")
+    mon = hwmon(loaded, stub)
+    loaded.unload("kdktemp")
+    assert not loaded.exec(["test", "-e", mon]).ok
+    assert sh(loaded, f"cat {client(stub)}/name; ls {client(stub)}") == (
+        "kdktemp\nmodalias\nname\npower\nsubsystem\nuevent\n"
+    )
+
+
+def test_the_kernels_lm75_driver_reads_the_same_chip(vm: Kdk, stub: int) -> None:
+    """A driver written elsewhere (the kernel's own lm75) binds to the same
+    emulated chip: the register map is LM75A-like."""
+    ops(vm, stub, ["word", TEMP, 0x19, 0x80])
+    sh(vm, f"modprobe lm75 && echo lm75 {ADDR:#x} > /sys/bus/i2c/devices/i2c-{stub}/new_device")
+    mon = hwmon(vm, stub)
+    assert ops(
+        vm,
+        stub,
+        ["cat", f"{mon}/name"],
+        ["cat", f"{mon}/temp1_input"],
+        ["word", TEMP, 0xE7, 0x00],
+        ["cat", f"{mon}/temp1_input"],
+    ) == ["lm75", "25500", "-25000"]
 
 
 def test_a_chip_with_another_id_is_refused(loaded: Kdk, stub: int) -> None:

@@ -4,6 +4,7 @@ limits written through hwmon read back as exact register bytes."""
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ TEMP, THYST, TOS, ID = 0x00, 0x02, 0x03, 0x07
 # result per operation. Word registers are sent MSB first.
 #   ["word", reg, msb, lsb]  set      ["byte", reg, value]  set
 #   ["read", reg]            -> [msb, lsb]
+#   ["plain", reg]           -> byte read with I2C_SLAVE (not forced), or -errno
 #   ["cat", path]            -> its text, or -errno
 #   ["echo", path, text]     -> bytes written, or -errno
 _OPS = f"""
@@ -38,6 +40,8 @@ for op, *a in json.loads(sys.argv[2]):
             smb.write_word_data({ADDR}, a[0], a[1] | a[2] << 8)
         elif op == "byte":
             smb.write_byte_data({ADDR}, a[0], a[1])
+        elif op == "plain":  # without I2C_SLAVE_FORCE
+            out.append(smbus2.SMBus(int(sys.argv[1])).read_byte_data({ADDR}, a[0]))
         elif op == "read":
             w = smb.read_word_data({ADDR}, a[0])
             out.append([w & 0xff, w >> 8])
@@ -98,7 +102,9 @@ def hwmon(vm: Kdk, bus: int) -> str:
 
 
 def test_binds_by_new_device_and_converts_exact_temperatures(loaded: Kdk, stub: int) -> None:
-    ops(loaded, stub, ["byte", ID, 0xA1], ["word", TEMP, 0x19, 0x80])
+    assert ops(loaded, stub, ["byte", ID, 0xA1], ["word", TEMP, 0x19, 0x80], ["plain", ID]) == [
+        0xA1
+    ]
     seq = loaded.dmesg()[-1].seq
     sh(loaded, f"echo kdktemp {ADDR:#x} > /sys/bus/i2c/devices/i2c-{stub}/new_device")
     mon = hwmon(loaded, stub)
@@ -119,6 +125,7 @@ def test_binds_by_new_device_and_converts_exact_temperatures(loaded: Kdk, stub: 
     got = ops(
         loaded,
         stub,
+        ["plain", ID],  # the driver owns the address now
         ["cat", f"{mon}/name"],
         *[
             op
@@ -126,7 +133,7 @@ def test_binds_by_new_device_and_converts_exact_temperatures(loaded: Kdk, stub: 
             for op in (["word", TEMP, msb, lsb], ["cat", f"{mon}/temp1_input"])
         ],
     )
-    assert got == ["kdktemp", *[str(mc) for mc in cases.values()]]
+    assert got == [-errno.EBUSY, "kdktemp", *[str(mc) for mc in cases.values()]]
     # the driver caches nothing: a register changed under it is read at once
     assert ops(
         loaded,

@@ -108,12 +108,15 @@ class Kdk:
         step: Callable[[str], None] = _quiet,
         debug: bool = False,
         libvirt: str | None = None,
+        devices: Sequence[str] = (),
     ) -> tuple[VMRecord, bool]:
         """Boot the VM unless it runs; (record, whether it was booted now).
         `debug`: with the allocator's checks on (see README, memory bugs).
         `libvirt` (Vagrant): "kdk" or the user's "URI[,netns=NS]", remembered
-        by the VM (see kdk.vm.libvirt); None: the remembered one."""
-        req = BootRequest(kernel, accel, ssh_port, debug, libvirt)
+        by the VM (see kdk.vm.libvirt); None: the remembered one. `devices`:
+        QEMU -device specs to add (kdk.vm.devices: `can_bus(2)` for a CAN
+        bus), their drivers loaded; a running VM without them is an error."""
+        req = BootRequest(kernel, accel, ssh_port, debug, libvirt, tuple(devices))
         return self.backend.up(req, say, step)
 
     def up_command(
@@ -124,9 +127,11 @@ class Kdk:
         debug: bool = False,
         say: Callable[[str], None] = _quiet,
         libvirt: str | None = None,
+        devices: Sequence[str] = (),
     ) -> list[str]:
         """The command `up` would start (`kdk up --dry-run`), booting nothing."""
-        return self.backend.dry_run(BootRequest(kernel, accel, ssh_port, debug, libvirt), say)
+        req = BootRequest(kernel, accel, ssh_port, debug, libvirt, tuple(devices))
+        return self.backend.dry_run(req, say)
 
     def down(self, destroy: bool = False) -> bool:
         """Stop the VM; False when it was not running. `destroy`: also remove
@@ -181,6 +186,7 @@ class Kdk:
                 uptime=round(uptime(rec), 1),
                 ready_seconds=round(rec.ready_seconds, 2),
                 debug=rec.debug,
+                devices=list(rec.devices),
             )
         return info
 

@@ -23,6 +23,7 @@ from .guest.netns import exec_prefix
 from .kernel import select_kernels
 from .modules import kmsg
 from .ui import progress, say
+from .vm import devices
 from .vm.choose import BACKENDS
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -34,18 +35,21 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
+    wanted = devices.request(a.device, a.can)
     if a.dry_run:
-        argv = k.up_command(a.kernel, a.accel, a.ssh_port, a.debug, say=say, libvirt=a.libvirt)
+        argv = k.up_command(a.kernel, a.accel, a.ssh_port, a.debug, say=say, libvirt=a.libvirt,
+                            devices=wanted)  # fmt: skip
         print(shlex.join(argv))
         return 0
     with progress("kdk up") as step:
         rec, booted = k.up(a.kernel, a.accel, a.ssh_port, say=say, step=step, debug=a.debug,
-                           libvirt=a.libvirt)  # fmt: skip
+                           libvirt=a.libvirt, devices=wanted)  # fmt: skip
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
     if a.debug and not rec.debug:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
     ep = k.backend.endpoint(rec)
-    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {ep.host}:{ep.port}")
+    added = f", devices {devices.describe(rec.devices)}" if rec.devices else ""
+    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {ep.host}:{ep.port}{added}")
     return 0
 
 
@@ -69,6 +73,8 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
     elif info["running"]:
         print(f"running: {info['accel']}, kernel {info['kernel']}, ssh {info['ssh_host']}:"
               f"{info['ssh_port']}, pid {info['pid']}, up {info['uptime']:.0f} s")  # fmt: skip
+        if info["devices"]:
+            print(f"devices: {devices.describe(info['devices'])}")
     else:
         print("not running")
     return 0 if info["running"] else 3
@@ -302,6 +308,15 @@ def parser() -> argparse.ArgumentParser:
         help="vagrant: kdk (its own libvirtd in a namespace it makes; the default) or "
              "your running libvirt, used as it is: URI (qemu:///system) and the network "
              "namespace its networks live in (default: the host's); remembered by the VM",
+    )  # fmt: skip
+    up.add_argument(
+        "--device", action="append", default=[], metavar="SPEC",
+        help="add an emulated device: a QEMU -device spec (edu, kvaser_pci,canbus=ID...); "
+             "repeat for several",
+    )  # fmt: skip
+    up.add_argument(
+        "--can", type=int, default=0, metavar="N",
+        help=f"a CAN bus with N {devices.CAN_CONTROLLER} controllers (can0...), drivers loaded",
     )  # fmt: skip
     up.add_argument(
         "--dry-run", action="store_true", help="print the QEMU command line, boot nothing"

@@ -30,6 +30,7 @@ from ..guest import mux
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel, select_kernel
 from ..net import link
+from . import devices
 from .backend import BootRequest
 from .initramfs import initramfs
 from .state import (
@@ -73,6 +74,7 @@ class QemuConfig:
     cpus: int = 2
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     cached: tuple[Path, ...] = ()  # host trees the guest mounts with a page cache
+    devices: tuple[str, ...] = ()  # emulated devices added (QEMU -device specs)
 
 
 def kernel_cmdline(cfg: QemuConfig) -> str:
@@ -97,6 +99,7 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             f"kdk.state={cfg.state}",
             *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/net/link.py)
+            *devices.cmdline(cfg.devices),  # what the guest's init loads for them
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         ]
     )
@@ -172,6 +175,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         *link.qemu_netdev(cfg.state),
+        *devices.qemu_args(cfg.devices),
         "-pidfile", str(cfg.state / PID_FILE),
         "-daemonize",
         *gdb_stub(cfg.state),
@@ -318,7 +322,7 @@ class QemuBackend:
     def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
         """Stop the VM of `rec` if it still runs and boot it again with the
         same kernel, accel, port and checks."""
-        again = BootRequest(rec.kernel, rec.accel, rec.ssh_port, rec.debug)
+        again = BootRequest(rec.kernel, rec.accel, rec.ssh_port, rec.debug, devices=rec.devices)
         return self._boot(again, say, lambda _: None, rec)[0]
 
     def _boot(
@@ -334,6 +338,7 @@ class QemuBackend:
                 self.down()
                 rec = None
             if rec is not None:
+                devices.require(req.devices, rec.devices)
                 return rec, False
             cfg = self.config(req, say, step)
             link.prepare(self.state.path)  # not in a dry run: a running VM's wire
@@ -351,7 +356,7 @@ class QemuBackend:
                                  f"see {self.state.console_log}")  # fmt: skip
             ready = time.time() - started
             rec = VMRecord(self.name, pid, cfg.ssh_port, cfg.kernel.release, cfg.accel, started,
-                           ready, cfg.debug)  # fmt: skip
+                           ready, cfg.debug, cfg.devices)  # fmt: skip
             self.state.write(rec)
             mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
             return rec, True
@@ -392,7 +397,7 @@ class QemuBackend:
             ssh_port = None
         return QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
                           ssh_port or free_port(), debug=req.debug,
-                          cached=cached_trees())  # fmt: skip
+                          cached=cached_trees(), devices=req.devices)  # fmt: skip
 
     def _start(self, cfg: QemuConfig) -> bool:
         """Start QEMU in the background, keeping its command line in the

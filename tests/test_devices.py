@@ -29,9 +29,9 @@ def test_each_bus_a_spec_names_is_made_once() -> None:
     assert argv[:4] == ["-object", "can-bus,id=a", "-object", "can-bus,id=b"]
 
 
-def test_the_guest_loads_drivers_only_for_devices_that_have_them() -> None:
-    assert devices.cmdline(["edu"]) == []
-    assert devices.cmdline(devices.can_bus(2)) == ["kdk.modules=kvaser_pci,can_raw"]
+def test_the_guest_gets_drivers_only_for_devices_that_have_them() -> None:
+    assert devices.guest_modules(["edu"]) == []
+    assert devices.guest_modules(["edu", *devices.can_bus(2)]) == ["kvaser_pci", "can_raw"]
 
 
 @pytest.mark.parametrize("bad", ["", "edu x", "-device", ",edu"])

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from kdk.kernel import builtin_modules, load_order, module_name, parse_modules_dep
-from kdk.vm.initramfs import RECIPE, _module_bytes, cpio_archive, recipe_modules
+from kdk.kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
+from kdk.vm.initramfs import (
+    RECIPE,
+    _module_bytes,
+    _resolved_modules,
+    cpio_archive,
+    recipe_modules,
+)
 
 from .conftest import DATA
 
@@ -78,3 +84,13 @@ def test_compressed_modules_go_in_as_elf(
     path = tmp_path / f"m{suffix}"
     path.write_bytes(compress(elf))
     assert _module_bytes(path) == elf
+
+
+def test_device_drivers_follow_the_recipe_with_their_dependencies(host_kernel: Kernel) -> None:
+    base = _resolved_modules(host_kernel)
+    with_can = _resolved_modules(host_kernel, ["kvaser_pci", "can_raw"])
+    assert with_can[: len(base)] == base
+    added = [module_name(p.name) for p in with_can[len(base) :]]
+    assert sorted(added) == ["can", "can_dev", "can_raw", "kvaser_pci", "sja1000"]
+    for used, user in [("can_dev", "sja1000"), ("sja1000", "kvaser_pci"), ("can", "can_raw")]:
+        assert added.index(used) < added.index(user)

@@ -4,7 +4,8 @@ A VM's devices are QEMU `-device` specs ("edu", "kvaser_pci,canbus=kdkcan0"),
 kept in its record. Shortcuts expand to specs (`--can N`: N kvaser_pci
 controllers on one CAN bus). What else QEMU needs for them (the can-bus
 objects their `canbus=` names) and the kernel modules the guest loads at
-boot for them (it has no udev to do that) follow from the specs alone.
+boot for them (it has no udev to do that: they go into its initramfs)
+follow from the specs alone.
 """
 
 from __future__ import annotations
@@ -59,13 +60,6 @@ def qemu_args(devices: Iterable[str]) -> list[str]:
 def guest_modules(devices: Iterable[str]) -> list[str]:
     """The modules the guest loads at boot for `devices`, in order, once each."""
     return list(dict.fromkeys(m for spec in devices for m in GUEST_MODULES.get(model(spec), ())))
-
-
-def cmdline(devices: Iterable[str]) -> list[str]:
-    """The kernel command-line word naming the modules the guest's init
-    loads for `devices` (kdk.modules=a,b), none when there are none."""
-    mods = guest_modules(devices)
-    return [f"kdk.modules={','.join(mods)}"] if mods else []
 
 
 def missing(wanted: Iterable[str], have: Iterable[str]) -> list[str]:

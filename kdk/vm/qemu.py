@@ -99,7 +99,6 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             f"kdk.state={cfg.state}",
             *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/net/link.py)
-            *devices.cmdline(cfg.devices),  # what the guest's init loads for them
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         ]
     )
@@ -385,7 +384,7 @@ class QemuBackend:
         cache = self.state_root / "cache"
         try:
             step("initramfs")
-            initrd = initramfs(kernel, cache)
+            initrd = initramfs(kernel, cache, devices.guest_modules(req.devices))
             step("kernel")
             boot_image = extract_vmlinux(kernel.image, cache) or kernel.image
         except OSError as e:  # e.g. a full disk, an unreadable module

@@ -17,6 +17,7 @@ from kdk.vm.initramfs import (
     _resolved_modules,
     cpio_archive,
     recipe_modules,
+    stale,
 )
 
 from .conftest import DATA
@@ -94,3 +95,17 @@ def test_device_drivers_follow_the_recipe_with_their_dependencies(host_kernel: K
     assert sorted(added) == ["can", "can_dev", "can_raw", "kvaser_pci", "sja1000"]
     for used, user in [("can_dev", "sja1000"), ("sja1000", "kvaser_pci"), ("can", "can_raw")]:
         assert added.index(used) < added.index(user)
+
+
+def test_an_image_replaces_only_its_own_variant_and_unnamed_ones(tmp_path: Path) -> None:
+    names = ["initramfs-6.1.0-57-amd64-base-1a.cpio", "initramfs-6.1.0-57-amd64-0fe2.cpio",
+             "initramfs-6.1.0-57-amd64-kvaser_pci+can_raw-2b.cpio",
+             "initramfs-6.12.1+deb12-amd64-base-3c.cpio"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).touch()
+
+    def replaced(variant: str) -> list[str]:
+        return sorted(p.name for p in stale(tmp_path, "6.1.0-57-amd64", variant))
+
+    assert replaced("base") == sorted(names[:2])
+    assert replaced("kvaser_pci+can_raw") == sorted(names[1:3])

@@ -121,6 +121,15 @@ def cache_key(kernel: Kernel, busybox: Path, extra: Sequence[str] = ()) -> str:
     return h.hexdigest()[:16]
 
 
+def stale(cache_dir: Path, release: str, variant: str) -> list[Path]:
+    """The cached images of `release` that an image of `variant` replaces:
+    those of the same variant, and those named before images had one
+    (initramfs-RELEASE-KEY.cpio)."""
+    prefix = f"initramfs-{release}-"
+    return [p for p in cache_dir.glob(f"{prefix}*.cpio")
+            if p.name[len(prefix) : -len(".cpio")].rpartition("-")[0] in (variant, "")]  # fmt: skip
+
+
 def initramfs(kernel: Kernel, cache_dir: Path, extra: Sequence[str] = ()) -> Path:
     """The cached initramfs for `kernel`, with the `extra` modules (the
     drivers of emulated devices: insmod from memory is quicker than the
@@ -133,7 +142,7 @@ def initramfs(kernel: Kernel, cache_dir: Path, extra: Sequence[str] = ()) -> Pat
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for old in cache_dir.glob(f"initramfs-{kernel.release}-{variant}-*.cpio"):
+    for old in stale(cache_dir, kernel.release, variant):
         old.unlink()
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox, extra))))

@@ -20,6 +20,7 @@ from .api import BACKENDS, BootRequest, Kdk
 from .errors import KdkError, MissingDependency, VMNotRunning
 from .klog import kmsg
 from .ui import progress, say
+from .vm import devices
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -30,7 +31,8 @@ def _print_log(records: Sequence[kmsg.Record]) -> None:
 
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
-    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt)
+    wanted = devices.request(a.device, a.can)
+    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted)
     if a.dry_run:
         print(shlex.join(k.up_command(req, say=say)))
         return 0
@@ -40,7 +42,9 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     if a.debug and not rec.debug:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
     info = k.status()
-    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {info['ssh_host']}:{info['ssh_port']}")
+    ssh = f"{info['ssh_host']}:{info['ssh_port']}"
+    added = f", devices {devices.describe(rec.devices)}" if rec.devices else ""
+    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {ssh}{added}")
     return 0
 
 
@@ -65,6 +69,8 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
         ssh = f"{info['ssh_host']}:{info['ssh_port']}"
         print(f"running: {info['accel']}, kernel {info['kernel']}, ssh {ssh}, ", end="")
         print(f"pid {info['pid']}, up {info['uptime']:.0f} s")
+        if info["devices"]:
+            print(f"devices: {devices.describe(info['devices'])}")
     else:
         print("not running")
     return 0 if info["running"] else 3
@@ -298,6 +304,21 @@ def parser() -> argparse.ArgumentParser:
         help="vagrant: kdk (its own libvirtd in a namespace it makes; the default) or "
         "your running libvirt, used as it is: URI (qemu:///system) and the network "
         "namespace its networks live in (default: the host's); remembered by the VM",
+    )
+    up.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="add an emulated device: a QEMU -device spec (edu, kvaser_pci,canbus=ID...); "
+        "repeat for several",
+    )
+    up.add_argument(
+        "--can",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"a CAN bus with N {devices.CAN_CONTROLLER} controllers (can0...), drivers loaded",
     )
     up.add_argument(
         "--dry-run", action="store_true", help="print the QEMU command line, boot nothing"

@@ -49,6 +49,7 @@ class VMRecord:
     started: float  # time.time() when QEMU was started
     ready_seconds: float  # from QEMU start to sshd answering
     debug: bool = False  # booted with the allocator's checks (kdk up --debug)
+    devices: tuple[str, ...] = ()  # the emulated devices added (QEMU -device specs)
 
 
 class StateDir:
@@ -74,7 +75,7 @@ class StateDir:
         """The record, or None when there is none or it cannot be read."""
         try:
             data = json.loads((self.path / STATE_FILE).read_text())
-            return VMRecord(**data)
+            return VMRecord(**dict(data, devices=tuple(data.get("devices", ()))))
         except (OSError, ValueError, TypeError):
             return None
 

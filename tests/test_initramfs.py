@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from kdk.kernel import builtin_modules, load_order, module_name, parse_modules_dep
-from kdk.vm.initramfs import RECIPE, _module_bytes, cpio_archive, recipe_modules
+from kdk.kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
+from kdk.vm.initramfs import (
+    RECIPE,
+    _module_bytes,
+    _resolved_modules,
+    cpio_archive,
+    recipe_modules,
+    stale,
+)
 
 from .conftest import DATA
 
@@ -78,3 +85,30 @@ def test_compressed_modules_go_in_as_elf(
     path = tmp_path / f"m{suffix}"
     path.write_bytes(compress(elf))
     assert _module_bytes(path) == elf
+
+
+def test_device_drivers_follow_the_recipe_with_their_dependencies(host_kernel: Kernel) -> None:
+    base = _resolved_modules(host_kernel)
+    with_can = _resolved_modules(host_kernel, ["kvaser_pci", "can_raw"])
+    assert with_can[: len(base)] == base
+    added = [module_name(p.name) for p in with_can[len(base) :]]
+    assert sorted(added) == ["can", "can_dev", "can_raw", "kvaser_pci", "sja1000"]
+    for used, user in [("can_dev", "sja1000"), ("sja1000", "kvaser_pci"), ("can", "can_raw")]:
+        assert added.index(used) < added.index(user)
+
+
+def test_an_image_replaces_only_its_own_variant_and_unnamed_ones(tmp_path: Path) -> None:
+    names = [
+        "initramfs-6.1.0-57-amd64-base-1a.cpio",
+        "initramfs-6.1.0-57-amd64-0fe2.cpio",
+        "initramfs-6.1.0-57-amd64-kvaser_pci+can_raw-2b.cpio",
+        "initramfs-6.12.1+deb12-amd64-base-3c.cpio",
+    ]
+    for name in names:
+        (tmp_path / name).touch()
+
+    def replaced(variant: str) -> list[str]:
+        return sorted(p.name for p in stale(tmp_path, "6.1.0-57-amd64", variant))
+
+    assert replaced("base") == sorted(names[:2])
+    assert replaced("kvaser_pci+can_raw") == sorted(names[1:3])

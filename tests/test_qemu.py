@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import socket
@@ -15,7 +16,7 @@ import pytest
 from kdk.errors import BootFailed, KdkError
 from kdk.kernel import Kernel
 from kdk.state import process_alive
-from kdk.vm import qemu
+from kdk.vm import devices, qemu
 
 from .conftest import kdk_cli
 
@@ -60,6 +61,15 @@ def test_accel_decides_cpu_and_machine() -> None:
     assert option(tcg, "-machine") == ["pc,accel=tcg"] and option(tcg, "-cpu") == ["max"]
     assert option(kvm, "-machine") == ["pc,accel=kvm"] and option(kvm, "-cpu") == ["host"]
     assert option(tcg, "-kernel") == ["/c/vmlinux"]
+
+
+def test_devices_are_on_the_command_line_only_when_asked_for() -> None:
+    plain = config()
+    assert "-object" not in qemu.qemu_argv(plain)
+    cfg = dataclasses.replace(plain, devices=("edu", *devices.can_bus(2)))
+    argv = qemu.qemu_argv(cfg)
+    assert option(argv, "-object") == ["can-bus,id=kdkcan0"]
+    assert option(argv, "-device")[-3:] == ["edu", *devices.can_bus(2)]
 
 
 def test_kernel_command_line_names_the_folders() -> None:
@@ -137,11 +147,23 @@ def test_dry_run_prints_the_command_and_boots_nothing(
     host_kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KDK_STATE", str(tmp_path))
-    r = kdk_cli("up", "--dry-run", "--accel", "tcg", "--kernel", host_kernel.release)
+    r = kdk_cli(
+        "up",
+        "--dry-run",
+        "--accel",
+        "tcg",
+        "--kernel",
+        host_kernel.release,
+        "--device",
+        "edu",
+        "--can",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     (line,) = r.stdout.splitlines()
     argv = shlex.split(line)
     assert argv[0] == qemu.QEMU and "-netdev" in argv
+    assert option(argv, "-device")[-3:] == ["edu", *devices.can_bus(2)]
     assert host_kernel.release in line and "accel=tcg" in line
     assert not list(tmp_path.glob("vms/*/vm.json")) and not list(tmp_path.glob("vms/*/qemu.pid"))
 

@@ -9,7 +9,11 @@ kmods/ and drivers/, and a user's own tests, all get them:
 
 Mark a test (or a file, with `pytestmark`) with
 `@pytest.mark.module("kdkchar", "nr_devs=2")`: the `loaded` fixture loads it,
-and it is unloaded after the test either way. `sh()` and `check_writes()`
+and it is unloaded after the test either way. A test that needs emulated
+devices says so with `@pytest.mark.devices("edu", can=2)` (QEMU -device
+specs; `can=N`: a CAN bus with N controllers): the session's one VM is
+booted with every device the collected tests ask for, and a test whose
+devices a VM that was already up lacks fails saying so. `sh()` and `check_writes()`
 are small helpers for guest shell commands and errno checks. Packet labs
 get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.testing.net).
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -33,9 +38,11 @@ from ..api import BootRequest, Kdk
 from ..errors import KdkError
 from ..kernel import Kernel, select_kernel
 from ..ui import say
+from ..vm import devices
 from .net import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
 
 TEST_VM = "pytest"
+_DEVICES = pytest.StashKey[tuple[str, ...]]()  # what the session's VM boots with
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,14 +50,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "module(name, *params): loaded by the `loaded` fixture, unloaded after"
     )
+    config.addinivalue_line(
+        "markers", "devices(*specs, can=N): the VM has these emulated devices (QEMU -device specs)"
+    )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test that uses the session's VM (through any fixture built on
-    `kdk_session`) is marked `vm`, so `pytest -m "not vm"` runs the rest."""
+    `kdk_session`) is marked `vm`, so `pytest -m "not vm"` runs the rest.
+    The devices the VM boots with are those all these tests ask for."""
+    wanted: Counter[str] = Counter()
     for item in items:
         if "kdk_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.vm)
+            wanted |= Counter(marked_devices(item))
+    config.stash[_DEVICES] = tuple(wanted.elements())
+
+
+def marked_devices(item: pytest.Item) -> tuple[str, ...]:
+    """The devices a test's `devices` markers ask for (of the test, its
+    class and its module)."""
+    return tuple(
+        d
+        for m in item.iter_markers("devices")
+        for d in devices.request(m.args, m.kwargs.get("can", 0))
+    )
 
 
 def session_vm() -> str:
@@ -83,11 +107,23 @@ def kdk_session(kdk_kernel: Kernel) -> Iterator[Kdk]:
 
 
 @pytest.fixture
-def vm(kdk_session: Kdk, kdk_kernel: Kernel) -> Kdk:
-    """The session's Kdk with its VM up (booted again if a test stopped it)."""
-    rec, _ = kdk_session.up(BootRequest(kdk_kernel.release))
+def vm(kdk_session: Kdk, kdk_kernel: Kernel, request: pytest.FixtureRequest) -> Kdk:
+    """The session's Kdk with its VM up (booted again if a test stopped it),
+    with the devices of every collected test when this session boots it."""
+    rec = kdk_session.backend.record()
+    if rec is None:
+        wanted: tuple[str, ...] = request.config.stash.get(_DEVICES, ())
+        rec, _ = kdk_session.up(BootRequest(kdk_kernel.release, devices=wanted))
     if rec.kernel != kdk_kernel.release:
         pytest.fail(f"VM {session_vm()} runs {rec.kernel}, not {kdk_kernel.release}", False)
+    lacking = devices.missing(marked_devices(request.node), rec.devices)
+    if lacking:
+        pytest.fail(
+            f"VM {session_vm()} has no {devices.describe(lacking)} (it was up before "
+            f"the session, with {devices.describe(rec.devices)}): `kdk down` it, or "
+            "`kdk up` it with those devices",
+            False,
+        )
     return kdk_session
 
 

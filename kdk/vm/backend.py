@@ -33,6 +33,7 @@ class BootRequest:
     ssh_port: int | None = None  # a host port for the guest's sshd, where one is forwarded
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     libvirt: str | None = None  # Vagrant: `kdk`, or the user's URI[,netns=NS]; None: remembered
+    devices: tuple[str, ...] = ()  # QEMU -device specs to add (kdk.vm.devices)
 
 
 class Backend(Protocol):
@@ -120,5 +121,6 @@ def describe(backend: Backend) -> dict[str, Any]:
             uptime=round(uptime(rec), 1),
             ready_seconds=round(rec.ready_seconds, 2),
             debug=rec.debug,
+            devices=list(rec.devices),
         )
     return info

@@ -1,9 +1,10 @@
 """The guest's initramfs: busybox, kdk's stage-1 init and the modules it needs.
 
-The module list is a recipe (names only); the files and their order come from
-the kernel's own modules.dep. The image is an uncompressed newc cpio (nothing
-to decompress under TCG), cached per kernel and recipe and rebuilt only when
-one of them changes.
+The module list is a recipe (names only), plus the drivers of the VM's
+emulated devices (kdk.vm.devices); the files and their order come from the
+kernel's own modules.dep. The image is an uncompressed newc cpio (nothing
+to decompress under TCG), cached per kernel, recipe and drivers, and
+rebuilt only when one of them changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import lzma
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .. import inguest
@@ -80,8 +81,8 @@ def _module_bytes(path: Path) -> bytes:
     return raw
 
 
-def _resolved_modules(kernel: Kernel) -> list[Path]:
-    """The recipe's modules and their dependencies, in load order."""
+def _resolved_modules(kernel: Kernel, extra: Sequence[str] = ()) -> list[Path]:
+    """The recipe's modules, then `extra`, and their dependencies, in load order."""
     dep_file = kernel.modules_dir / "modules.dep"
     try:
         deps = parse_modules_dep(dep_file.read_text())
@@ -90,42 +91,63 @@ def _resolved_modules(kernel: Kernel) -> list[Path]:
         raise MissingDependency(why) from None
     builtin_file = kernel.modules_dir / "modules.builtin"
     builtin = builtin_modules(builtin_file.read_text()) if builtin_file.exists() else set()
-    wanted = recipe_modules(RECIPE.read_text())
+    wanted = recipe_modules(RECIPE.read_text()) + list(extra)
     return [kernel.modules_dir / p for p in load_order(deps, wanted, builtin)]
 
 
-def _entries(kernel: Kernel, busybox: Path) -> Iterator[tuple[str, int, bytes, tuple[int, int]]]:
+def _entries(
+    kernel: Kernel, busybox: Path, extra: Sequence[str]
+) -> Iterator[tuple[str, int, bytes, tuple[int, int]]]:
     for d in ("bin", "dev", "proc", "sys", "mnt", "newroot", "modules"):
         yield d, stat.S_IFDIR | 0o755, b"", (0, 0)
     yield "dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)
     yield "bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), (0, 0)
     yield "init", stat.S_IFREG | 0o755, STAGE1.read_bytes(), (0, 0)
-    for i, path in enumerate(_resolved_modules(kernel)):
+    for i, path in enumerate(_resolved_modules(kernel, extra)):
         name = f"modules/{i:02d}-{module_name(path.name)}.ko"
         yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)
 
 
-def cache_key(kernel: Kernel, busybox: Path) -> str:
-    """Changes when the kernel, busybox, the stage-1 init or the recipe change."""
+def cache_key(kernel: Kernel, busybox: Path, extra: Sequence[str] = ()) -> str:
+    """Changes when the kernel, busybox, the stage-1 init, the recipe or the
+    extra modules change."""
     h = hashlib.sha256(FORMAT.encode())
     for path in (kernel.image, kernel.modules_dir / "modules.dep", busybox):
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(STAGE1.read_bytes())
     h.update(RECIPE.read_bytes())
+    h.update(" ".join(extra).encode())
     return h.hexdigest()[:16]
 
 
-def initramfs(kernel: Kernel, cache_dir: Path) -> Path:
-    """The cached initramfs for `kernel`, building it first if needed."""
+def stale(cache_dir: Path, release: str, variant: str) -> list[Path]:
+    """The cached images of `release` that an image of `variant` replaces:
+    those of the same variant, and those named before images had one
+    (initramfs-RELEASE-KEY.cpio)."""
+    prefix = f"initramfs-{release}-"
+    return [
+        p
+        for p in cache_dir.glob(f"{prefix}*.cpio")
+        if p.name[len(prefix) : -len(".cpio")].rpartition("-")[0] in (variant, "")
+    ]
+
+
+def initramfs(kernel: Kernel, cache_dir: Path, extra: Sequence[str] = ()) -> Path:
+    """The cached initramfs for `kernel`, with the `extra` modules (the
+    drivers of emulated devices: insmod from memory is quicker than the
+    guest's modprobe over 9p), building it first if needed. One image is
+    kept per kernel and set of extra modules."""
     busybox = find_busybox()
-    target = cache_dir / f"initramfs-{kernel.release}-{cache_key(kernel, busybox)}.cpio"
+    variant = "+".join(extra) or "base"
+    key = cache_key(kernel, busybox, extra)
+    target = cache_dir / f"initramfs-{kernel.release}-{variant}-{key}.cpio"
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for old in cache_dir.glob(f"initramfs-{kernel.release}-*.cpio"):
+    for old in stale(cache_dir, kernel.release, variant):
         old.unlink()
     tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox))))
+    tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox, extra))))
     tmp.replace(target)
     return target

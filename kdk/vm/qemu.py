@@ -41,7 +41,7 @@ from ..state import (
     gdb_holder,
     process_alive,
 )
-from . import link
+from . import devices, link
 from .backend import Backend, BootRequest
 from .initramfs import initramfs
 from .vmlinux import extract_vmlinux
@@ -77,6 +77,7 @@ class QemuConfig:
     cpus: int = 2
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     cached: tuple[Path, ...] = ()  # host trees the guest mounts with a page cache
+    devices: tuple[str, ...] = ()  # emulated devices added (QEMU -device specs)
 
 
 def kernel_cmdline(cfg: QemuConfig) -> str:
@@ -200,6 +201,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-device",
         "virtio-net-pci,netdev=net0,romfile=",
         *link.qemu_netdev(cfg.state),
+        *devices.qemu_args(cfg.devices),
         "-pidfile",
         str(cfg.state / PID_FILE),
         "-daemonize",
@@ -365,7 +367,7 @@ class QemuBackend(Backend):
     def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
         """Stop the VM of `rec` if it still runs and boot it again with the
         same kernel, accel, port and checks."""
-        again = BootRequest(rec.kernel, rec.accel, rec.ssh_port, rec.debug)
+        again = BootRequest(rec.kernel, rec.accel, rec.ssh_port, rec.debug, devices=rec.devices)
         return self._boot(again, say, lambda _: None, rec)[0]
 
     def _boot(
@@ -381,6 +383,7 @@ class QemuBackend(Backend):
                 self.down()
                 rec = None
             if rec is not None:
+                devices.require(req.devices, rec.devices)
                 return rec, False
             cfg = self.config(req, say, step)
             link.prepare(self.state.path)  # not in a dry run: a running VM's wire
@@ -409,6 +412,7 @@ class QemuBackend(Backend):
                 started,
                 ready,
                 cfg.debug,
+                cfg.devices,
             )
             self.state.write(rec)
             mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
@@ -438,7 +442,7 @@ class QemuBackend(Backend):
         cache = self.state_root / "cache"
         try:
             step("initramfs")
-            initrd = initramfs(kernel, cache)
+            initrd = initramfs(kernel, cache, devices.guest_modules(req.devices))
             step("kernel")
             boot_image = extract_vmlinux(kernel.image, cache) or kernel.image
         except OSError as e:  # e.g. a full disk, an unreadable module
@@ -458,6 +462,7 @@ class QemuBackend(Backend):
             ssh_port or free_port(),
             debug=req.debug,
             cached=cached_trees(),
+            devices=req.devices,
         )
 
     def _start(self, cfg: QemuConfig) -> bool:

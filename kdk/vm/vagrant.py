@@ -190,16 +190,7 @@ class VagrantBackend(Backend):
         The guest runs the box's kernel under TCG, at its own address: a
         request for KVM, a port or the debug checks is refused, and one for
         another kernel than the box's fails once the guest tells its own."""
-        for given, what in (
-            (req.accel == "kvm", "--accel kvm"),
-            (req.ssh_port is not None, "--ssh-port"),
-            (req.debug, "--debug"),
-        ):
-            if given:
-                raise KdkError(
-                    f"{what} is for the QEMU backend: the vagrant guest runs its "
-                    "box's kernel under TCG, at its own address"
-                )
+        _box_only(req)
         with self.state.lock(VAGRANT_TIMEOUT + 60):
             if req.libvirt is not None:
                 self._use(parse_libvirt(req.libvirt))
@@ -292,6 +283,7 @@ class VagrantBackend(Backend):
         """The vagrant command `up` runs (in the namespace of libvirt's
         networks, with KDK_* variables naming the box, the libvirt URI and
         this VM's folder, pool and domain)."""
+        _box_only(req)
         at = self.libvirt.at if req.libvirt is None else parse_libvirt(req.libvirt)
         return Libvirt(at).wrap(["vagrant", "up", "--provider", "libvirt", "--no-tty"])
 
@@ -337,3 +329,22 @@ class VagrantBackend(Backend):
 
     def details(self) -> dict[str, Any]:
         return {"libvirt": str(self.libvirt.at)}  # kdk up --libvirt's value
+
+
+def _box_only(req: BootRequest) -> None:
+    """Refuse what only the QEMU backend gives, in one line."""
+    for given, what in (
+        (req.accel == "kvm", "--accel kvm"),
+        (req.ssh_port is not None, "--ssh-port"),
+        (req.debug, "--debug"),
+    ):
+        if given:
+            raise KdkError(
+                f"{what} is for the QEMU backend: the vagrant guest runs its "
+                "box's kernel under TCG, at its own address"
+            )
+    if req.devices:
+        raise KdkError(
+            "--device and --can are for the QEMU backend: the vagrant guest's "
+            "machine is its box's, with no devices added"
+        )

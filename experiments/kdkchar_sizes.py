@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from kdk.api import Kdk
-from kdk.errors import KdkError
+from kdk.errors import script
 from kdk.trace.bpf import Probes, histogram_text
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KdkError as e:
-        sys.exit(f"kdk: {e}")
+    script(main)

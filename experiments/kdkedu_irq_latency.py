@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdk.api import Kdk
-from kdk.errors import KdkError
+from kdk.errors import KdkError, script
 from kdk.guest.device import ioctl_numbers
 from kdk.trace.bpf import Probes, histogram_text
 
@@ -63,7 +63,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KdkError as e:
-        sys.exit(f"kdk: {e}")
+    script(main)

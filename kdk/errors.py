@@ -7,6 +7,10 @@ failed" (the command's own exit code) and from kdk's own errors (1).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
 
 class KdkError(Exception):
     """Base of every error kdk turns into one line and an exit code."""
@@ -88,3 +92,12 @@ class WireBusy(KdkError):
 
 class NetError(KdkError):
     """A step of building or using a topology failed in the guest."""
+
+
+def script(main: Callable[[], int]) -> NoReturn:
+    """Run a script's `main` (the experiments'): its exit code, or one line
+    on stderr and 1 for an error of kdk's."""
+    try:
+        sys.exit(main())
+    except KdkError as e:
+        sys.exit(f"kdk: {e}")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kdk.state import StateDir, VMRecord
 
 from kdk.errors import KdkError
+from kdk.state import StateDir, VMRecord
 from kdk.vm import devices
 
 CAN = "kvaser_pci,canbus=kdkcan0"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kdk.guest.programs import PACKAGES
+from kdk.guest.programs import PACKAGES, not_installed
 
 from .conftest import PROJECT
 
@@ -36,7 +36,8 @@ OPERATORS = (";;", "&&", "||", ";", "&", "|", "(", ")", "\n")
 GUEST_METHODS = {"exec", "check", "run", "spawn", "start"}
 HOST_MODULES = {"subprocess", "asyncio"}  # their .run() starts a host program
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NOT_PROGRAMS = {"no-such-command"}  # tests/test_vm.py: missing on purpose
+# missing on purpose: tests/test_vm.py, tests/test_net_topology.py
+NOT_PROGRAMS = {"no-such-command", "kdk-no-such-program"}
 
 
 # -- shell scripts -------------------------------------------------------------
@@ -338,3 +339,27 @@ def test_each_listed_program_comes_with_the_package_named_which_install_deps_ins
         "packages scripts/install-deps does not install, and Debian does not always have "
         f"(neither Essential nor of priority required): {sorted(set(packages) - always)}"
     )
+
+
+@pytest.mark.parametrize(
+    ("program", "said"),
+    [
+        (
+            "iptables",
+            "iptables is not installed on the host (the guest runs the host's programs): "
+            "apt-get install iptables",
+        ),
+        (
+            "/usr/bin/nc",
+            "nc is not installed on the host (the guest runs the host's programs): "
+            "apt-get install netcat-openbsd",
+        ),
+        (
+            "kdk-nothing",
+            "kdk-nothing is not installed on the host (the guest runs the host's programs)",
+        ),
+        ("./ping", "./ping does not exist in the guest (the guest sees the host's files)"),
+    ],
+)
+def test_a_missing_program_is_one_line_naming_its_package(program: str, said: str) -> None:
+    assert not_installed(program) == said

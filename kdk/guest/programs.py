@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 COREUTILS = "cat cut dd env head id ls mkdir seq sleep stat timeout touch uname wc"
 
 PACKAGES: dict[str, str] = {
@@ -48,9 +49,11 @@ PACKAGES: dict[str, str] = {
 
 
 def not_installed(program: str) -> str:
-    """One line: `program` (a name or a path) is missing in the guest, and
+    """One line: `program` (a name, or a path) is missing in the guest, and
     what installs it."""
-    name = PurePosixPath(program).name
-    package = PACKAGES.get(name)
+    path = PurePosixPath(program)
+    if "/" in program and str(path.parent) not in SYSTEM_DIRS:
+        return f"{program} does not exist in the guest (the guest sees the host's files)"
+    package = PACKAGES.get(path.name)
     how = f": apt-get install {package}" if package else ""
-    return f"{name} is not installed on the host (the guest runs the host's programs){how}"
+    return f"{path.name} is not installed on the host (the guest runs the host's programs){how}"

@@ -71,7 +71,7 @@ def pytest_runtest_makereport(
     outcome = yield
     rep = outcome.get_result()
     if not (rep.skipped and os.environ.get("CI") == "true" and isinstance(rep.longrepr, tuple)):
-        return
+        return  # (an xfail is a skip whose longrepr is its failure's)
     if not any(item.get_closest_marker(m) for m in ("vm", "kbuild", "chroot")):
         return
     reason = str(rep.longrepr[2]).removeprefix("Skipped: ")

@@ -33,6 +33,11 @@ def test_vm_listed_for_another_reason():
 
 def test_pure():
     pytest.skip("pure tests may skip")
+
+@pytest.mark.vm
+@pytest.mark.xfail(reason="a known bug")
+def test_vm_xfail():
+    assert False
 """
 INI = """[pytest]
 kdk_expected_skips =
@@ -64,6 +69,7 @@ def test_unexpected_skips_fail_under_ci(tmp_path: Path, ci: str) -> None:
         "test_vm_listed": "skipped",
         "test_vm_listed_for_another_reason": unlisted,
         "test_pure": "skipped",
+        "test_vm_xfail": "skipped",  # an expected failure is no skip
     }
     if ci:
         assert "and not a skip kdk_expected_skips lists: no guest kernel: none here" in r.stdout

@@ -14,8 +14,10 @@ import pytest
 from kdk.errors import BuildFailed, UnknownModule
 from kdk.kernel import Kernel, host_kernels
 from kdk.locks import file_lock
+from kdk.make import host_make
 from kdk.modules.build import (
     build,
+    built_modules,
     compiler_output,
     drives_kbuild,
     main_module,
@@ -172,18 +174,25 @@ def test_each_kernel_keeps_its_own_build(tmp_path: Path) -> None:
 
 @pytest.mark.kbuild
 def test_one_build_of_a_folder_at_a_time(tmp_path: Path, host_kernel: Kernel) -> None:
+    """A build waits while another holds its folder's lock: its make starts
+    only after the holder lets go. Without the lock, make would start
+    within the hold (reading a small folder's sources takes milliseconds)."""
     src = copy_hello(tmp_path)
     stamps = tmp_path / "stamps"
     key = hashlib.sha1(str(src.path).encode()).hexdigest()
-    done = threading.Event()
+    make_started, released = threading.Event(), threading.Event()
+    during_hold: list[bool] = []
 
-    def run() -> None:
-        build(src, host_kernel, stamps)
-        done.set()
+    def make(argv: list[str], cwd: Path | None) -> tuple[int, str]:
+        during_hold.append(not released.is_set())
+        make_started.set()
+        return host_make(argv, cwd)
 
-    worker = threading.Thread(target=run)
+    worker = threading.Thread(target=build, args=(src, host_kernel, stamps), kwargs={"make": make})
     with file_lock(stamps / f"{key}.lock", 1, "held by the test"):  # as another kdk would
         worker.start()
-        assert not done.wait(1.5)  # it waits for the holder
+        make_started.wait(3)  # held 3 s, or until a make started in spite of the lock
+        released.set()
     worker.join(300)
-    assert done.is_set()
+    assert during_hold == [False]  # one make, started after the holder let go
+    assert built_modules(src.path)  # and the build went on

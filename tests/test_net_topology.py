@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import pytest
 
 from kdk.api import Kdk
-from kdk.errors import NetError
+from kdk.errors import MissingDependency, NetError
+from kdk.guest.programs import PACKAGES
 from kdk.net.topology import PREFIX, Namespace, NetAgent, Topology
 from kdk.testing.net import AgentKeeper, Lan, Pair
 
@@ -29,6 +31,21 @@ def test_a_pair_pings_and_the_counters_say_so(netns_pair: Pair) -> None:
     snmp = b.check(["cat", "/proc/net/snmp"]).split("\n")
     icmp = dict(zip(*(ln.split()[1:] for ln in snmp if ln.startswith("Icmp:")), strict=True))
     assert int(icmp["InEchos"]) == 3 and int(icmp["OutEchoReps"]) == 3
+
+
+def test_a_missing_program_is_named_with_its_package(
+    net: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(PACKAGES, "kdk-no-such-program", "kdk-example")  # looked up on the host
+    ns = net.netns("m")
+    said = "kdk-no-such-program is not installed on the host (the guest runs the host's programs)"
+    with pytest.raises(
+        MissingDependency, match=f"^{re.escape(said)}: apt-get install kdk-example$"
+    ):
+        ns.run(["kdk-no-such-program", "-x"])
+    with pytest.raises(MissingDependency, match=f"^{re.escape(said)}"):
+        ns.spawn(["kdk-no-such-program"])
+    assert ns.check(["cat", "/proc/self/comm"]) == "cat\n"  # the agent goes on
 
 
 def test_namespaces_and_their_processes_go_when_the_test_ends(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -25,6 +27,7 @@ from kdk.errors import KdkError, LoadFailed, VermagicMismatch
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
+from kdk.testing import session_vm
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 
@@ -174,20 +177,30 @@ def test_dmesg_shows_the_boot_log(vm: Kdk) -> None:
     assert r.returncode == 0 and "Linux version" in r.stdout.splitlines()[0]
 
 
+def running_in_the_guest(env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`kdk exec` of a 60 s sleep, returned once the command runs in the
+    guest (it prints a line first, which is waited for, up to 60 s)."""
+    script = "echo running; exec sleep 60"
+    argv = [sys.executable, "-m", "kdk.cli", "exec", "--", "sh", "-c", script]
+    env = env or dict(os.environ, KDK_VM=session_vm())
+    proc = subprocess.Popen(argv, env=env, cwd=PROJECT, stdout=PIPE, stderr=PIPE, text=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    if not ready or proc.stdout.readline() != "running\n":
+        proc.kill()
+        pytest.fail(f"kdk exec did not start its command: {proc.communicate()[1]}")
+    return proc
+
+
 def test_a_vm_killed_from_outside_is_lost_then_not_running(vm: Kdk) -> None:
     rec = vm.backend.require()
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        box["r"] = kdk_cli("exec", "--", "sleep", "60")
-
-    t = threading.Thread(target=run)
-    t.start()
-    time.sleep(3)
+    proc = running_in_the_guest()
     os.kill(rec.pid, 9)
-    t.join(60)
-    r = box["r"]
-    assert r.returncode == 255 and "guest lost" in r.stderr  # type: ignore[attr-defined]
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 255 and "guest lost" in err
     st = kdk_cli("status", "--json")
     assert st.returncode == 3 and json.loads(st.stdout)["running"] is False
     down = kdk_cli("exec", "--", "true")
@@ -240,16 +253,9 @@ def test_a_guest_stopped_during_a_command_without_timeout_is_replaced(vm: Kdk) -
     rec = vm.backend.require()
     assert vm.exec("true").ok  # vm's connection leads to this VM
     env = dict(os.environ, KDK_VM=vm.backend.state.path.name)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kdk.cli", "exec", "--", "sleep", "60"],
-        env=env,
-        cwd=PROJECT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = running_in_the_guest(env)
     assert proc.stderr is not None
     try:
-        time.sleep(3)
         os.kill(rec.pid, signal.SIGSTOP)  # no timeout was given: liveness must notice
         stopped = time.monotonic()
         said = proc.stderr.readline()  # the line that comes before the reboot

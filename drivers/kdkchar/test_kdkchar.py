@@ -146,35 +146,37 @@ def test_a_blocking_write_is_woken_by_a_reader(loaded: Kdk) -> None:
 
 
 def test_concurrent_readers_and_writers_lose_and_duplicate_nothing(loaded: Kdk) -> None:
+    """Records of 7 bytes (a write of 7 is never split), read 7 bytes at a
+    time. Once the writers are done, one end record per reader follows
+    them into the FIFO: a reader stops at its end record, so when all have
+    stopped, everything written before the ends has been read."""
     writers, readers, per_writer = 2, 2, 20
+    end = b"<-end->"
     got: list[bytes] = []
     lock = threading.Lock()
 
     def write(w: int) -> None:
         with loaded.open_device(DEV, os.O_WRONLY) as dev:
             for i in range(per_writer):
-                record = f"<{w}:{i:03d}>".encode()  # 7 bytes; write() of 7 is never split
+                record = f"<{w}:{i:03d}>".encode()
                 assert dev.write(record, timeout=60) == len(record)
 
     def read() -> None:
         with loaded.open_device(DEV, os.O_RDONLY) as dev:
-            while True:
-                try:
-                    chunk = dev.read(64, timeout=4)
-                except TimeoutError:
-                    return  # drained and the writers are done
+            while (record := dev.read(len(end), timeout=120)) != end:
                 with lock:
-                    got.append(chunk)
+                    got.append(record)
 
     with ThreadPoolExecutor(writers + readers) as pool:
-        done = [pool.submit(read) for _ in range(readers)]
-        done += [pool.submit(write, w) for w in range(writers)]
-        for f in done:
+        reading = [pool.submit(read) for _ in range(readers)]
+        for f in [pool.submit(write, w) for w in range(writers)]:
             f.result(300)
-    data = b"".join(got)
-    records = sorted(data[i : i + 7] for i in range(0, len(data), 7))
-    assert len(data) == 7 * writers * per_writer
-    assert records == sorted(
+        with loaded.open_device(DEV, os.O_WRONLY) as dev:
+            for _ in range(readers):
+                assert dev.write(end, timeout=60) == len(end)
+        for f in reading:
+            f.result(300)
+    assert sorted(got) == sorted(
         f"<{w}:{i:03d}>".encode() for w in range(writers) for i in range(per_writer)
     )
 

@@ -74,6 +74,20 @@ def _enter(name: str) -> None:
         os.close(fd)
 
 
+class Missing(Exception):
+    """The program to start is not in the guest (the host has not installed it)."""
+
+
+def _started(start: Any, argv: list[str], **kwargs: Any) -> Any:
+    """`start(argv, **kwargs)`; Missing when argv[0] itself is not there."""
+    try:
+        return start(argv, **kwargs)
+    except FileNotFoundError as e:
+        if e.filename != argv[0]:
+            raise
+        raise Missing(argv[0]) from None
+
+
 class Agent:
     def __init__(self) -> None:
         self.root = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -204,7 +218,8 @@ class Agent:
     def op_run(
         self, ns: str | None, argv: list[str], timeout: float, input: str | None = None
     ) -> dict[str, Any]:
-        proc = subprocess.run(
+        proc = _started(
+            subprocess.run,
             argv,
             input=None if input is None else input.encode(),
             capture_output=True,
@@ -221,11 +236,22 @@ class Agent:
         """Start `argv` in the background; its output goes to files."""
         out = tempfile.mkstemp(prefix="kdk-net-", suffix=".out")
         err = tempfile.mkstemp(prefix="kdk-net-", suffix=".err")
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out[0], stderr=err[0], preexec_fn=_child_in(ns)
-        )
-        os.close(out[0])
-        os.close(err[0])
+        try:
+            proc = _started(
+                subprocess.Popen,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out[0],
+                stderr=err[0],
+                preexec_fn=_child_in(ns),
+            )
+        except Missing:
+            os.unlink(out[1])
+            os.unlink(err[1])
+            raise
+        finally:
+            os.close(out[0])
+            os.close(err[0])
         self.procs[proc.pid] = (proc, out[1], err[1], ns)
         return {"id": proc.pid}
 
@@ -350,6 +376,8 @@ def main() -> None:
         op = req.pop("op")
         try:
             answer = getattr(agent, "op_" + op)(**req)
+        except Missing as e:  # the host names the package
+            answer = {"missing": str(e)}
         except Exception as e:  # the host gets every failure as one line
             answer = {"error": f"{op}: {type(e).__name__}: {e}"}
         sys.stdout.write(json.dumps(answer) + "\n")

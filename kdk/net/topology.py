@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import inguest
-from ..errors import KdkError, NetError
+from ..errors import KdkError, MissingDependency, NetError
+from ..guest.programs import not_installed
 from ..guest.ssh import Guest, JsonProcess, Result
 
 PREFIX = "kdk-"  # every namespace kdk makes; `kdk net clean` removes them
@@ -50,7 +51,8 @@ class NetAgent:
         return self._proc is not None
 
     def call(self, op: str, _timeout: float = STEP_TIMEOUT, **args: Any) -> dict[str, Any]:
-        """One step in the guest; NetError with the guest's reason if it failed."""
+        """One step in the guest; NetError with the guest's reason if it failed,
+        MissingDependency naming the package when a program to start is missing."""
         if self._proc is None:
             raise NetError("the net agent was closed")
         try:
@@ -60,6 +62,8 @@ class NetAgent:
             raise
         if "error" in answer:
             raise NetError(str(answer["error"]))
+        if "missing" in answer:
+            raise MissingDependency(not_installed(str(answer["missing"])))
         return answer
 
     def clean(self) -> list[str]:

@@ -27,10 +27,12 @@ pytest-xdist worker gets a VM of its own.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shlex
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -40,6 +42,9 @@ from ..kernel import Kernel, select_kernel
 from ..ui import say
 from ..vm import devices
 from .net import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
+
+if TYPE_CHECKING:
+    from pluggy import Result
 
 TEST_VM = "pytest"
 _DEVICES = pytest.StashKey[tuple[str, ...]]()  # what the session's VM boots with
@@ -53,6 +58,39 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "devices(*specs, can=N): the VM has these emulated devices (QEMU -device specs)"
     )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "kdk_expected_skips",
+        "skips CI=true lets pass, one per line: TEST-ID-PATTERN: REASON-TEXT",
+        type="linelist",
+        default=[],
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, Result[pytest.TestReport], None]:
+    """Under CI=true a test that needs a VM, a kernel build or a chroot
+    (markers vm, kbuild, chroot) and skips fails instead, unless the skip
+    is listed in the ini option kdk_expected_skips (an fnmatch pattern of
+    test ids, and text its skip reason holds): on a machine of the kind CI
+    runs on, such a test that does not run is a test that did not pass."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not (rep.skipped and os.environ.get("CI") == "true" and isinstance(rep.longrepr, tuple)):
+        return  # (an xfail is a skip whose longrepr is its failure's)
+    if not any(item.get_closest_marker(m) for m in ("vm", "kbuild", "chroot")):
+        return
+    reason = str(rep.longrepr[2]).removeprefix("Skipped: ")
+    for line in item.config.getini("kdk_expected_skips"):
+        pattern, _, text = line.partition(": ")
+        if fnmatch.fnmatchcase(item.nodeid, pattern) and text in reason:
+            return
+    rep.outcome = "failed"
+    rep.longrepr = f"skipped under CI=true, and not a skip kdk_expected_skips lists: {reason}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,9 +19,12 @@ STARTED = re.compile(
     r"timers: started: timer every (\d+) jiffies \((\d+) us, HZ=(\d+)\), hrtimer every (\d+) us"
 )
 EXIT = re.compile(r"timers: exit timer_count=(\d+) hrtimer_count=(\d+)")
-# The emulated guest may run late (more so on a busy host): a rate is
-# accepted from half to 120% of what the period gives.
-LOW, HIGH = 0.5, 1.2
+# Generous on purpose: under emulation on a busy host the guest's timers
+# run late, so a count may fall well short of what the period gives (the
+# low bound only proves the timer re-arms itself: a one-shot counts 1);
+# the timer_list re-arms from its last expiry, so after a stall it catches
+# up and may count more than the window alone gives.
+LOW, HIGH = 0.2, 1.5
 
 # Both counters over 2 s of the guest's clock, read by the shell alone (no
 # process started between the reads), with the periods.
@@ -99,11 +102,12 @@ def test_both_timers_fire_at_about_their_rate(vm: Kdk, params: list[str]) -> Non
     timer_expected = elapsed_us / int(tp)
     hrtimer_expected = elapsed_us / int(hp)
     timer_n, hrtimer_n = int(t1) - int(t0), int(h1) - int(h0)
-    assert LOW * timer_expected <= timer_n <= HIGH * timer_expected, (timer_n, timer_expected)
-    assert LOW * hrtimer_expected <= hrtimer_n <= HIGH * hrtimer_expected, (
+    assert LOW * timer_expected <= timer_n <= HIGH * timer_expected + 1, (timer_n, timer_expected)
+    assert LOW * hrtimer_expected <= hrtimer_n <= HIGH * hrtimer_expected + 1, (
         hrtimer_n,
         hrtimer_expected,
     )
+    assert hrtimer_n > timer_n  # the shorter period fires more often, late or not
     # they stop at unload, with at least the counts seen
     timer_last, hrtimer_last = exit_counts(vm.unload("timers").log[-1].text)
     assert timer_last >= int(t1) and hrtimer_last >= int(h1)

@@ -6,23 +6,14 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
+from scapy.layers.l2 import ARP, Ether
 
 from kdk.api import Kdk
 from kdk.net.topology import Topology
 from kdk.net.wire import Wire
 from rawnet.lab import build, require_config
 
-scapy_inet = pytest.importorskip("scapy.layers.inet")
-scapy_l2 = pytest.importorskip("scapy.layers.l2")
-IP, UDP, TCP, ICMP, IPOption_NOP = (
-    scapy_inet.IP,
-    scapy_inet.UDP,
-    scapy_inet.TCP,
-    scapy_inet.ICMP,
-    scapy_inet.IPOption_NOP,
-)
-ARP, Ether = scapy_l2.ARP, scapy_l2.Ether
 PORT = 5555
 
 

@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import KdkError, MissingDependency
+from ..kernel import built_kernels
 from ..vm.state import GDB_SOCKET, process_alive
 
 GDB = "gdb"
@@ -54,9 +55,15 @@ class GuestHeld(KdkError):
 
 
 def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
-    """The kernel image with debug info from the -dbg package, if installed."""
+    """The kernel image with debug info: the -dbg package's, if installed,
+    or the one in the build tree of a kernel kdk built."""
     path = folder / f"vmlinux-{release}"
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    for k in built_kernels():
+        if k.release == release and (k.build_dir / "vmlinux").is_file():
+            return k.build_dir / "vmlinux"
+    return None
 
 
 def kallsyms_elf(kallsyms: str, target: Path) -> Path:

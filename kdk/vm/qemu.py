@@ -42,7 +42,7 @@ from .state import (
     VMRecord,
     process_alive,
 )
-from .vmlinux import extract_vmlinux
+from .vmlinux import extract_vmlinux, has_pvh_entry
 
 QEMU = "qemu-system-x86_64"
 READY_MARK = b"kdk-ready"
@@ -98,8 +98,32 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/net/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
+            *built_cmdline(cfg.kernel),
         ]
     )
+
+
+def built_cmdline(kernel: Kernel) -> list[str]:
+    """What a kernel kdk built adds: where its modules are (the guest binds
+    them at /lib/modules/<release>), and with KASAN every report of a boot,
+    not only the first (kasan_multi_shot)."""
+    if not kernel.built:
+        return []
+    try:
+        kasan = "CONFIG_KASAN=y" in kernel.config.read_text().splitlines()
+    except OSError:
+        kasan = False
+    return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
+
+
+def built_trees(kernel: Kernel) -> tuple[Path, ...]:
+    """A built kernel's folder (build tree, modules) and its source tree,
+    which the guest mounts at their host paths (cached: bcc reads their
+    headers through /lib/modules/<release>/build and source)."""
+    if not kernel.built:
+        return ()
+    trees = [kernel.image.parent, (kernel.modules_dir / "source").resolve()]
+    return tuple(t for t in trees if t.is_dir() and not re.search(r"[\s,]", str(t)))
 
 
 def debug_cmdline(kernel: Kernel) -> list[str]:
@@ -111,13 +135,20 @@ def debug_cmdline(kernel: Kernel) -> list[str]:
     when allocated again; KFENCE (Debian 6.12, not 6.1): guarded sampled
     objects, one every 100 ms."""
     try:
-        config = (kernel.image.parent / f"config-{kernel.release}").read_text()
+        config = kernel.config.read_text()
     except OSError:
         config = ""
     wanted = [("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
               ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
               ("CONFIG_KFENCE=y", "kfence.sample_interval=100")]  # fmt: skip
     return [param for option, param in wanted if option in config.splitlines()]
+
+
+def boot_vmlinux(kernel: Kernel) -> Path | None:
+    """A built kernel's vmlinux in its build tree, which boots directly
+    (QEMU loads its code, not its debug info); None for others."""
+    vmlinux = kernel.build_dir / "vmlinux"
+    return vmlinux if kernel.built and has_pvh_entry(vmlinux) else None
 
 
 def gdb_stub(state: Path) -> list[str]:
@@ -382,7 +413,9 @@ class QemuBackend:
             step("initramfs")
             initrd = initramfs(kernel, cache)
             step("kernel")
-            boot_image = extract_vmlinux(kernel.image, cache) or kernel.image
+            boot_image = (
+                boot_vmlinux(kernel) or extract_vmlinux(kernel.image, cache) or kernel.image
+            )
         except OSError as e:  # e.g. a full disk, an unreadable module
             raise BootFailed(f"cannot prepare the guest's boot files in {cache}: {e}") from None
         accel = choose_accel(req.accel, kernel, self.state_root / "cache" / "accel.json", say)
@@ -392,7 +425,7 @@ class QemuBackend:
             ssh_port = None
         return QemuConfig(kernel, boot_image, initrd, self.project, self.state.path, accel,
                           ssh_port or free_port(), debug=req.debug,
-                          cached=cached_trees())  # fmt: skip
+                          cached=cached_trees() + built_trees(kernel))  # fmt: skip
 
     def _start(self, cfg: QemuConfig) -> bool:
         """Start QEMU in the background, keeping its command line in the

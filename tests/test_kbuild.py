@@ -162,6 +162,13 @@ def test_a_built_kernel_gets_its_modules_folder_and_kasan_multi_shot(cache: Path
     assert qemu.built_cmdline(host) == [] and qemu.built_trees(host) == ()
 
 
+def test_a_kernel_with_kasan_or_lockdep_gets_twice_the_boot_time(cache: Path) -> None:
+    debug = fake_build(cache, "6.1.192-kdk-debug", "CONFIG_PROVE_LOCKING=y\n")
+    plain = fake_build(cache, "6.1.192-kdk", "CONFIG_KALLSYMS=y\n")
+    assert qemu.boot_budget(plain) == (qemu.STALLED, qemu.BOOT_TIMEOUT)
+    assert qemu.boot_budget(debug) == (2 * qemu.STALLED, 2 * qemu.BOOT_TIMEOUT)
+
+
 def test_a_false_gzip_magic_in_an_image_is_no_traceback(tmp_path: Path) -> None:
     # A bzImage holds b"\x1f\x8b\x08" before its real payload: a built
     # kernel's did, and zlib raised on it.

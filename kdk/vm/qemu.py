@@ -109,11 +109,24 @@ def built_cmdline(kernel: Kernel) -> list[str]:
     not only the first (kasan_multi_shot)."""
     if not kernel.built:
         return []
-    try:
-        kasan = "CONFIG_KASAN=y" in kernel.config.read_text().splitlines()
-    except OSError:
-        kasan = False
+    kasan = "CONFIG_KASAN=y" in config_lines(kernel)
     return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
+
+
+def config_lines(kernel: Kernel) -> list[str]:
+    """The lines of the kernel's config file; none when it has none."""
+    try:
+        return kernel.config.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def boot_budget(kernel: Kernel) -> tuple[float, float]:
+    """(STALLED, BOOT_TIMEOUT) for `kernel`: twice as long for a kernel
+    with KASAN or lockdep, which boots 2-3 times slower under TCG."""
+    lines = config_lines(kernel)
+    slow = "CONFIG_KASAN=y" in lines or "CONFIG_PROVE_LOCKING=y" in lines
+    return (STALLED * 2, BOOT_TIMEOUT * 2) if slow else (STALLED, BOOT_TIMEOUT)
 
 
 def built_trees(kernel: Kernel) -> tuple[Path, ...]:
@@ -134,14 +147,10 @@ def debug_cmdline(kernel: Kernel) -> list[str]:
     on every slab cache; page_poison: freed pages are poisoned and checked
     when allocated again; KFENCE (Debian 6.12, not 6.1): guarded sampled
     objects, one every 100 ms."""
-    try:
-        config = kernel.config.read_text()
-    except OSError:
-        config = ""
     wanted = [("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
               ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
               ("CONFIG_KFENCE=y", "kfence.sample_interval=100")]  # fmt: skip
-    return [param for option, param in wanted if option in config.splitlines()]
+    return [param for option, param in wanted if option in config_lines(kernel)]
 
 
 def boot_vmlinux(kernel: Kernel) -> Path | None:
@@ -359,7 +368,7 @@ class QemuBackend:
         step: Callable[[str], None],
         replace: VMRecord | None,
     ) -> tuple[VMRecord, bool]:
-        with self.state.lock(BOOT_TIMEOUT + 30):
+        with self.state.lock(2 * BOOT_TIMEOUT + 30):  # the longest boot_budget
             rec = self.record()
             if rec is not None and replace is not None and rec.pid == replace.pid:
                 self.down()
@@ -369,16 +378,17 @@ class QemuBackend:
             cfg = self.config(req, say, step)
             link.prepare(self.state.path)  # not in a dry run: a running VM's wire
             step("boot")
+            stalled, timeout = boot_budget(cfg.kernel)
             for attempt in (1, 2):
                 cfg, started, pid = self._launch(cfg)
-                if self._wait_ready(pid, STALLED if attempt == 1 else BOOT_TIMEOUT - STALLED):
+                if self._wait_ready(pid, stalled if attempt == 1 else timeout - stalled):
                     break
                 # Seen once in many boots: a kernel that printed nothing more
                 # after its first second; the next boot came up.
-                say(f"the guest was not ready after {STALLED:g} s (its console: "
+                say(f"the guest was not ready after {stalled:g} s (its console: "
                     f"{self.state.previous_console_log}); booting it once more")  # fmt: skip
             else:
-                raise BootFailed(f"the VM was not ready after {BOOT_TIMEOUT:g} s; "
+                raise BootFailed(f"the VM was not ready after {timeout:g} s; "
                                  f"see {self.state.console_log}")  # fmt: skip
             ready = time.time() - started
             rec = VMRecord(self.name, pid, cfg.ssh_port, cfg.kernel.release, cfg.accel, started,

@@ -321,7 +321,9 @@ def parser() -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "boot the VM in the background; returns when it is ready")
     up.add_argument(
-        "--kernel", help="kernel release or /boot/vmlinuz-* path (default: newest with headers)"
+        "--kernel",
+        help="kernel release or /boot/vmlinuz-* path, a kernel kdk built (kdk kernel list), "
+        "debug: the newest debug build (default: the distribution's)",
     )
     up.add_argument(
         "--accel", choices=ACCELS, default="auto", help="KVM, TCG emulation, or probe (default)"

@@ -88,6 +88,31 @@ def test_the_fragments_come_in_order_kdks_first() -> None:
     assert [f.name for f in config.kdk_fragments("", [])] == ["kdk.config"]
 
 
+def test_the_progress_line_counts_compiled_files() -> None:
+    make_output = [
+        "  CC      kernel/fork.o",
+        "  CC [M]  lib/crc7.o",
+        "  CHK     include/generated/compile.h",
+        "  CCC     not.o",
+        "  LD      vmlinux.o",
+        "  HOSTCC  scripts/kconfig/conf.o",
+    ]
+    assert [bool(build.COMPILED.match(line)) for line in make_output] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert build.progress_line(150, 3000, True, 125.4) == (
+        "compiled 150 of about 3000 files (5%), 2:05"
+    )
+    assert (
+        build.progress_line(3100, 3000, False, 3600) == "compiled 3100 of 3000 files (99%), 60:00"
+    )
+
+
 def test_the_tree_stamp_moves_when_a_file_changes(tmp_path: Path) -> None:
     (tmp_path / "a.c").write_text("int a;\n")
     (tmp_path / ".git").mkdir()

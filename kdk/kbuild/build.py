@@ -274,9 +274,17 @@ def expected_files(p: Plan) -> tuple[int, bool]:
     return COLD_ESTIMATE, True
 
 
+def progress_line(compiled: int, expected: int, estimate: bool, elapsed: float) -> str:
+    """The progress line: files compiled of those a full build compiles."""
+    mins, secs = divmod(int(elapsed), 60)
+    percent = min(99, 100 * compiled // max(expected, 1))
+    about = "about " if estimate else ""
+    return f"compiled {compiled} of {about}{expected} files ({percent}%), {mins}:{secs:02d}"
+
+
 def make(p: Plan, step: Say) -> tuple[int, float, float]:
-    """Run the build (vmlinux, bzImage, modules) with a progress line;
-    (files compiled, wall seconds, CPU seconds)."""
+    """Run the build (vmlinux, bzImage, modules), naming the progress every
+    5% of the files; (files compiled, wall seconds, CPU seconds)."""
     expected, estimate = expected_files(p)
     argv = [
         "nice",
@@ -292,9 +300,9 @@ def make(p: Plan, step: Say) -> tuple[int, float, float]:
     log_path = p.folder / "build.log"
     start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    compiled = shown = 0
+    compiled = 0
     tail: list[str] = []
-    step(f"compiling (of {'about ' if estimate else ''}{expected} files)")
+    step(progress_line(0, expected, estimate, 0))
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             argv,
@@ -311,14 +319,8 @@ def make(p: Plan, step: Say) -> tuple[int, float, float]:
             tail = [*tail[-59:], line.rstrip()]
             if COMPILED.match(line):
                 compiled += 1
-                percent = min(99, 100 * compiled // max(expected, 1))
-                if percent // 5 != shown // 5:
-                    shown = percent
-                    mins, secs = divmod(int(time.monotonic() - start), 60)
-                    step(
-                        f"compiled {compiled} of {'about ' if estimate else ''}{expected} "
-                        f"files ({percent}%), {mins}:{secs:02d}"
-                    )
+                if (20 * compiled // max(expected, 1)) != (20 * (compiled - 1) // max(expected, 1)):
+                    step(progress_line(compiled, expected, estimate, time.monotonic() - start))
         rc = proc.wait()
     wall = time.monotonic() - start
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)

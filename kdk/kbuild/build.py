@@ -303,7 +303,7 @@ def make(p: Plan, step: Say) -> tuple[int, float, float]:
     compiled = 0
     tail: list[str] = []
     step(progress_line(0, expected, estimate, 0))
-    with log_path.open("w") as log:
+    with log_path.open("w", buffering=1) as log:  # line by line: `tail -f` shows it
         proc = subprocess.Popen(
             argv,
             cwd=p.source,

@@ -54,7 +54,7 @@ HEADERS = {"/usr/include/libelf.h": "libelf-dev", "/usr/include/openssl/ssl.h": 
 # Files compiled by a cold build when no build of kdk's has counted them
 # yet (kdk.config + debug.config on 6.1.192, measured); only the progress
 # line's "of about N" uses it.
-COLD_ESTIMATE = 2900
+COLD_ESTIMATE = 1500
 COMPILED = re.compile(r"^\s+CC( \[M\])?\s")
 Say = Callable[[str], None]
 

@@ -42,7 +42,7 @@ from .state import (
     VMRecord,
     process_alive,
 )
-from .vmlinux import extract_vmlinux, has_pvh_entry
+from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
 READY_MARK = b"kdk-ready"
@@ -151,13 +151,6 @@ def debug_cmdline(kernel: Kernel) -> list[str]:
               ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
               ("CONFIG_KFENCE=y", "kfence.sample_interval=100")]  # fmt: skip
     return [param for option, param in wanted if option in config_lines(kernel)]
-
-
-def boot_vmlinux(kernel: Kernel) -> Path | None:
-    """A built kernel's vmlinux in its build tree, which boots directly
-    (QEMU loads its code, not its debug info); None for others."""
-    vmlinux = kernel.build_dir / "vmlinux"
-    return vmlinux if kernel.built and has_pvh_entry(vmlinux) else None
 
 
 def gdb_stub(state: Path) -> list[str]:
@@ -423,8 +416,12 @@ class QemuBackend:
             step("initramfs")
             initrd = initramfs(kernel, cache)
             step("kernel")
+            # A kernel kdk built boots from its bzImage: the debug build's bare
+            # vmlinux (PVH entry) stopped QEMU at once, with nothing on the console.
             boot_image = (
-                boot_vmlinux(kernel) or extract_vmlinux(kernel.image, cache) or kernel.image
+                kernel.image
+                if kernel.built
+                else extract_vmlinux(kernel.image, cache) or kernel.image
             )
         except OSError as e:  # e.g. a full disk, an unreadable module
             raise BootFailed(f"cannot prepare the guest's boot files in {cache}: {e}") from None

@@ -10,6 +10,8 @@ with its progress line); on a cold machine the fixture builds it.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -116,3 +118,28 @@ def test_kasan_reports_a_modules_write_past_an_object_when_it_happens(dvm: Kdk) 
         assert dvm.backend.require().pid == pid  # not rebooted
     finally:
         dvm.unload("faulty")
+
+
+def test_gdb_has_its_full_debug_info_and_the_kernels_gdb_scripts(dvm: Kdk) -> None:
+    """kdk gdb reads the build tree's vmlinux: types and source lines of
+    the kernel proper, and lx- commands (scripts/gdb) that see the guest."""
+    dvm.load("hello")
+    try:
+        script = [
+            "-batch",
+            "-ex",
+            "p init_uts_ns.name.release",
+            "-ex",
+            "info line vfs_write",
+            "-ex",
+            "lx-lsmod",
+        ]
+        out = subprocess.run(
+            dvm.gdb_command(None, script), capture_output=True, text=True, timeout=300
+        ).stdout
+    finally:
+        dvm.unload("hello")
+    release = sh(dvm, "uname -r").strip()
+    assert f'$1 = "{release}"' in out
+    assert 'of "/' in out and 'fs/read_write.c" starts at address' in out
+    assert re.search(r"^0x[0-9a-f]+ +hello +\d+ +0$", out, re.M), out

@@ -187,8 +187,9 @@ def gdb_argv(
     state: Path, vmlinux: Path | None, symbol_file: str | None, args: Sequence[str] = ()
 ) -> list[str]:
     """gdb attached to the VM of state folder `state`: the kernel's symbols
-    (`vmlinux`: the -dbg package's, or kallsyms_elf's), the module's, then
-    the user's own arguments."""
+    (`vmlinux`: the -dbg package's, a built kernel's with the kernel's gdb
+    scripts, or kallsyms_elf's), the module's, then the user's own
+    arguments."""
     path = shutil.which(GDB)
     if path is None:
         raise MissingDependency("gdb not found: install the gdb package")
@@ -199,6 +200,9 @@ def gdb_argv(
         )
     argv = [path, "-q"]
     if vmlinux is not None:
+        scripts = vmlinux.parent / "vmlinux-gdb.py"  # a build tree's: the lx- commands
+        if scripts.exists():
+            argv += ["-iex", f"add-auto-load-safe-path {scripts.resolve().parent}"]
         argv.append(str(vmlinux))
     argv += ["-ex", f"target remote {state / GDB_SOCKET}"]
     if symbol_file:  # confirm off: add-symbol-file asks (y or n)

@@ -39,9 +39,12 @@ check: lint
 MATRIX_KERNEL ?= 6.12
 MATRIX_PATHS  := $(wildcard kmods drivers rawnet) tests/test_gdb.py
 
+# The debug kernel tests/test_kbuild_vm.py boots is built first, with its
+# progress line, into ~/.cache/kdk/kernels (kept: the next run reuses it).
 test: lint
 	@scripts/install-vagrant  # the Vagrant backend's tests (tests/test_vagrant.py)
-	$(BIN)/pytest -rs; rc=$$?; \
+	$(KDK) kernel build --debug; rc=$$?; \
+	$(BIN)/pytest -rs || rc=1; \
 	KDK_KERNEL=$(MATRIX_KERNEL) $(BIN)/pytest -rs $(MATRIX_PATHS) || rc=1; exit $$rc
 
 bench: deps

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .api import BACKENDS, BootRequest, Kdk
 from .errors import KdkError, MissingDependency, VMNotRunning
+from .kernel import built_kernels, host_kernels
 from .klog import kmsg
 from .ui import progress, say
 from .vm import devices
@@ -250,6 +251,46 @@ def cmd_inspect(k: Kdk, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernel(k: Kdk, a: argparse.Namespace) -> int:
+    from .kbuild import build, config
+
+    if a.action == "list":
+        rows = [
+            (kern, "built" if kern.built else "installed")
+            for kern in host_kernels() + built_kernels()
+        ]
+        width = max((len(kern.release) for kern, _ in rows), default=4)
+        print(f"{'NAME':{width}}  {'KIND':9}  FEATURES")
+        for kern, kind in rows:
+            try:
+                have = ", ".join(config.features(kern.config.read_text())) or "-"
+            except OSError:
+                have = "(no config file)"
+            print(f"{kern.release:{width}}  {kind:9}  {have}")
+        return 0
+    if a.action == "remove":
+        if not a.name:
+            raise KdkError("which kernel? kdk kernel remove NAME (see kdk kernel list)")
+        say(f"removed {build.remove(a.name)}")
+        return 0
+    flavour = config.flavour_of(a.debug, a.kcsan)
+    p = build.plan(a.source, flavour, a.config, a.jobs, say)
+    with progress(f"kdk kernel build {p.release}") as step:
+        res = build.build(p, say, step)
+    if not res.built:
+        say(
+            f"{res.kernel.release} is up to date ({p.folder}); boot it: kdk up --kernel "
+            f"{res.kernel.release}"
+        )
+        return 0
+    say(
+        f"built {res.kernel.release} in {res.seconds / 60:.1f} min ({res.compiled} files "
+        f"compiled, {res.cpu_seconds / 60:.1f} CPU-min) in {p.folder}; boot it: "
+        f"kdk up --kernel {res.kernel.release}"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so docs and completion can use it)."""
     p = argparse.ArgumentParser(
@@ -281,7 +322,9 @@ def parser() -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "boot the VM in the background; returns when it is ready")
     up.add_argument(
-        "--kernel", help="kernel release or /boot/vmlinuz-* path (default: newest with headers)"
+        "--kernel",
+        help="kernel release or /boot/vmlinuz-* path, a kernel kdk built (kdk kernel list), "
+        "debug: the newest debug build (default: the distribution's)",
     )
     up.add_argument(
         "--accel", choices=ACCELS, default="auto", help="KVM, TCG emulation, or probe (default)"
@@ -395,6 +438,41 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.add_argument("--disasm", metavar="FUNC", help="only FUNC's disassembly, with source lines")
     ins.add_argument("--kernel", help="kernel release to check against when the VM is not up")
+    ke = add(
+        "kernel",
+        cmd_kernel,
+        "kernels kdk builds into your cache: kdk kernel build "
+        "[--debug|--kcsan] [--source PATH] [--config FRAGMENT]..., list, remove NAME",
+    )
+    ke.add_argument("action", choices=["build", "list", "remove"])
+    ke.add_argument("name", nargs="?", help="remove: the built kernel's name (kdk kernel list)")
+    ke.add_argument(
+        "--debug",
+        action="store_true",
+        help="with KASAN, lockdep, kmemleak, UBSAN, fault injection and KUnit",
+    )
+    ke.add_argument("--kcsan", action="store_true", help="with KCSAN (a build of its own)")
+    ke.add_argument(
+        "--source",
+        type=Path,
+        metavar="PATH",
+        help="a kernel tree of yours (default: Debian's linux-source-6.1)",
+    )
+    ke.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FRAGMENT",
+        help="a config fragment of yours, merged last (repeatable)",
+    )
+    ke.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="make's jobs (default: the number of CPUs)",
+    )
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ BOOT = Path("/boot")
 MODULES = Path("/lib/modules")
 KO_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 DEFAULT_LINKS = (Path("/vmlinuz"), BOOT / "vmlinuz")  # Debian's, Ubuntu's
+FLAVOURS = ("debug", "kcsan")  # `kdk up --kernel debug`: the newest build of that flavour
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,36 @@ class Kernel:
     def build_dir(self) -> Path:
         """The Kbuild tree (kernel headers) out-of-tree modules build against."""
         return self.modules_dir / "build"
+
+    @property
+    def config(self) -> Path:
+        """The kernel's .config, beside its image (as Debian installs it)."""
+        return self.image.parent / f"config-{self.release}"
+
+    @property
+    def built(self) -> bool:
+        """Whether kdk built it (`kdk kernel build`): its modules are not in
+        /lib/modules, the guest binds them there."""
+        return self.modules_dir != MODULES / self.release
+
+
+def kernels_cache() -> Path:
+    """Where `kdk kernel build` keeps its kernels: the user's cache, not a
+    project (they are big and serve every project)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kdk" / "kernels"
+
+
+def built_kernels(cache: Path | None = None) -> list[Kernel]:
+    """Kernels `kdk kernel build` finished, newest build first. A folder
+    holds one: vmlinuz-REL, config-REL and modules/lib/modules/REL."""
+    found = []
+    for image in (cache or kernels_cache()).glob("*/vmlinuz-*"):
+        release = image.name.removeprefix("vmlinuz-")
+        k = Kernel(release, image, image.parent / "modules" / "lib" / "modules" / release)
+        if k.build_dir.is_dir():
+            found.append(k)
+    return sorted(found, key=lambda k: k.image.stat().st_mtime, reverse=True)
 
 
 def _version_key(release: str) -> list[tuple[int, str]]:
@@ -68,19 +100,26 @@ def matches(spec: str, release: str) -> bool:
 
 def select_kernel(spec: str | None = None) -> Kernel:
     """The kernel named by `spec` (a release, a prefix of one, e.g. "6.12",
-    which means the newest that matches, or an image path), else the
-    host's default."""
-    kernels = host_kernels()
+    which means the newest that matches, an image path, or a flavour of
+    kdk's builds, "debug": the newest debug build), else the host's
+    default. The host's kernels come before kdk's builds for a prefix."""
+    host = host_kernels()
+    kernels = host + built_kernels()
     if spec is None:
-        if not kernels:
+        if not host:
             raise MissingDependency(
                 "no kernel with headers on this host: install linux-image-amd64 "
                 "and linux-headers-amd64 (make demo/test do it)"
             )
-        return default_kernel(kernels)
+        return default_kernel(host)
     for k in kernels:
         if spec in (k.release, str(k.image)):
             return k
+    if spec in FLAVOURS:
+        for k in built_kernels():
+            if k.release.endswith(f"-{spec}"):
+                return k
+        raise KdkError(f"no {spec} kernel built yet: run `kdk kernel build --{spec}`")
     for k in kernels:
         if matches(spec, k.release):
             return k
@@ -89,7 +128,7 @@ def select_kernel(spec: str | None = None) -> Kernel:
         release = path.name.removeprefix("vmlinuz-")
         return Kernel(release, path, MODULES / release)
     have = ", ".join(k.release for k in kernels) or "none"
-    raise KdkError(f"no kernel {spec!r} with headers on this host (have: {have})")
+    raise KdkError(f"no kernel {spec!r} with headers on this host or built by kdk (have: {have})")
 
 
 def select_kernels(specs: list[str]) -> list[Kernel]:

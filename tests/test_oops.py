@@ -151,6 +151,14 @@ def test_kfence_and_kasan_headlines_name_the_function() -> None:
     assert kfence.memory and not kfence.fatal
 
 
+def test_a_real_kasan_report_of_kdks_debug_kernel_names_the_module_function() -> None:
+    """faulty's `overflow` on 6.1.192-kdk-debug (kdk kernel build --debug)."""
+    (kasan,) = crashes("console-kasan-kdk-debug.log")
+    assert kasan.kind == "BUG: KASAN: slab-out-of-bounds"
+    assert (kasan.function, kasan.module) == ("faulty_overflow", "faulty")
+    assert kasan.memory and not kasan.fatal
+
+
 def test_a_double_free_without_debug_is_a_kernel_bug_called_from_the_module() -> None:
     (bug,) = crashes("console-doublefree-nodebug.log")
     assert bug.kind.startswith("kernel BUG at mm/slub.c:") and bug.fatal

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import KdkError, MissingDependency
-from ..kernel import module_name, select_kernel
+from ..kernel import built_kernels, module_name, select_kernel
 from ..modules.info import modinfo
 from ..session import Session
 from ..state import GDB_MARKER, GDB_SOCKET
@@ -52,9 +52,15 @@ BUILD_ID = ".note.gnu.build-id"
 
 
 def debug_vmlinux(release: str, folder: Path = DEBUG_VMLINUX) -> Path | None:
-    """The kernel image with debug info from the -dbg package, if installed."""
+    """The kernel image with debug info: the -dbg package's, if installed,
+    or the one in the build tree of a kernel kdk built."""
     path = folder / f"vmlinux-{release}"
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    for k in built_kernels():
+        if k.release == release and (k.build_dir / "vmlinux").is_file():
+            return k.build_dir / "vmlinux"
+    return None
 
 
 def kallsyms_elf(kallsyms: str, target: Path) -> Path:
@@ -200,8 +206,9 @@ def gdb_argv(
     state: Path, vmlinux: Path | None, symbol_file: str | None, args: Sequence[str] = ()
 ) -> list[str]:
     """gdb attached to the VM of state folder `state`: the kernel's symbols
-    (`vmlinux`: the -dbg package's, or kallsyms_elf's), the module's, then
-    the user's own arguments."""
+    (`vmlinux`: the -dbg package's, a built kernel's with the kernel's gdb
+    scripts, or kallsyms_elf's), the module's, then the user's own
+    arguments."""
     path = shutil.which(GDB)
     if path is None:
         raise MissingDependency("gdb not found: install the gdb package")
@@ -212,6 +219,9 @@ def gdb_argv(
         )
     argv = [path, "-q"]
     if vmlinux is not None:
+        scripts = vmlinux.parent / "vmlinux-gdb.py"  # a build tree's: the lx- commands
+        if scripts.exists():
+            argv += ["-iex", f"add-auto-load-safe-path {scripts.resolve().parent}"]
         argv.append(str(vmlinux))
     argv += ["-ex", f"target remote {state / GDB_SOCKET}"]
     if symbol_file:  # confirm off: add-symbol-file asks (y or n)

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-COREUTILS = "basename cat cut dd env head id ls mkdir readlink seq sleep stat timeout touch uname wc"
+COREUTILS = (
+    "basename cat cut dd env head id ls mkdir readlink seq sleep stat timeout touch uname wc"
+)
 
 PACKAGES: dict[str, str] = {
     **dict.fromkeys(COREUTILS.split(), "coreutils"),

@@ -103,8 +103,45 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
+            *built_cmdline(cfg.kernel),
         ]
     )
+
+
+def built_cmdline(kernel: Kernel) -> list[str]:
+    """What a kernel kdk built adds: where its modules are (the guest binds
+    them at /lib/modules/<release>), and with KASAN every report of a boot,
+    not only the first (kasan_multi_shot)."""
+    if not kernel.built:
+        return []
+    kasan = "CONFIG_KASAN=y" in config_lines(kernel)
+    return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
+
+
+def config_lines(kernel: Kernel) -> list[str]:
+    """The lines of the kernel's config file; none when it has none."""
+    try:
+        return kernel.config.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def boot_budget(kernel: Kernel) -> tuple[float, float]:
+    """(STALLED, BOOT_TIMEOUT) for `kernel`: twice as long for a kernel
+    with KASAN or lockdep, which boots 2-3 times slower under TCG."""
+    lines = config_lines(kernel)
+    slow = "CONFIG_KASAN=y" in lines or "CONFIG_PROVE_LOCKING=y" in lines
+    return (STALLED * 2, BOOT_TIMEOUT * 2) if slow else (STALLED, BOOT_TIMEOUT)
+
+
+def built_trees(kernel: Kernel) -> tuple[Path, ...]:
+    """A built kernel's folder (build tree, modules) and its source tree,
+    which the guest mounts at their host paths (cached: bcc reads their
+    headers through /lib/modules/<release>/build and source)."""
+    if not kernel.built:
+        return ()
+    trees = [kernel.image.parent, (kernel.modules_dir / "source").resolve()]
+    return tuple(t for t in trees if t.is_dir() and not re.search(r"[\s,]", str(t)))
 
 
 def debug_cmdline(kernel: Kernel) -> list[str]:
@@ -115,16 +152,12 @@ def debug_cmdline(kernel: Kernel) -> list[str]:
     on every slab cache; page_poison: freed pages are poisoned and checked
     when allocated again; KFENCE (Debian 6.12, not 6.1): guarded sampled
     objects, one every 100 ms."""
-    try:
-        config = (kernel.image.parent / f"config-{kernel.release}").read_text()
-    except OSError:
-        config = ""
     wanted = [
         ("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
         ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
         ("CONFIG_KFENCE=y", "kfence.sample_interval=100"),
     ]
-    return [param for option, param in wanted if option in config.splitlines()]
+    return [param for option, param in wanted if option in config_lines(kernel)]
 
 
 def gdb_stub(state: Path) -> list[str]:
@@ -377,7 +410,7 @@ class QemuBackend(Backend):
         step: Callable[[str], None],
         replace: VMRecord | None,
     ) -> tuple[VMRecord, bool]:
-        with self.state.lock(BOOT_TIMEOUT + 30):
+        with self.state.lock(2 * BOOT_TIMEOUT + 30):  # the longest boot_budget
             rec = self.record()
             if rec is not None and replace is not None and rec.pid == replace.pid:
                 self.down()
@@ -388,19 +421,20 @@ class QemuBackend(Backend):
             cfg = self.config(req, say, step)
             link.prepare(self.state.path)  # not in a dry run: a running VM's wire
             step("boot")
+            stalled, timeout = boot_budget(cfg.kernel)
             for attempt in (1, 2):
                 cfg, started, pid = self._launch(cfg)
-                if self._wait_ready(pid, STALLED if attempt == 1 else BOOT_TIMEOUT - STALLED):
+                if self._wait_ready(pid, stalled if attempt == 1 else timeout - stalled):
                     break
                 # Seen once in many boots: a kernel that printed nothing more
                 # after its first second; the next boot came up.
                 say(
-                    f"the guest was not ready after {STALLED:g} s (its console: "
+                    f"the guest was not ready after {stalled:g} s (its console: "
                     f"{self.state.previous_console_log}); booting it once more"
                 )
             else:
                 raise BootFailed(
-                    f"the VM was not ready after {BOOT_TIMEOUT:g} s; see {self.state.console_log}"
+                    f"the VM was not ready after {timeout:g} s; see {self.state.console_log}"
                 )
             ready = time.time() - started
             rec = VMRecord(
@@ -444,7 +478,13 @@ class QemuBackend(Backend):
             step("initramfs")
             initrd = initramfs(kernel, cache, devices.guest_modules(req.devices))
             step("kernel")
-            boot_image = extract_vmlinux(kernel.image, cache) or kernel.image
+            # A kernel kdk built boots from its bzImage: the debug build's bare
+            # vmlinux (PVH entry) stopped QEMU at once, with nothing on the console.
+            boot_image = (
+                kernel.image
+                if kernel.built
+                else extract_vmlinux(kernel.image, cache) or kernel.image
+            )
         except OSError as e:  # e.g. a full disk, an unreadable module
             raise BootFailed(f"cannot prepare the guest's boot files in {cache}: {e}") from None
         accel = choose_accel(req.accel, kernel, self.state_root / "cache" / "accel.json", say)
@@ -461,7 +501,7 @@ class QemuBackend(Backend):
             accel,
             ssh_port or free_port(),
             debug=req.debug,
-            cached=cached_trees(),
+            cached=cached_trees() + built_trees(kernel),
             devices=req.devices,
         )
 

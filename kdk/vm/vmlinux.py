@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def extract_vmlinux(image: Path, cache_dir: Path) -> Path | None:
         while at >= 0:
             try:
                 elf = decompress(data[at:])
-            except (OSError, EOFError, ValueError):
+            except (OSError, EOFError, ValueError, zlib.error):  # a false magic
                 elf = b""
             if elf.startswith(b"\x7fELF"):
                 cache_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,13 @@
  *                    (without slub_debug, the hardened free list catches a
  *                    double free in a row too: "kernel BUG at mm/slub.c").
  * With slub_debug, SLUB repairs what it found and the kernel goes on.
+ * Two more for a kernel with UBSAN and kmemleak (kdk kernel build --debug):
+ *  "shift"         - faulty_shift(): shifts an int by 32 bits, undefined
+ *                    behaviour that UBSAN reports as shift-out-of-bounds
+ *                    (the result is not used; harmless on any kernel);
+ *  "leak"          - faulty_leak(): allocates an object and forgets it,
+ *                    which kmemleak reports as unreferenced once it has
+ *                    scanned memory (each write leaks OBJ_SIZE bytes).
  * Each function is noinline so that it keeps its own name in the call
  * trace instead of being folded into the write handler.
  *
@@ -153,6 +160,27 @@ out:
 	return obj ? 0 : -ENOMEM;
 }
 
+static noinline void faulty_shift(void)
+{
+	/* READ_ONCE(): a count the compiler cannot see to be 32 */
+	static int bits = 32;
+	int one = 1;
+
+	pr_info("shifting an int by %d bits\n", READ_ONCE(bits));
+	one <<= READ_ONCE(bits);
+	pr_info("result %d\n", one);
+}
+
+static noinline int faulty_leak(void)
+{
+	void *obj = kmalloc(OBJ_SIZE, GFP_KERNEL);
+
+	if (!obj)
+		return -ENOMEM;
+	pr_info("leaking an object of %d bytes\n", OBJ_SIZE);
+	return 0;
+}
+
 static ssize_t trigger_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
 {
@@ -180,6 +208,10 @@ static ssize_t trigger_write(struct file *file, const char __user *ubuf,
 		err = faulty_overflow();
 	else if (sysfs_streq(buf, "doublefree"))
 		err = faulty_doublefree();
+	else if (sysfs_streq(buf, "shift"))
+		faulty_shift();
+	else if (sysfs_streq(buf, "leak"))
+		err = faulty_leak();
 	else
 		return -EINVAL;
 
@@ -201,7 +233,7 @@ static int __init faulty_init(void)
 	faulty_dir = debugfs_create_dir("kdk_faulty", NULL);
 	debugfs_create_file_unsafe("trigger", 0200, faulty_dir, NULL,
 				   &trigger_fops);
-	pr_info("write null, warn, bug, lockup, uaf, overflow or doublefree to /sys/kernel/debug/kdk_faulty/trigger\n");
+	pr_info("write null, warn, bug, lockup, uaf, overflow, doublefree, shift or leak to /sys/kernel/debug/kdk_faulty/trigger\n");
 	return 0;
 }
 

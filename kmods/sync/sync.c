@@ -22,6 +22,21 @@
  * A run happens at load time and again whenever something is written to
  * /sys/kernel/debug/kdk_sync/run; the result of the last run is in
  * /sys/kernel/debug/kdk_sync/result and in the kernel log.
+ *
+ * Two locking bugs on purpose, for a kernel with lockdep and
+ * DEBUG_ATOMIC_SLEEP (kdk kernel build --debug) to report:
+ *  - writing "ab" to /sys/kernel/debug/kdk_sync/lock_order takes
+ *    sync_lock_a then sync_lock_b (sync_take_ab()), writing "ba" takes
+ *    them the other way round (sync_take_ba()).  Each write takes and
+ *    releases both before it returns, so the two orders never overlap and
+ *    nothing deadlocks; but two threads doing both at once could, and
+ *    lockdep says so at the first "ba" after an "ab": "possible circular
+ *    locking dependency detected".  Harmless on any kernel.
+ *  - writing to /sys/kernel/debug/kdk_sync/sleep_in_atomic makes
+ *    sync_sleep_in_atomic() allocate with GFP_KERNEL (which may sleep)
+ *    under a spinlock: "BUG: sleeping function called from invalid
+ *    context".  Only with CONFIG_DEBUG_ATOMIC_SLEEP (else -EOPNOTSUPP): on
+ *    a kernel that cannot report it, the bug would just wait to bite.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -39,6 +54,8 @@
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
 #include <linux/version.h>
 
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 17, 0)
@@ -68,6 +85,11 @@ static DEFINE_MUTEX(sync_run_lock);
 static unsigned long sync_res_mutex, sync_res_spin, sync_res_atomic;
 static unsigned long sync_res_expected;
 static unsigned int sync_runs;
+
+/* the two locks of the lock_order file, and the spinlock of sleep_in_atomic */
+static DEFINE_MUTEX(sync_lock_a);
+static DEFINE_MUTEX(sync_lock_b);
+static DEFINE_SPINLOCK(sync_atomic_lock);
 
 static struct completion sync_start;
 static struct dentry *sync_dir;
@@ -191,6 +213,78 @@ static const struct file_operations run_fops = {
 	.llseek	= noop_llseek,
 };
 
+static noinline void sync_take_ab(void)
+{
+	mutex_lock(&sync_lock_a);
+	mutex_lock(&sync_lock_b);
+	mutex_unlock(&sync_lock_b);
+	mutex_unlock(&sync_lock_a);
+}
+
+static noinline void sync_take_ba(void)
+{
+	mutex_lock(&sync_lock_b);
+	mutex_lock(&sync_lock_a);
+	mutex_unlock(&sync_lock_a);
+	mutex_unlock(&sync_lock_b);
+}
+
+static ssize_t lock_order_write(struct file *file, const char __user *ubuf,
+				size_t count, loff_t *ppos)
+{
+	char buf[8];
+
+	if (count == 0 || count >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	buf[count] = '\0';
+
+	if (sysfs_streq(buf, "ab"))
+		sync_take_ab();
+	else if (sysfs_streq(buf, "ba"))
+		sync_take_ba();
+	else
+		return -EINVAL;
+	pr_info("took the locks in the order %c%c\n", buf[0], buf[1]);
+	return count;
+}
+
+static const struct file_operations lock_order_fops = {
+	.owner	= THIS_MODULE,
+	.write	= lock_order_write,
+	.llseek	= noop_llseek,
+};
+
+static noinline int sync_sleep_in_atomic(void)
+{
+	void *p;
+
+	spin_lock(&sync_atomic_lock);
+	p = kmalloc(64, GFP_KERNEL);	/* the bug: GFP_KERNEL may sleep */
+	spin_unlock(&sync_atomic_lock);
+	kfree(p);
+	return p ? 0 : -ENOMEM;
+}
+
+static ssize_t sleep_in_atomic_write(struct file *file,
+				     const char __user *ubuf, size_t count,
+				     loff_t *ppos)
+{
+	int ret;
+
+	if (!IS_ENABLED(CONFIG_DEBUG_ATOMIC_SLEEP))
+		return -EOPNOTSUPP;
+	ret = sync_sleep_in_atomic();
+	return ret ? ret : count;
+}
+
+static const struct file_operations sleep_in_atomic_fops = {
+	.owner	= THIS_MODULE,
+	.write	= sleep_in_atomic_write,
+	.llseek	= noop_llseek,
+};
+
 static int __init sync_init(void)
 {
 	int ret;
@@ -218,6 +312,10 @@ static int __init sync_init(void)
 	sync_dir = debugfs_create_dir("kdk_sync", NULL);
 	debugfs_create_file("result", 0444, sync_dir, NULL, &result_fops);
 	debugfs_create_file("run", 0200, sync_dir, NULL, &run_fops);
+	debugfs_create_file("lock_order", 0200, sync_dir, NULL,
+			    &lock_order_fops);
+	debugfs_create_file("sleep_in_atomic", 0200, sync_dir, NULL,
+			    &sleep_in_atomic_fops);
 	return 0;
 }
 
@@ -233,4 +331,4 @@ module_exit(sync_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("kdk");
-MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t");
+MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t; a lock-order inversion and a sleep in atomic context on demand");

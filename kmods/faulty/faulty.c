@@ -120,7 +120,12 @@ static noinline int faulty_uaf(void)
 	if (obj) {
 		pr_info("writing into a freed object\n");
 		kmem_cache_free(cache, obj);
-		WRITE_ONCE(obj[0], 0x42);
+		/*
+		 * Its last byte: a free object's first bytes hold KASAN's
+		 * quarantine link and its middle SLUB's free pointer, and
+		 * corrupting those would crash the kernel, not just report.
+		 */
+		WRITE_ONCE(obj[OBJ_SIZE - 1], 0x42);
 	}
 	kmem_cache_destroy(cache);
 	return obj ? 0 : -ENOMEM;

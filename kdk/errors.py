@@ -8,7 +8,7 @@ failed" (the command's own exit code) and from kdk's own errors (1).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 
@@ -84,6 +84,21 @@ class KernelCrash(KdkError):
     """
 
     exit_code = 4
+
+
+class KernelReport(KdkError):
+    """One of the guest kernel's checks (KASAN, lockdep, sleep in atomic
+    context, UBSAN) reported a bug during a command; the kernel goes on.
+
+    The details hold the short reports; `checks` names the checks that
+    reported, in order ("KASAN", "lockdep", "sleep in atomic", "UBSAN").
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, details: str = "", checks: Sequence[str] = ()) -> None:
+        super().__init__(message, details)
+        self.checks = list(checks)
 
 
 class WireBusy(KdkError):

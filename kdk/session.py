@@ -18,10 +18,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import GuestHeld, GuestHung, GuestTimeout, KdkError, KernelCrash, VMLost
+from .errors import (
+    GuestHeld,
+    GuestHung,
+    GuestTimeout,
+    KdkError,
+    KernelCrash,
+    KernelReport,
+    VMLost,
+)
 from .guest import mux
 from .guest.ssh import Guest, Result
-from .klog import oops
+from .klog import oops, reports
 from .state import VMRecord, gdb_holder
 from .vm.backend import Backend
 
@@ -58,10 +66,12 @@ class Session:
         """The connected guest, its console watched while the block runs.
 
         A crash report on the console (oops, BUG, WARNING, lockup, panic)
-        raises KernelCrash with the report. When the guest died of a crash
-        or hung, a fresh VM is booted first, with the same kernel, accel and
-        port, so the next command works. A VM that just stopped (killed from
-        outside) is reported as lost and left stopped.
+        raises KernelCrash with the report; a report of one of the kernel's
+        checks (KASAN, lockdep, ...) without a crash raises KernelReport.
+        When the guest died of a crash or hung, a fresh VM is booted first,
+        with the same kernel, accel and port, so the next command works. A
+        VM that just stopped (killed from outside) is reported as lost and
+        left stopped.
         """
         rec = self.backend.require()
         with self.watched(rec):
@@ -160,16 +170,21 @@ class Session:
         return True
 
     def _raise_crashes(self, console: Path, offset: int) -> None:
-        """KernelCrash for reports that appeared on a guest that still runs;
-        a fatal one (an oops the kernel survived) gets a fresh VM."""
-        crashes = oops.parse(_read_from(console, offset))
+        """KernelCrash for crash reports that appeared on a guest that still
+        runs (a fatal one, an oops the kernel survived, gets a fresh VM),
+        else KernelReport for the reports of the kernel's checks."""
+        crashes, found = reports.split(_read_from(console, offset))
         if not crashes:
+            if found:
+                raise report_error(found, console)
             return
         fatal = any(c.fatal for c in crashes)
         if fatal:
             self.reboot(self.backend.require())
             console = self.backend.state.previous_console_log
-        raise crash_error(crashes, console, rebooted=fatal)
+        error = crash_error(crashes, console, rebooted=fatal)
+        error.details = "\n".join([*(r.format() for r in found), error.details])
+        raise error
 
 
 def check_not_held(state: Path, error: KdkError) -> None:
@@ -189,6 +204,14 @@ def crash_error(crashes: list[oops.Crash], console: Path, rebooted: bool) -> Ker
     after = "; the VM was booted again" if rebooted else ""
     details = "\n".join(c.format(console) for c in crashes)
     return KernelCrash(f"the guest kernel {first.what}: {first.summary()}{after}", details)
+
+
+def report_error(found: list[reports.Report], console: Path) -> KernelReport:
+    """The one error for the reports of the kernel's checks during one command."""
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    details = "\n".join(r.format(console) for r in found)
+    checks = [r.check for r in found]
+    return KernelReport(f"the guest kernel reported {found[0].summary()}{more}", details, checks)
 
 
 def _size(path: Path) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import KernelCrash, UnknownModule
+from ..errors import KernelCrash, KernelReport, UnknownModule
 from ..kernel import Kernel, module_name, select_kernel
 from ..klog import kmsg
 from ..make import Make
@@ -107,7 +107,10 @@ class Loader:
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
-        except KernelCrash as e:  # the load's own lines and taint belong to the report
+        except (
+            KernelCrash,
+            KernelReport,
+        ) as e:  # the load's own lines and taint belong to the report
             said = f"loading {target.name} tainted the kernel: {', '.join(tainted)}"
             e.details = "\n".join(filter(None, [_format(log), said if tainted else "", e.details]))
             raise

@@ -14,7 +14,10 @@ devices says so with `@pytest.mark.devices("edu", can=2)` (QEMU -device
 specs; `can=N`: a CAN bus with N controllers): the session's one VM is
 booted with every device the collected tests ask for, and a test whose
 devices a VM that was already up lacks fails saying so. `sh()` and `check_writes()`
-are small helpers for guest shell commands and errno checks. Packet labs
+are small helpers for guest shell commands and errno checks. A report of
+the kernel's checks (KASAN, lockdep, ...) during a kdk command raises
+KernelReport, which fails the test, unless the test expects it:
+`with expect_report("lockdep") as found:` around the commands. Packet labs
 get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.testing.net).
 
 The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
@@ -32,12 +35,13 @@ import os
 import shlex
 from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
 
 from ..api import BootRequest, Kdk
-from ..errors import KdkError
+from ..errors import KdkError, KernelReport
 from ..kernel import Kernel, select_kernel
 from ..ui import say
 from ..vm import devices
@@ -186,6 +190,24 @@ def _unload_marked_module(request: pytest.FixtureRequest) -> Iterator[None]:
         k: Kdk = request.getfixturevalue("kdk_session")
         if k.backend.record() is not None:
             k.exec(f"rmmod {shlex.quote(marker.args[0])} 2>/dev/null; true")
+
+
+@contextmanager
+def expect_report(check: str) -> Iterator[list[KernelReport]]:
+    """A block whose kdk commands make the guest kernel's `check` (KASAN,
+    lockdep, sleep in atomic, UBSAN) report: the test fails unless it does.
+    The block ends at the command that raised KernelReport (as in
+    pytest.raises); the list holds that error afterwards (its details are
+    the blocks kdk prints)."""
+    found: list[KernelReport] = []
+    try:
+        yield found
+    except KernelReport as e:
+        if check not in e.checks:
+            raise
+        found.append(e)
+        return
+    pytest.fail(f"the guest kernel made no {check} report", False)
 
 
 def sh(vm: Kdk, script: str | Sequence[str]) -> str:

@@ -1,0 +1,190 @@
+"""The reports of the kernel's own checks in the guest's console log.
+
+A debug kernel (`kdk kernel build --debug`) checks what modules do and
+says so on the console: KASAN (a bad memory access: use-after-free,
+slab-out-of-bounds, double-free, ...), lockdep (a lock order that can
+deadlock, a lock used in and out of interrupts, a lock still held when a
+system call returns), DEBUG_ATOMIC_SLEEP (a function that may sleep
+called where sleeping is not allowed) and UBSAN (undefined behaviour: a
+shift too far, an index out of bounds). The kernel goes on after each: a
+`Report` is not a crash. Each names its check, its kind, the function it
+happened in and that function's module (the first frame of a module on
+its stack: the code under test, not the kernel's machinery), and what the
+check adds: the access and the allocating and freeing stacks (KASAN), the
+locks and where each was taken (lockdep), the source line (UBSAN, sleep).
+
+`split` tells these apart from the crashes of `oops.parse`, which sees a
+KASAN report or a sleep in atomic context as a "BUG:" like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import oops
+
+KASAN = re.compile(r"^BUG: KASAN: (.+?) in (\S+\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[\w+\])?)$")
+# "Write of size 1 at addr ffff888005d2b040 by task sh/204", "Free of addr ..."
+KASAN_ACCESS = re.compile(r"^(Read|Write|Free) of (?:size (\d+) at )?addr \S+ by task (\S+)")
+KASAN_STACK = re.compile(r"^(Allocated|Freed) by task \d+:")
+SLEEP = re.compile(r"^BUG: (sleeping function called from invalid context) at (\S+)")
+SCHEDULE = re.compile(r"^BUG: (scheduling while atomic): (\S+)")
+UBSAN = re.compile(r"^UBSAN: (\S+) in (\S+?)(?::\d+)?$")
+# lockdep's title follows a row of "=": "WARNING: possible circular
+# locking dependency detected", "WARNING: inconsistent lock state", ...
+LOCKDEP = re.compile(r"^WARNING: (.+?)!?$")
+RULE = re.compile(r"^=+$")
+# "ffffffffa0003248 (sync_lock_a){+.+.}-{3:3}, at: sync_take_ba+0x25/0x40 [sync]";
+# in a list of held locks "#0: " comes first
+LOCK = re.compile(r"^\s*(#\d+: )?[0-9a-f]+ \((.+?)\)\{[^}]*\}-\{[\d:]+\}, at: (.+)$")
+# "-> #1 (sync_lock_b){+.+.}-{3:3}:": a step of the dependency chain
+CHAIN = re.compile(r"^-> #(\d+) \((.+?)\)\{")
+# The checks' own frames and the functions that take locks or allocate:
+# never the culprit when the kernel proper has to be blamed.
+MACHINERY = re.compile(
+    r"^_*(dump_stack|print_|kasan|asan|ubsan|lock_acquire|lock_|check_|might_|"
+    r"raw_spin|spin_|mutex_|rwsem|down_|kmem_cache_|kmalloc|kfree|slab_|"
+    r"stack_trace|kmemleak|save_stack|validate_chain|mark_lock)"
+)
+TOP_FRAMES = 3
+
+
+@dataclass
+class Report:
+    """One report of one of the kernel's checks."""
+
+    check: str  # KASAN, lockdep, sleep in atomic, UBSAN
+    kind: str  # use-after-free, possible circular locking dependency detected, ...
+    headline: str  # the line that announced it
+    function: str = ""  # where: the first function of a module on its stack
+    module: str = ""
+    where: str = ""  # the source line it names (UBSAN, sleep in atomic)
+    detail: str = ""  # KASAN's access, UBSAN's explanation
+    locks: list[str] = field(default_factory=list)  # lockdep: "lock (at func [mod])"
+    chain: list[str] = field(default_factory=list)  # lockdep: "lock taken in func [mod]" before
+    allocated: list[str] = field(default_factory=list)  # KASAN: top frames
+    freed: list[str] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)  # top frames, "func [module]"
+
+    def summary(self) -> str:
+        """ "KASAN: use-after-free in faulty_uaf [faulty]" """
+        mod = f" [{self.module}]" if self.module else ""
+        where = f" in {self.function}{mod}" if self.function else ""
+        return f"{self.check}: {self.kind}{where}"
+
+    def format(self, console_log: Path | None = None) -> str:
+        """The short block kdk prints for this report."""
+        lines = [f"kernel report: {self.summary()}"]
+        lines += [f"  {line}" for line in (self.detail, self.where and f"at {self.where}") if line]
+        if self.locks:
+            lines.append("  locks: " + "; ".join(self.locks))
+        lines += [f"  earlier: {step}" for step in self.chain]
+        for label, frames in (("allocated by", self.allocated), ("freed by", self.freed)):
+            if frames:
+                lines.append(f"  {label}: " + " < ".join(frames))
+        if self.trace:
+            lines.append("  call trace: " + " < ".join(self.trace))
+        if console_log is not None:
+            lines.append(f"  console log: {console_log}")
+        return "\n".join(lines)
+
+
+def _start(line: str, previous: str) -> Report | None:
+    """The report that `line` announces (after `previous`), if any."""
+    m = KASAN.match(line)
+    if m:
+        report = Report("KASAN", m.group(1), line)
+        frame = oops._frame(m.group(2))
+        if frame:
+            report.function, report.module = oops._source(frame)
+        return report
+    m = SLEEP.match(line) or SCHEDULE.match(line)
+    if m:
+        return Report("sleep in atomic", m.group(1), line, where=m.group(2))
+    m = UBSAN.match(line)
+    if m:
+        return Report("UBSAN", m.group(1), line, where=m.group(2))
+    m = LOCKDEP.match(line)
+    if m and RULE.match(previous) and not line.startswith("WARNING: CPU:"):
+        return Report("lockdep", m.group(1), line)
+    return None
+
+
+def _lock(m: re.Match[str]) -> str:
+    return f"{m.group(2)} (at {oops._named(oops._frame(m.group(3)))})"
+
+
+def parse(text: str) -> list[Report]:
+    """Every report of the kernel's checks in a console log, in order."""
+    reports: list[Report] = []
+    cur: Report | None = None
+    part = ""  # the stack being read: trace, Allocated, Freed, chain, or "" for none
+    culprit: list[str] = []  # the chain step's first frame of its own
+    previous = ""
+    for raw in text.splitlines():
+        line = oops.TIMESTAMP.sub("", raw).rstrip()
+        report = _start(line, previous)
+        previous = line
+        if report is not None:
+            cur, part = report, ""
+            reports.append(cur)
+            continue
+        if cur is None:
+            continue
+        if oops._kind(line) is not None or oops.PANIC.match(line):
+            cur = None  # a crash follows: not this report's
+            continue
+        frame = oops._frame(line)
+        if frame is not None and part:
+            name = oops._named(frame)
+            if part == "trace" and len(cur.trace) < TOP_FRAMES:
+                if not MACHINERY.match(frame[0]) or frame[1]:
+                    cur.trace.append(name)
+            elif part in ("Allocated", "Freed"):
+                frames = cur.allocated if part == "Allocated" else cur.freed
+                if len(frames) < TOP_FRAMES and not MACHINERY.match(frame[0]):
+                    frames.append(name)
+            elif part == "chain" and not culprit and not MACHINERY.match(frame[0]):
+                culprit.append(name)
+                cur.chain[-1] += f" taken in {name}"
+            continue
+        if line.strip().startswith(("? ", "<TASK>")):
+            continue
+        access = KASAN_ACCESS.match(line)
+        lock = LOCK.match(line)
+        stack = KASAN_STACK.match(line)
+        chain = CHAIN.match(line)
+        if access:
+            size = f" of size {access.group(2)}" if access.group(2) else ""
+            cur.detail = f"{access.group(1).lower()}{size} by task {access.group(3)}"
+        elif cur.check == "UBSAN" and not cur.detail and not line.startswith("CPU:"):
+            cur.detail = line.strip()
+        elif lock and (not lock.group(1) or not cur.locks) and part != "trace":
+            cur.locks.append(_lock(lock))
+        elif stack:
+            part = stack.group(1)
+        elif chain and chain.group(1) != "0":
+            cur.chain.append(chain.group(2))
+            part, culprit = "chain", []
+        elif line.startswith("Call Trace:") and not cur.trace:
+            part = "trace"
+        elif line.startswith("stack backtrace:"):
+            part = ""
+        elif not line.strip() or RULE.match(line) or line.startswith(("RIP:", "</TASK>")):
+            part = "" if part != "trace" or line.startswith("</TASK>") else part
+    for r in reports:
+        if not r.function:  # the module's code on the stack, else the kernel's first
+            first = next((f for f in r.trace if "[" in f), r.trace[0] if r.trace else "")
+            func, _, mod = first.partition(" ")
+            r.function, r.module = func, mod.strip("[]")
+    return reports
+
+
+def split(text: str) -> tuple[list[oops.Crash], list[Report]]:
+    """The crashes in a console log (oops.parse's but for the reports) and
+    the reports of the kernel's checks."""
+    found = parse(text)
+    headlines = {r.headline for r in found}
+    return [c for c in oops.parse(text) if c.headline not in headlines], found

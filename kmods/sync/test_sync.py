@@ -4,11 +4,15 @@ lost, at load and on every run started through debugfs."""
 
 from __future__ import annotations
 
+import errno
+from contextlib import nullcontext
+
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.testing import sh
+from kdk.kernel import Kernel
+from kdk.testing import check_writes, expect_report, sh
 
 pytestmark = pytest.mark.module("sync")
 
@@ -85,3 +89,37 @@ def test_an_out_of_range_parameter_fails_the_load(vm: Kdk, param: str, log: str)
     assert log in exc.value.details
     assert "threads x" not in exc.value.details  # refused before any run
     assert not vm.exec(f"test -e {DIR} || test -e /sys/module/sync").ok
+
+
+def test_the_lock_orders_are_taken_in_sequence_and_never_deadlock(
+    vm: Kdk, kdk_kernel: Kernel
+) -> None:
+    """Both orders just run, one after the other (on a kernel without
+    lockdep: nothing to report; with it, see also tests/test_reports_vm.py);
+    sleep_in_atomic does nothing without DEBUG_ATOMIC_SLEEP."""
+    vm.load("sync", ["nthreads=1", "iterations=1"])
+    assert sh(vm, f"cd {DIR} && stat -c '%n %a' lock_order sleep_in_atomic") == (
+        "lock_order 200\nsleep_in_atomic 200\n"
+    )
+    seq = vm.dmesg()[-1].seq
+    # lockdep (on until a kernel's first report) reports the second order
+    lockdep = vm.exec("grep -Eq '^ *debug_locks: +1$' /proc/lockdep_stats").ok
+    with expect_report("lockdep") if lockdep else nullcontext([]):
+        check_writes(
+            vm,
+            [
+                (f"{DIR}/lock_order", b"ab\n", 3),
+                (f"{DIR}/lock_order", b"ba", 2),
+                (f"{DIR}/lock_order", b"ab", 2),
+                (f"{DIR}/lock_order", b"abc", -errno.EINVAL),
+                (f"{DIR}/lock_order", b"", -errno.EINVAL),
+            ],
+        )
+    assert [r.text for r in vm.dmesg() if r.seq > seq] == [
+        f"sync: took the locks in the order {o}" for o in ("ab", "ba", "ab")
+    ]
+    if "CONFIG_DEBUG_ATOMIC_SLEEP=y" in kdk_kernel.config.read_text().splitlines():
+        with expect_report("sleep in atomic"):
+            vm.exec(f"echo 1 > {DIR}/sleep_in_atomic")
+    else:
+        check_writes(vm, [(f"{DIR}/sleep_in_atomic", b"1", -errno.EOPNOTSUPP)])

@@ -1,0 +1,143 @@
+"""The debug kernel's checks report a module's bugs in kdk's words: the
+triggers of kmods/faulty and kmods/sync, run in one VM of the debug kernel
+(tests/test_kbuild_vm's), each give one short block naming the check, the
+kind, the module's function and the module, and KernelReport (exit 6), not
+a crash: the VM is not booted again.
+
+The order matters: lockdep reports one problem per boot and turns itself
+off after it, and a KASAN report taints the kernel, which turns lock
+debugging off too; so the lockdep test comes first, on a kernel whose lock
+debugging is still on (the fixture boots the VM again when it is not).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from kdk.api import BootRequest, Kdk
+from kdk.errors import KernelReport
+from kdk.kernel import Kernel
+from kdk.testing import expect_report, sh
+
+from .test_kbuild_vm import DEBUG_VM, debug_kernel  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.kbuild, pytest.mark.vm, pytest.mark.timeout(3600)]
+SYNC = "/sys/kernel/debug/kdk_sync"
+FAULTY = "/sys/kernel/debug/kdk_faulty/trigger"
+
+
+def lock_debugging(k: Kdk) -> bool:
+    return re.search(r"^ *debug_locks: +1$", sh(k, "cat /proc/lockdep_stats"), re.M) is not None
+
+
+@pytest.fixture(scope="module")
+def rvm(debug_kernel: Kernel) -> Iterator[Kdk]:  # noqa: F811 (the fixture imported)
+    k = Kdk(vm=DEBUG_VM, say=lambda _: None)
+    was_up = k.backend.record() is not None
+    k.up(BootRequest(debug_kernel.release))
+    if not lock_debugging(k):  # an earlier report turned lockdep off
+        k.down()
+        k.up(BootRequest(debug_kernel.release))
+    assert lock_debugging(k)
+    yield k
+    if not was_up:
+        k.down()
+
+
+def test_a_lock_order_inversion_names_both_locks_and_both_functions(rvm: Kdk) -> None:
+    pid = rvm.backend.require().pid
+    rvm.load("sync", ["nthreads=1", "iterations=1"])
+    try:
+        sh(rvm, f"echo ab > {SYNC}/lock_order")  # one order alone is fine
+        with expect_report("lockdep") as found:
+            rvm.exec(f"echo ba > {SYNC}/lock_order")
+        (e,) = found
+        assert str(e) == (
+            "the guest kernel reported lockdep: possible circular locking dependency"
+            " detected in sync_take_ba [sync]"
+        )
+        assert e.checks == ["lockdep"]
+        assert e.details.splitlines()[1:3] == [
+            "  locks: sync_lock_a (at sync_take_ba [sync]); sync_lock_b (at sync_take_ba [sync])",
+            "  earlier: sync_lock_b taken in sync_take_ab [sync]",
+        ]
+        # The writes returned (no deadlock), the kernel goes on, no reboot.
+        assert "sync: took the locks in the order ba" in sh(rvm, "dmesg | tail -3")
+        assert rvm.backend.require().pid == pid
+    finally:
+        rvm.unload("sync")
+
+
+def test_sleeping_in_atomic_context_names_the_function(rvm: Kdk) -> None:
+    rvm.load("sync", ["nthreads=1", "iterations=1"])
+    try:
+        with expect_report("sleep in atomic") as found:
+            rvm.exec(f"echo 1 > {SYNC}/sleep_in_atomic")
+        assert str(found[0]) == (
+            "the guest kernel reported sleep in atomic: sleeping function called from"
+            " invalid context in sync_sleep_in_atomic [sync]"
+        )
+    finally:
+        rvm.unload("sync")
+
+
+def test_kasan_use_after_free_through_the_cli_exits_6(rvm: Kdk) -> None:
+    pid = rvm.backend.require().pid
+    rvm.load("faulty")
+    try:
+        kdk = [sys.executable, "-m", "kdk.cli"]
+        env = {**os.environ, "KDK_VM": DEBUG_VM}
+        res = subprocess.run(
+            [*kdk, "exec", "sh", "-c", f"echo uaf > {FAULTY}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert res.returncode == 6, res.stderr
+        block = res.stderr.split("kernel report: ", 1)[1].splitlines()
+        assert block[:4] == [
+            "KASAN: use-after-free in faulty_uaf [faulty]",
+            f"  write of size 1 by task sh/{block[1].rsplit('/', 1)[1]}",
+            "  allocated by: faulty_uaf [faulty] < trigger_write [faulty] < vfs_write",
+            "  freed by: faulty_uaf [faulty] < trigger_write [faulty] < vfs_write",
+        ]
+        assert res.stderr.rstrip().endswith(
+            "kdk: the guest kernel reported KASAN: use-after-free in faulty_uaf [faulty]"
+        )
+        assert rvm.backend.require().pid == pid  # the kernel went on: no reboot
+        with expect_report("KASAN") as found:
+            rvm.exec(f"echo doublefree > {FAULTY}")
+        assert str(found[0]).endswith("KASAN: double-free in faulty_doublefree [faulty]")
+    finally:
+        rvm.unload("faulty")
+
+
+def test_ubsan_names_the_source_line(rvm: Kdk) -> None:
+    rvm.load("faulty")
+    try:
+        with expect_report("UBSAN") as found:
+            rvm.exec(f"echo shift > {FAULTY}")
+        lines = found[0].details.splitlines()
+        assert lines[0] == "kernel report: UBSAN: shift-out-of-bounds in faulty_shift [faulty]"
+        assert lines[1] == "  shift exponent 32 is too large for 32-bit type 'int'"
+        assert lines[2].startswith("  at /") and "/kmods/faulty/faulty.c:" in lines[2]
+    finally:
+        rvm.unload("faulty")
+
+
+def test_expect_report_fails_a_test_without_that_report(rvm: Kdk) -> None:
+    with pytest.raises(pytest.fail.Exception, match="made no KASAN report"), expect_report("KASAN"):
+        rvm.exec("true")
+    rvm.load("faulty")
+    try:  # another check's report is not the one expected: it goes on up
+        with pytest.raises(KernelReport, match="UBSAN"), expect_report("KASAN"):
+            rvm.exec(f"echo shift > {FAULTY}")
+    finally:
+        rvm.unload("faulty")

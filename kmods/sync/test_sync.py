@@ -5,7 +5,7 @@ lost, at load and on every run started through debugfs."""
 from __future__ import annotations
 
 import errno
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import pytest
 
@@ -104,7 +104,10 @@ def test_the_lock_orders_are_taken_in_sequence_and_never_deadlock(
     seq = vm.dmesg()[-1].seq
     # lockdep (on until a kernel's first report) reports the second order
     lockdep = vm.exec("grep -Eq '^ *debug_locks: +1$' /proc/lockdep_stats").ok
-    with expect_report("lockdep") if lockdep else nullcontext([]):
+    expected: AbstractContextManager[object] = (
+        expect_report("lockdep") if lockdep else nullcontext()
+    )
+    with expected:
         check_writes(
             vm,
             [

@@ -154,8 +154,8 @@ class Kdk:
     def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
         return self.loader.load(spec, params)
 
-    def unload(self, spec: str) -> LoadResult:
-        return self.loader.unload(spec)
+    def unload(self, spec: str, leaks: bool = False) -> LoadResult:
+        return self.loader.unload(spec, leaks)
 
     def trace(self, module: str) -> AbstractContextManager[functions.Trace]:
         """`kdk trace`: every function of a loaded module (see kdk.trace)."""

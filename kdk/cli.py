@@ -122,7 +122,7 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_unload(k: Kdk, a: argparse.Namespace) -> int:
-    _print_log(k.unload(a.module).log)
+    _print_log(k.unload(a.module, a.leaks).log)
     return 0
 
 
@@ -400,6 +400,12 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--force", action="store_true", help="build even if nothing changed")
         if name == "load":
             sp.add_argument("params", nargs="*", help="module parameters, name=value")
+        if name == "unload":
+            sp.add_argument(
+                "--leaks",
+                action="store_true",
+                help="first report the objects it leaked (kmemleak: a --debug kernel; ~25 s)",
+            )
     add("list", cmd_list, "the module folders of the project and their modules")
     nw = add("new", cmd_new, "make a new module folder: Kbuild, Makefile, commented C, a test")
     nw.add_argument("name", help="the module's name (also a path: the folder to make)")

@@ -206,8 +206,9 @@ def crash_error(crashes: list[oops.Crash], console: Path, rebooted: bool) -> Ker
     return KernelCrash(f"the guest kernel {first.what}: {first.summary()}{after}", details)
 
 
-def report_error(found: list[reports.Report], console: Path) -> KernelReport:
-    """The one error for the reports of the kernel's checks during one command."""
+def report_error(found: list[reports.Report], console: Path | None) -> KernelReport:
+    """The one error for the reports of the kernel's checks during one
+    command (from `console`, the console log, when they came from there)."""
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     details = "\n".join(r.format(console) for r in found)
     checks = [r.check for r in found]

@@ -105,3 +105,15 @@ def test_crash_logs_hold_no_reports() -> None:
     for name in ("console-warn-null-oops-panic.log", "console-bug.log", "console-slub-debug.log"):
         crashes, found = split(name)
         assert crashes and found == [], name
+
+
+def test_kmemleak_names_the_modules_leaks_only() -> None:
+    listed = (DATA / "kmemleak-faulty-kdk-debug.txt").read_text()
+    (r,) = reports.leaks(listed, {"faulty"})
+    assert r.format().splitlines() == [
+        "kernel report: kmemleak: unreferenced object in faulty_leak [faulty]",
+        "  64 bytes at 0xffff888008fc1a80",
+        "  allocated by: faulty_leak [faulty] < trigger_write [faulty] < vfs_write",
+    ]
+    assert reports.leaks(listed, {"sync"}) == []  # another module's, or the kernel's
+    assert reports.leaks("", {"faulty"}) == []

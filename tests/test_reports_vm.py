@@ -141,3 +141,24 @@ def test_expect_report_fails_a_test_without_that_report(rvm: Kdk) -> None:
             rvm.exec(f"echo shift > {FAULTY}")
     finally:
         rvm.unload("faulty")
+
+
+def test_unload_with_leaks_names_what_the_module_leaked(rvm: Kdk) -> None:
+    """kmemleak lists an object only when two scans found it unreferenced:
+    `kdk unload --leaks` scans twice, before rmmod (the module's symbols
+    then still name its functions), and clears the list after."""
+    rvm.load("faulty")
+    sh(rvm, f"echo leak > {FAULTY}")  # its own process: no stale pointer on a live stack
+    sh(rvm, "sleep 5")  # kmemleak's minimum age
+    with expect_report("kmemleak") as found:
+        rvm.unload("faulty", leaks=True)
+    assert found[0].details.splitlines()[-3:] == [
+        "kernel report: kmemleak: unreferenced object in faulty_leak [faulty]",
+        found[0].details.splitlines()[-2],  # "  64 bytes at 0x<address>"
+        "  allocated by: faulty_leak [faulty] < trigger_write [faulty] < vfs_write",
+    ]
+    assert found[0].details.splitlines()[-2].startswith("  64 bytes at 0xffff")
+    assert not rvm.exec("test -d /sys/module/faulty").ok  # unloaded all the same
+    # listed once: the next unload --leaks of a module that leaked nothing is clean
+    rvm.load("faulty")
+    assert rvm.unload("faulty", leaks=True).log[-1].text == "faulty: unloaded"

@@ -15,6 +15,8 @@ locks and where each was taken (lockdep), the source line (UBSAN, sleep).
 
 `split` tells these apart from the crashes of `oops.parse`, which sees a
 KASAN report or a sleep in atomic context as a "BUG:" like any other.
+`leaks` reads kmemleak's list (/sys/kernel/debug/kmemleak), which is not
+on the console: one report per unreferenced object that a module allocated.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ MACHINERY = re.compile(
     r"raw_spin|spin_|mutex_|rwsem|down_|kmem_cache_|kmalloc|kfree|slab_|"
     r"stack_trace|kmemleak|save_stack|validate_chain|mark_lock)"
 )
+# kmemleak: "unreferenced object 0xffff888008fc1a80 (size 64):", then its
+# allocation's stack, "    [<000000002f6d1b20>] faulty_leak+0x3a/0x60 [faulty]"
+LEAK = re.compile(r"^unreferenced object (0x[0-9a-f]+) \(size (\d+)\):")
+LEAK_FRAME = re.compile(r"^\s+\[<[0-9a-f]+>\] (.+)$")
 TOP_FRAMES = 3
 
 
@@ -188,3 +194,23 @@ def split(text: str) -> tuple[list[oops.Crash], list[Report]]:
     found = parse(text)
     headlines = {r.headline for r in found}
     return [c for c in oops.parse(text) if c.headline not in headlines], found
+
+
+def leaks(text: str, modules: set[str]) -> list[Report]:
+    """The objects of kmemleak's list `text` whose allocating stack runs
+    through one of `modules`, as reports naming the module's function."""
+    found: list[Report] = []
+    for block in re.split(r"(?m)^(?=unreferenced object )", text):
+        m = LEAK.match(block)
+        frames = [oops._frame(f.group(1)) for f in map(LEAK_FRAME.match, block.splitlines()) if f]
+        named = [f for f in frames if f is not None]
+        mine = next((f for f in named if f[1] in modules), None)
+        if m is None or mine is None:
+            continue
+        report = Report("kmemleak", "unreferenced object", block.splitlines()[0])
+        report.function, report.module = oops._source(mine)
+        report.detail = f"{m.group(2)} bytes at {m.group(1)}"
+        start = named.index(mine)
+        report.allocated = [oops._named(f) for f in named[start : start + TOP_FRAMES]]
+        found.append(report)
+    return found

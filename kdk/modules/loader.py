@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import KernelCrash, KernelReport, UnknownModule
+from ..errors import KernelCrash, KernelReport, MissingDependency, UnknownModule
 from ..kernel import Kernel, module_name, select_kernel
-from ..klog import kmsg
+from ..klog import kmsg, reports
 from ..make import Make
 from ..project import ModuleSource, find_module, known_modules
-from ..session import Session
+from ..session import Session, report_error
 from ..state import VMRecord
 from . import deps, loading, taint
 from .build import Built, build, built_modules, main_module
@@ -124,10 +124,12 @@ class Loader:
         rebuilt = built is not None and built.rebuilt
         return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs)
 
-    def unload(self, spec: str) -> LoadResult:
+    def unload(self, spec: str, leaks: bool = False) -> LoadResult:
         """rmmod the module, after the loaded modules of its folder that use
         it, and before the modules it needed (see load) that nothing else
-        uses now; return the kernel log lines that produced."""
+        uses now; return the kernel log lines that produced. With `leaks`
+        (a kernel with kmemleak), KernelReport afterwards for each object
+        kmemleak finds unreferenced that these modules allocated."""
         rec = self.backend.require()
         ko = self._built_module(spec)
         name, dependents, providers = module_name(spec), [], []
@@ -141,13 +143,25 @@ class Loader:
                 providers = [module_name(p.name) for p in plan.providers]
             except deps.UnresolvedSymbol:  # it got them from outside the project: left alone
                 pass
-        script = loading.unload_script(name, dependents, providers)
+        script = loading.unload_script(name, dependents, providers, leaks)
         with self.session.watched(rec):
-            result = self.session.capture(rec, script, LOAD_TIMEOUT)
-        log = kmsg.parse(result.stdout.decode(errors="replace"))
+            result = self.session.capture(rec, script, LOAD_TIMEOUT + 60 * leaks)
+        out = result.stdout.decode(errors="replace")
+        log = kmsg.parse(out)
+        if out.startswith(loading.NO_KMEMLEAK):
+            raise MissingDependency(
+                f"kernel {rec.kernel} has no kmemleak ({loading.KMEMLEAK}); "
+                "boot one of `kdk kernel build --debug`"
+            )
         if not result.ok:
             stderr = result.stderr.decode(errors="replace")
             raise loading.unload_error(result.exit_code, name, stderr, log)
+        listed = out.partition(loading.LEAKS_BEGIN)[2].partition(loading.LEAKS_END)[0]
+        found = reports.leaks(listed, {name, *dependents, *providers})
+        if found:  # the unload's own lines first
+            error = report_error(found, None)
+            error.details = "\n".join(filter(None, [_format(log), error.details]))
+            raise error
         return LoadResult(name, None, log, False)
 
     def _build_target(self, rec: VMRecord) -> tuple[Kernel, Make | None]:

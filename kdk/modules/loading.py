@@ -224,10 +224,28 @@ def load_error(
     return LoadFailed(f"{what}: {insmod_reason(stderr, log, given)}", details)
 
 
-def unload_script(target: str, dependents: list[str], providers: list[str]) -> str:
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+# Around kmemleak's list in an unload script's output; NO_KMEMLEAK when the
+# kernel has none.
+LEAKS_BEGIN, LEAKS_END, NO_KMEMLEAK = "kdk-kmemleak-begin", "kdk-kmemleak-end", "kdk-no-kmemleak"
+# kmemleak reports an object only when a scan finds it unreferenced and
+# unchanged since the scan before (and older than 5 s): two scans, while
+# the module's symbols still name its functions; "clear" keeps what was
+# listed from being listed again.
+SCAN_LEAKS = (
+    f"[ -w {KMEMLEAK} ] || {{ echo {NO_KMEMLEAK}; exit 1; }}\n"
+    f"echo scan > {KMEMLEAK}; echo scan > {KMEMLEAK}\n"
+    f"echo {LEAKS_BEGIN}; cat {KMEMLEAK}; echo {LEAKS_END}; echo clear > {KMEMLEAK}"
+)
+
+
+def unload_script(
+    target: str, dependents: list[str], providers: list[str], leaks: bool = False
+) -> str:
     """The script that unloads the loaded modules that use `target` (users
     first), `target`, then its unused providers (the last loaded first);
-    unless `target`'s init has not returned (exit INIT_HUNG)."""
+    unless `target`'s init has not returned (exit INIT_HUNG). With `leaks`,
+    kmemleak's list is printed first (between LEAKS_BEGIN and LEAKS_END)."""
     unused = (
         f'[ "$(cat {_sysfs(p)}/refcnt 2>/dev/null)" != 0 ] || rmmod {q(p)}'
         for p in reversed(providers)
@@ -236,6 +254,7 @@ def unload_script(target: str, dependents: list[str], providers: list[str]) -> s
         [
             "before=$(" + kmsg.LAST_SEQ + ")",
             f"[ -d {_sysfs(target)} ] || {{ echo {q(target + ' is not loaded')} >&2; exit 1; }}",
+            *([SCAN_LEAKS] if leaks else []),
             STUCK_FUNCTIONS,
             f"if coming {q(target)}; then stuck {q(target)}; rc={INIT_HUNG}; else",
             " && ".join(

@@ -75,15 +75,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
-    item: pytest.Item,
+    item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Result[pytest.TestReport], None]:
-    """Under CI=true a test that needs a VM, a kernel build or a chroot
+    """A test that failed of an error of kdk's shows its details (the
+    kernel's report, the compiler's messages) in a section of its own.
+
+    Under CI=true a test that needs a VM, a kernel build or a chroot
     (markers vm, kbuild, chroot) and skips fails instead, unless the skip
     is listed in the ini option kdk_expected_skips (an fnmatch pattern of
     test ids, and text its skip reason holds): on a machine of the kind CI
     runs on, such a test that does not run is a test that did not pass."""
     outcome = yield
     rep = outcome.get_result()
+    error = call.excinfo.value if call.excinfo else None
+    if isinstance(error, KdkError) and error.details:
+        rep.sections.append(("kdk: details", error.details))
     if not (rep.skipped and os.environ.get("CI") == "true" and isinstance(rep.longrepr, tuple)):
         return  # (an xfail is a skip whose longrepr is its failure's)
     if not any(item.get_closest_marker(m) for m in ("vm", "kbuild", "chroot")):

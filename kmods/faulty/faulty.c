@@ -121,11 +121,12 @@ static noinline int faulty_uaf(void)
 		pr_info("writing into a freed object\n");
 		kmem_cache_free(cache, obj);
 		/*
-		 * Its last byte: a free object's first bytes hold KASAN's
+		 * Near its end: a free object's first bytes hold KASAN's
 		 * quarantine link and its middle SLUB's free pointer, and
-		 * corrupting those would crash the kernel, not just report.
+		 * corrupting those would crash the kernel, not just report;
+		 * its last byte is SLUB's end of poison (another message).
 		 */
-		WRITE_ONCE(obj[OBJ_SIZE - 1], 0x42);
+		WRITE_ONCE(obj[OBJ_SIZE - 2], 0x42);
 	}
 	kmem_cache_destroy(cache);
 	return obj ? 0 : -ENOMEM;

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kdk.errors import GuestHeld, GuestHung, GuestTimeout, KernelCrash, VMLost
+from kdk.errors import GuestHeld, GuestHung, GuestTimeout, KernelCrash, KernelReport, VMLost
 from kdk.guest.ssh import Endpoint, Guest, Result
 from kdk.kernel import Kernel
 from kdk.make import Make
@@ -192,6 +192,30 @@ def test_a_warning_is_reported_and_the_vm_kept(
         run(session, "echo warn > /sys/kernel/debug/faulty/trigger")
     assert str(e.value).startswith("the guest kernel warned")
     assert "faulty_warn" in str(e.value) and "booted again" not in str(e.value)
+    assert backend.replaced == 0 and backend.require().pid == pid and said == []
+
+
+def test_a_report_of_the_kernels_checks_is_no_crash_and_the_vm_is_kept(
+    vm: tuple[StandInBackend, Session, list[str]],
+) -> None:
+    """A sleep in atomic context is a "BUG:" that oops.parse alone would
+    call fatal; it is a report of DEBUG_ATOMIC_SLEEP: KernelReport, no reboot."""
+    backend, session, said = vm
+    pid = backend.require().pid
+
+    def sleep_in_atomic(g: StandInGuest) -> Result:
+        backend.console((DATA / "console-atomic-kdk-debug.log").read_text())
+        return Result(0, b"", b"")
+
+    backend.script = sleep_in_atomic
+    with pytest.raises(KernelReport) as e:
+        run(session, "echo 1 > /sys/kernel/debug/kdk_sync/sleep_in_atomic")
+    assert str(e.value) == (
+        "the guest kernel reported sleep in atomic: sleeping function called from invalid"
+        " context in sync_sleep_in_atomic [sync]"
+    )
+    assert e.value.exit_code == 6 and e.value.checks == ["sleep in atomic"]
+    assert e.value.details.splitlines()[-1] == f"  console log: {backend.state.console_log}"
     assert backend.replaced == 0 and backend.require().pid == pid and said == []
 
 

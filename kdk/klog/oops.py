@@ -10,7 +10,9 @@ Memory errors are crashes too: SLUB's debug checks (`slub_debug`, which
 overwritten", "... Redzone overwritten", "... Object already free" and the
 functions that allocated and freed the object; KFENCE and KASAN print
 "BUG: KFENCE: use-after-free write in func+0x../0x.. [module]". The
-kernel goes on after these (SLUB repairs what it found).
+kernel goes on after these (SLUB repairs what it found). The session
+takes KASAN's, lockdep's, UBSAN's and a sleep in atomic context's reports
+as reports of the kernel's checks, not crashes (see kdk.klog.reports).
 """
 
 from __future__ import annotations

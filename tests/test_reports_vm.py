@@ -68,7 +68,7 @@ def test_a_lock_order_inversion_names_both_locks_and_both_functions(rvm: Kdk) ->
             "  earlier: sync_lock_b taken in sync_take_ab [sync]",
         ]
         # The writes returned (no deadlock), the kernel goes on, no reboot.
-        assert "sync: took the locks in the order ba" in sh(rvm, "dmesg | tail -3")
+        assert rvm.dmesg()[-1].text == "sync: took the locks in the order ba"
         assert rvm.backend.require().pid == pid
     finally:
         rvm.unload("sync")

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 TEST_VM = "pytest"
 _DEVICES = pytest.StashKey[tuple[str, ...]]()  # what the session's VM boots with
+_WAS_UP = pytest.StashKey[bool]()  # whether the session's VM was up before the session
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -145,10 +146,10 @@ def kdk_kernel() -> Kernel:
 
 
 @pytest.fixture(scope="session")
-def kdk_session(kdk_kernel: Kernel) -> Iterator[Kdk]:
+def kdk_session(kdk_kernel: Kernel, pytestconfig: pytest.Config) -> Iterator[Kdk]:
     """The session's Kdk; its VM is stopped at the end if the session booted it."""
     k = Kdk(vm=session_vm(), say=say)
-    was_up = k.backend.record() is not None
+    was_up = pytestconfig.stash[_WAS_UP] = k.backend.record() is not None
     yield k
     if not was_up:
         k.down()
@@ -157,14 +158,20 @@ def kdk_session(kdk_kernel: Kernel) -> Iterator[Kdk]:
 @pytest.fixture
 def vm(kdk_session: Kdk, kdk_kernel: Kernel, request: pytest.FixtureRequest) -> Kdk:
     """The session's Kdk with its VM up (booted again if a test stopped it),
-    with the devices of every collected test when this session boots it."""
+    with the devices of every collected test when this session boots it
+    (again, when a test booted it without them)."""
+    wanted: tuple[str, ...] = request.config.stash.get(_DEVICES, ())
     rec = kdk_session.backend.record()
     if rec is None:
-        wanted: tuple[str, ...] = request.config.stash.get(_DEVICES, ())
         rec, _ = kdk_session.up(BootRequest(kdk_kernel.release, devices=wanted))
     if rec.kernel != kdk_kernel.release:
         pytest.fail(f"VM {session_vm()} runs {rec.kernel}, not {kdk_kernel.release}", False)
     lacking = devices.missing(marked_devices(request.node), rec.devices)
+    if lacking and not request.config.stash.get(_WAS_UP, True):
+        say(f"the session's VM has no {devices.describe(lacking)}: booting it with them")
+        kdk_session.down()
+        rec, _ = kdk_session.up(BootRequest(kdk_kernel.release, devices=wanted))
+        lacking = devices.missing(marked_devices(request.node), rec.devices)
     if lacking:
         pytest.fail(
             f"VM {session_vm()} has no {devices.describe(lacking)} (it was up before "

@@ -113,6 +113,21 @@ def test_the_progress_line_counts_compiled_files() -> None:
     )
 
 
+def test_the_inputs_are_the_same_from_another_checkout(tmp_path: Path) -> None:
+    """kdk's fragments stand in every clone of kdk: a build from another
+    checkout (CI's fresh clone) reuses the kernel, a changed option does not."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Makefile").write_text(MAKEFILE)
+    plans = []
+    for checkout, option in (("a", "y"), ("b", "y"), ("c", "n")):
+        frag = tmp_path / checkout / "kdk.config"
+        frag.parent.mkdir()
+        frag.write_text(f"CONFIG_KASAN={option}\n")
+        plans.append(build.Plan(tmp_path / "src", "debug", (frag,), "6.1.192-kdk-debug", 2))
+    a, b, c = (p.inputs() for p in plans)
+    assert a == b != c
+
+
 def test_the_tree_stamp_moves_when_a_file_changes(tmp_path: Path) -> None:
     (tmp_path / "a.c").write_text("int a;\n")
     (tmp_path / ".git").mkdir()

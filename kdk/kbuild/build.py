@@ -195,8 +195,8 @@ class Plan:
         """The hash of everything the build is made of."""
         h = hashlib.sha256(FORMAT.encode())
         h.update(f"{self.source.resolve()}\0{self.flavour}\0{self.release}\0".encode())
-        for frag in self.fragments:
-            h.update(f"{frag}\0".encode() + frag.read_bytes())
+        for frag in self.fragments:  # by content: kdk's own are in each checkout
+            h.update(f"{frag.name}\0".encode() + frag.read_bytes())
         h.update(tree_stamp(self.source).encode())
         return h.hexdigest()
 

@@ -153,11 +153,13 @@ def cmd_new(k: Kdk, a: argparse.Namespace) -> int:
 def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     from . import testrun
 
+    if a.jobs < 1:
+        raise KdkError(f"--jobs {a.jobs}: the tests need at least one VM")
     if a.kernels:
-        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit)
+        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.jobs)
         print(f"\n{testrun.matrix_table(runs)}")
         return next((r.code for r in runs if r.code), 0)
-    code, tallies = testrun.run(k, a.modules, a.junit)
+    code, tallies = testrun.run(k, a.modules, a.junit, a.jobs)
     print()
     for t in tallies:
         state = "FAIL" if t.failed else ("ok" if t.passed else "none")
@@ -499,6 +501,16 @@ def parser() -> argparse.ArgumentParser:
         type=lambda s: s.split(","),
         metavar="K,K|all",
         help="several at once; all: every kernel with headers",
+    )
+    te.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N VMs at once, test files shared out among them: the running VM and "
+        "N-1 more of its kernel, booted and stopped by the run (with --kernels: "
+        "N kernels at once)",
     )
     return p
 

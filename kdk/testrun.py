@@ -3,7 +3,10 @@
 They are the same pytest files `make test` runs (`kmods/*/test_*.py`,
 `drivers/*/test_*.py`, `rawnet/*/test_*.py`; `kdk test rawnet` runs every
 lab's); kdk runs pytest with KDK_VM naming the current VM
-and sums the JUnit XML up per module.
+and sums the JUnit XML up per module. With `jobs` above 1, test files run
+in that many VMs at once (pytest-xdist, a file's tests in one VM): the
+running VM and others of its kernel, which the test session boots and
+stops; with several kernels, that many kernels' runs at once.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .api import Kdk
 from .errors import KdkError
-from .kernel import select_kernels
+from .kernel import Kernel, select_kernels
 from .project import ModuleSource, find_module
 
 
@@ -74,9 +79,17 @@ def tally(junit: Path, mods: list[ModuleSource]) -> list[Tally]:
     return list(by_folder.values())
 
 
-def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) -> int:
-    """pytest over the modules' tests, its compact output to stdout as it
-    comes, JUnit XML to `xml`; its exit code."""
+def _pytest(
+    k: Kdk,
+    mods: list[ModuleSource],
+    xml: Path,
+    env: dict[str, str],
+    vms: int = 1,
+    out: IO[bytes] | None = None,
+) -> int:
+    """pytest over the modules' tests in `vms` VMs (pytest-xdist workers,
+    each test file in one), its compact output to stdout as it comes (or
+    with its errors to `out`), JUnit XML to `xml`; its exit code."""
     argv = [
         sys.executable,
         "-m",
@@ -87,20 +100,29 @@ def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) ->
         "--tb=short",
         "-p",
         "no:cacheprovider",
+        *(["-n", str(vms), "--dist", "loadfile"] if vms > 1 else []),
         f"--junitxml={xml}",
         *(str(f) for m in mods for f in test_files(m)),
     ]
-    return subprocess.run(argv, cwd=k.project, env=dict(os.environ, **env)).returncode
+    # An outer pytest-xdist worker's variables (kdk test run from a test)
+    # would name another VM in this run's test session.
+    own = {n: v for n, v in os.environ.items() if not n.startswith("PYTEST_XDIST_")}
+    err = None if out is None else subprocess.STDOUT
+    return subprocess.run(argv, cwd=k.project, env=own | env, stdout=out, stderr=err).returncode
 
 
-def run(k: Kdk, names: list[str], junit: Path | None = None) -> tuple[int, list[Tally]]:
-    """Run the tests in the running VM; (pytest's exit code, tallies).
+def run(
+    k: Kdk, names: list[str], junit: Path | None = None, jobs: int = 1
+) -> tuple[int, list[Tally]]:
+    """Run the tests in the running VM, and with `jobs` above 1 in jobs-1
+    more VMs of its kernel at once; (pytest's exit code, tallies).
     pytest's own compact output goes to stdout as it comes."""
     mods = select(k, names)
-    k.backend.require()
+    rec = k.backend.require()
     with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
         xml = junit or Path(tmp, "junit.xml")
-        code = _pytest(k, mods, xml, {"KDK_VM": k.backend.state.path.name})
+        env = {"KDK_VM": k.backend.state.path.name, "KDK_KERNEL": rec.kernel}
+        code = _pytest(k, mods, xml, env, jobs)
         return code, tally(xml, mods) if xml.exists() else []
 
 
@@ -115,26 +137,36 @@ class KernelRun:
 
 
 def run_matrix(
-    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None
+    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None, jobs: int = 1
 ) -> list[KernelRun]:
-    """The same tests on each kernel (releases, prefixes or "all"), one
-    after the other, each in its own VM (`<vm>-<release>`: own state folder
+    """The same tests on each kernel (releases, prefixes or "all"), `jobs`
+    kernels at once, each in its own VM (`<vm>-<release>`: own state folder
     and port), booted for the run and stopped after it unless it was up
-    already. `junit` gets one file per kernel, the release added to its name."""
+    already. One at a time, pytest's output comes as it comes; else each
+    kernel's whole when its run ends. `junit` gets one file per kernel, the
+    release added to its name."""
     mods = select(k, names)
-    runs = []
-    for kernel in select_kernels(kernels):
+
+    def one(kernel: Kernel) -> KernelRun:
         vm = f"{k.backend.state.path.name}-{kernel.release}"
-        print(f"== {kernel.release} (VM {vm})", flush=True)
+        head = f"== {kernel.release} (VM {vm})"
+        env = {"KDK_VM": vm, "KDK_KERNEL": kernel.release}
         with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
             xml = Path(tmp, "junit.xml")
             if junit is not None:
                 xml = junit.with_name(f"{junit.stem}-{kernel.release}{junit.suffix}")
-            code = _pytest(k, mods, xml, {"KDK_VM": vm, "KDK_KERNEL": kernel.release})
-            runs.append(
-                KernelRun(kernel.release, vm, code, tally(xml, mods) if xml.exists() else [])
-            )
-    return runs
+            if jobs == 1:
+                print(head, flush=True)
+                code = _pytest(k, mods, xml, env)
+            else:
+                log = Path(tmp, "output")
+                with log.open("wb") as out:
+                    code = _pytest(k, mods, xml, env, out=out)
+                print(f"{head}\n{log.read_text(errors='replace')}", end="", flush=True)
+            return KernelRun(kernel.release, vm, code, tally(xml, mods) if xml.exists() else [])
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(one, select_kernels(kernels)))
 
 
 def verdict(t: Tally) -> str:

@@ -21,11 +21,11 @@ from kdk.errors import KernelReport
 from kdk.kbuild import build
 from kdk.kernel import Kernel
 from kdk.modules.info import modinfo
-from kdk.testing import sh
+from kdk.testing import session_vm, sh
 from kdk.ui import say
 
 pytestmark = [pytest.mark.kbuild, pytest.mark.vm, pytest.mark.timeout(3600)]
-DEBUG_VM = "pytest-kdk-debug"
+DEBUG_VM = f"{session_vm()}-kdk-debug"  # each pytest-xdist worker's own
 
 
 @pytest.fixture(scope="module")

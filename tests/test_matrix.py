@@ -84,7 +84,7 @@ def test_kdk_test_runs_the_tests_on_every_kernel() -> None:
     kernels = host_kernels()
     if len(kernels) < 2:
         pytest.skip(ONE_KERNEL)
-    res = kdk_cli("test", "hello", "--kernels", "all", timeout=1200)
+    res = kdk_cli("test", "hello", "--kernels", "all", "-j", "2", timeout=1200)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     header = next(line for line in lines if line.startswith("module "))
@@ -94,11 +94,15 @@ def test_kdk_test_runs_the_tests_on_every_kernel() -> None:
     assert len(cells) == len(kernels) and all(c.startswith("ok ") for c in cells), row
 
 
-def test_each_kernel_and_xdist_worker_gets_a_vm_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_kernel_and_each_xdist_worker_but_the_first_gets_its_own_vm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for var in ("KDK_VM", "KDK_KERNEL", "PYTEST_XDIST_WORKER"):
         monkeypatch.delenv(var, raising=False)
     assert session_vm() == "pytest"
     monkeypatch.setenv("KDK_KERNEL", "6.12")
+    assert session_vm() == "pytest-6.12"
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")  # the first worker: the VM named
     assert session_vm() == "pytest-6.12"
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     assert session_vm() == "pytest-6.12-gw1"

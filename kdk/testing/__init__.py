@@ -24,8 +24,11 @@ The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
 in), else a VM of the test session's own ("pytest"), booted on first use
 and stopped at the end; a VM that was already up is left running. It runs
 the kernel $KDK_KERNEL names (a release or a prefix, "6.12"), else the
-host's default; the tests skip when that kernel is not installed. Each
-pytest-xdist worker gets a VM of its own.
+host's default; the tests skip when that kernel is not installed. Under
+pytest-xdist the first worker (gw0) uses that VM and each other worker a
+VM of its own (the worker's id added to the name), booted with the same
+kernel and the devices the collected tests ask for: `pytest -n 2 --dist
+loadfile` runs test files in two VMs at once (`kdk test -j 2` does that).
 """
 
 from __future__ import annotations
@@ -128,10 +131,12 @@ def marked_devices(item: pytest.Item) -> tuple[str, ...]:
 
 def session_vm() -> str:
     """The name of the session's VM: $KDK_VM, else "pytest" and the kernel
-    $KDK_KERNEL names; with the pytest-xdist worker's id under xdist."""
+    $KDK_KERNEL names; under xdist with the worker's id added, but for the
+    first worker's (gw0), which uses the VM the name gives."""
     kernel = os.environ.get("KDK_KERNEL", "").replace("/", "_")
     name = os.environ.get("KDK_VM") or "-".join(filter(None, [TEST_VM, kernel]))
-    return "-".join(filter(None, [name, os.environ.get("PYTEST_XDIST_WORKER")]))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return name if worker == "gw0" else f"{name}-{worker}"
 
 
 @pytest.fixture(scope="session")

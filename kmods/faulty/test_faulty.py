@@ -6,8 +6,10 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import KernelCrash
+from kdk.testing import sh
 
 TRIGGER = "/sys/kernel/debug/kdk_faulty/trigger"
+LOCKUP_THRESH = 2  # s; the soft lockup test's watchdog_thresh
 
 
 def test_loads_and_unloads_twice(vm: Kdk) -> None:
@@ -41,6 +43,8 @@ def test_an_oops_is_reported_and_a_fresh_vm_is_ready(
 ) -> None:
     vm.load("faulty")
     pid = vm.backend.require().pid
+    if how == "lockup":  # declared after 2 x watchdog_thresh s: 4, not kdk's 10 (the VM goes)
+        sh(vm, f"echo {LOCKUP_THRESH} > /proc/sys/kernel/watchdog_thresh")
     with pytest.raises(KernelCrash) as err:
         vm.exec(f"echo {how} > {TRIGGER}")
     message, block = str(err.value), err.value.details

@@ -3,13 +3,14 @@ sockets; what the listener's socket received is the check."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from kdk.api import Kdk
 from kdk.errors import NetError
-from kdk.net.topology import Namespace, Topology
+from kdk.net.topology import Namespace, Process, Topology
 from kdk.net.wire import Wire
 from kdk.testing.net import Pair
 from rawnet.lab import counters, require_config
@@ -65,17 +66,17 @@ def test_the_senders_own_kernel_resets_unless_a_firewall_stops_it(
     client = ["python3", str(HERE / "ns_handshake.py"), netns_pair.b_ip, str(PORT)]
 
     def attempt() -> tuple[bool, int]:
-        """(whether the listener accepted, RSTs a's kernel sent)."""
-        before = _out_rsts(a)
+        """(whether the listener accepted, RSTs a's kernel sent). The
+        attempt is over when the listener accepted, or b's kernel reset
+        scapy's ACK (its handshake was dropped at a's RST): no time waited out."""
+        before, b_before = _out_rsts(a), _out_rsts(b)
         server = b.spawn(["python3", "-c", SERVER])
         server.wait_for("listening")
-        assert "syn-ack" in a.check(client, timeout=120)  # scapy's import: seconds
-        try:
-            server.wait_for("peer", timeout=5)
-            accepted = True
-        except NetError:
-            accepted = False
-        server.finish(timeout=0)
+        assert "ack sent" in a.check(client, timeout=120)  # scapy's import: seconds
+        deadline = time.monotonic() + 10
+        while not _printed(server, "peer") and _out_rsts(b) == b_before:
+            assert time.monotonic() < deadline, "neither accepted nor reset in 10 s"
+        accepted = "\npeer " in server.finish(timeout=0).stdout.decode()
         return accepted, _out_rsts(a) - before
 
     accepted, rsts = attempt()
@@ -87,6 +88,15 @@ def test_the_senders_own_kernel_resets_unless_a_firewall_stops_it(
 
 def _out_rsts(ns: Namespace) -> int:
     return counters(ns, "Tcp")["OutRsts"]
+
+
+def _printed(proc: Process, text: str) -> bool:
+    """Whether `proc` printed `text` (within a tenth of a second)."""
+    try:
+        proc.wait_for(text, timeout=0.1)
+    except NetError:
+        return False
+    return True
 
 
 @pytest.fixture(autouse=True)

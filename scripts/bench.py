@@ -17,6 +17,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -42,6 +43,9 @@ LIBRARY_EXECS = '2b. 20 `k.exec("true")` on one new `Kdk` (Python, one process)'
 WARM_LOAD = "3. `kdk load hello`, sources unchanged, VM running"
 PEER = "8. virtme-ng: boot, insmod, rmmod, dmesg (the peer of 1b and 3)"
 HELLO_C = PROJECT / "kmods" / "hello" / "hello.c"
+TEST_RUN_TWO_VMS = "7h. `kdk test -j 2`, the same tests in the running VM and a second one"
+TEST_DEVICES = ("--device", "edu", "--can", "2")  # what the drivers' and labs' tests ask for
+DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown) +(\S+)", re.M)  # pytest --durations
 TAIL_LINES = 40  # of a failed command's output, shown when the bench stops
 
 
@@ -206,6 +210,55 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
     return rows
 
 
+def timed_test_run(*args: str) -> tuple[float, dict[str, float]]:
+    """Seconds `kdk test` (every module, driver and lab) takes, and from
+    pytest's durations the seconds of each part: "setup", "call" and
+    "teardown" summed, each top folder's ("kmods", ...), and "oops":
+    faulty's oops tests, each of which boots the VM again."""
+    argv = [sys.executable, "-m", "kdk.cli", "test", *args]
+    env = dict(os.environ, KDK_VM=VM, PYTEST_ADDOPTS="--durations=0 --durations-min=0")
+    t = time.monotonic()
+    r = subprocess.run(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    took = time.monotonic() - t
+    if r.returncode != 0:
+        raise failed(["kdk", "test", *args], r.returncode, r.stdout)
+    parts: dict[str, float] = {}
+    for m in DURATION.finditer(r.stdout):
+        seconds, phase, nodeid = float(m.group(1)), m.group(2), m.group(3)
+        folder = nodeid.split("/", 1)[0]
+        oops = ["oops"] if "test_an_oops_is_reported" in nodeid else []
+        for key in (phase, folder, *oops):
+            parts[key] = parts.get(key, 0.0) + seconds
+    return took, parts
+
+
+def test_run_rows() -> list[tuple[str, list[float], float | None]]:
+    """`kdk test` in the running VM, booted with the devices the drivers'
+    and labs' tests ask for, with where its time goes; then `kdk test -j 2`
+    (a second VM of the same kernel beside it, test files shared out)."""
+    kdk("up", *TEST_DEVICES)
+    one, parts = timed_test_run()
+    two, _ = timed_test_run("-j", "2")
+    kdk("down")
+    breakdown = [
+        ("setup", "fixtures' set-up (loads, the VMs tests boot, namespaces)"),
+        ("call", "the tests' own calls"),
+        ("teardown", "teardown (unloads, namespaces removed)"),
+        ("kmods", "the tests of kmods/"),
+        ("drivers", "the tests of drivers/"),
+        ("rawnet", "the tests of rawnet/ (the labs)"),
+        ("oops", "faulty's oops tests (each boots the VM again)"),
+    ]
+    return [
+        ("7. `kdk test`, every module, driver and lab, in the running VM", [one], None),
+        *(
+            (f"7{letter}. of which {what}", [parts.get(key, 0.0)], None)
+            for letter, (key, what) in zip("abcdefg", breakdown, strict=True)
+        ),
+        (TEST_RUN_TWO_VMS, [two], 130.0),
+    ]
+
+
 def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     """The Vagrant backend, on the same VM name (its QEMU VM stopped first):
     the box built from Debian's archive, `kdk up --backend vagrant` from a
@@ -363,8 +416,8 @@ def main() -> int:
     rows += debug_rows(a.n)
     rows += net_rows(k, a.n)
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
-    rows.append(("7. `kdk test`, every module and driver", [kdk("test")], None))
     k.down()
+    rows += test_run_rows()
     if not a.no_vagrant:
         rows += vagrant_rows(a.n)
     if a.suite:

@@ -108,3 +108,9 @@ def test_each_kernel_and_each_xdist_worker_but_the_first_gets_its_own_vm(
     assert session_vm() == "pytest-6.12-gw1"
     monkeypatch.setenv("KDK_VM", "mine")
     assert session_vm() == "mine-gw1"
+
+
+def test_fewer_than_one_vm_is_one_line() -> None:
+    r = kdk_cli("test", "hello", "-j", "0")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "--jobs 0: the tests need at least one VM" in r.stderr

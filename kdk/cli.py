@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .api import BACKENDS, BootRequest, Kdk
 from .errors import KdkError, MissingDependency, VMNotRunning
-from .kernel import built_kernels, host_kernels
+from .kernel import all_kernels
 from .klog import kmsg
 from .ui import progress, say
 from .vm import devices
@@ -257,7 +257,7 @@ def cmd_kernel(k: Kdk, a: argparse.Namespace) -> int:
     if a.action == "list":
         rows = [
             (kern, "built" if kern.built else "installed")
-            for kern in host_kernels() + built_kernels()
+            for kern in all_kernels()
         ]
         width = max((len(kern.release) for kern, _ in rows), default=4)
         print(f"{'NAME':{width}}  {'KIND':9}  FEATURES")
@@ -498,7 +498,8 @@ def parser() -> argparse.ArgumentParser:
         action="extend",
         type=lambda s: s.split(","),
         metavar="K,K|all",
-        help="several at once; all: every kernel with headers",
+        help="several at once; all: every installed kernel with headers and every "
+        "kernel kdk built",
     )
     return p
 

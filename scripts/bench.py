@@ -29,6 +29,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench_kernel import kernel_rows, peer_env  # noqa: E402
 from bench_suite import OLD, TARGET, suite_rows  # noqa: E402
 
 from kdk.api import Kdk  # noqa: E402
@@ -260,8 +261,7 @@ def repeat(
 
 
 def vng_cycle(release: str, ko: Path, accel_name: str) -> float:
-    venv_bin = str(Path(sys.executable).parent)  # vng runs virtme-run from PATH
-    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""))
+    env = peer_env()
     accel = [] if accel_name == "kvm" else ["--disable-kvm"]
     cmd = f"insmod {ko} && rmmod hello && dmesg | grep hello"
     argv = ["vng", *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd]
@@ -308,6 +308,12 @@ def main() -> int:
         help=f"also run {OLD}'s test suite on its own code and the same tests"
         " on today's, each from cold (rows 11a/11b; 10-20 min more: off by"
         " default; needs root for a mount namespace)",
+    )
+    ap.add_argument(
+        "--kernel-cold",
+        action="store_true",
+        help="also build the debug kernel from nothing, then virtme-ng's of the"
+        " same tree (rows 12a/12b: 40-80 min more on 2 cores: off by default)",
     )
     ap.add_argument(
         "--backends",
@@ -365,6 +371,7 @@ def main() -> int:
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
     rows.append(("7. `kdk test`, every module and driver", [kdk("test")], None))
     k.down()
+    rows += kernel_rows(k, a.n, a.kernel_cold, kdk, failed)
     if not a.no_vagrant:
         rows += vagrant_rows(a.n)
     if a.suite:

@@ -255,10 +255,7 @@ def cmd_kernel(k: Kdk, a: argparse.Namespace) -> int:
     from .kbuild import build, config
 
     if a.action == "list":
-        rows = [
-            (kern, "built" if kern.built else "installed")
-            for kern in all_kernels()
-        ]
+        rows = [(kern, "built" if kern.built else "installed") for kern in all_kernels()]
         width = max((len(kern.release) for kern, _ in rows), default=4)
         print(f"{'NAME':{width}}  {'KIND':9}  FEATURES")
         for kern, kind in rows:
@@ -498,8 +495,7 @@ def parser() -> argparse.ArgumentParser:
         action="extend",
         type=lambda s: s.split(","),
         metavar="K,K|all",
-        help="several at once; all: every installed kernel with headers and every "
-        "kernel kdk built",
+        help="several at once; all: every installed kernel with headers and every kernel kdk built",
     )
     return p
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from .api import Kdk
 from .errors import KdkError
 from .kernel import select_kernels
+from .modules import kunit
 from .project import ModuleSource, find_module
 
 
@@ -34,7 +35,8 @@ class Tally:
 
 
 def test_files(mod: ModuleSource) -> list[Path]:
-    return sorted(mod.path.glob("test_*.py"))
+    """Its test_*.py files and its C files that define KUnit suites."""
+    return sorted(mod.path.glob("test_*.py")) + kunit.test_sources(mod)
 
 
 def labs(project: Path, name: str | None = None) -> list[ModuleSource]:
@@ -52,7 +54,7 @@ def select(k: Kdk, names: list[str]) -> list[ModuleSource]:
     mods = [m for n in names for m in labs(k.project, n) or [find_module(n, k.project)]]
     for m in mods:
         if not test_files(m):
-            raise KdkError(f"{m.name} has no tests (no test_*.py in {m.path})")
+            raise KdkError(f"{m.name} has no tests (no test_*.py, no KUnit suite in {m.path})")
     return mods
 
 
@@ -74,9 +76,12 @@ def tally(junit: Path, mods: list[ModuleSource]) -> list[Tally]:
     return list(by_folder.values())
 
 
-def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) -> int:
+def _pytest(
+    k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str], ktap: bool = False
+) -> int:
     """pytest over the modules' tests, its compact output to stdout as it
-    comes, JUnit XML to `xml`; its exit code."""
+    comes, JUnit XML to `xml`, with `ktap` the KTAP of the KUnit suites
+    after it; its exit code."""
     argv = [
         sys.executable,
         "-m",
@@ -88,19 +93,23 @@ def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) ->
         "-p",
         "no:cacheprovider",
         f"--junitxml={xml}",
+        *(["--kdk-ktap"] if ktap else []),
         *(str(f) for m in mods for f in test_files(m)),
     ]
     return subprocess.run(argv, cwd=k.project, env=dict(os.environ, **env)).returncode
 
 
-def run(k: Kdk, names: list[str], junit: Path | None = None) -> tuple[int, list[Tally]]:
+def run(
+    k: Kdk, names: list[str], junit: Path | None = None, ktap: bool = False
+) -> tuple[int, list[Tally]]:
     """Run the tests in the running VM; (pytest's exit code, tallies).
-    pytest's own compact output goes to stdout as it comes."""
+    pytest's own compact output goes to stdout as it comes (with `ktap`,
+    the KTAP of the KUnit suites after it)."""
     mods = select(k, names)
     k.backend.require()
     with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
         xml = junit or Path(tmp, "junit.xml")
-        code = _pytest(k, mods, xml, {"KDK_VM": k.backend.state.path.name})
+        code = _pytest(k, mods, xml, {"KDK_VM": k.backend.state.path.name}, ktap)
         return code, tally(xml, mods) if xml.exists() else []
 
 

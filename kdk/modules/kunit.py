@@ -121,7 +121,7 @@ def run(loader: Loader, spec: str) -> Run:
         raise MissingDependency(reason)
     res = loader.load(spec)
     loader.unload(spec)
-    lines = [r.text for r in res.log]
+    lines = [line for r in res.log for line in r.text.splitlines()]  # a record may hold several
     if any(line.strip() == DISABLED for line in lines):
         raise MissingDependency(
             f"KUnit is disabled in the guest ({DISABLED!r} when {module_name(res.name)} loaded): "

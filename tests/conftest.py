@@ -22,9 +22,6 @@ from kdk.kernel import Kernel
 from kdk.testing import session_vm
 
 DATA = Path(__file__).parent / "data"
-# Module folders the tests use as data (tests/data/kunit_fail's KUnit suite
-# fails on purpose): not collected as tests of their own.
-collect_ignore_glob = ["data/*"]
 PROJECT = Path(__file__).resolve().parent.parent
 
 

@@ -26,7 +26,8 @@ from kdk.vm import qemu
 from .conftest import DATA, PROJECT
 
 KDKCHAR_C = PROJECT / "drivers/kdkchar/kdkchar_kunit.c"
-FAIL_C = DATA / "kunit_fail/kunit_fail.c"
+FAIL_C = DATA / "kunit_fail.c"
+BUILT_AT = "/work/wt/kunit/tests/data/kunit_fail/kunit_fail.c"  # in the stored KTAP
 RING_CASES = (
     "read_of_empty_ring_gets_nothing",
     "write_to_empty_ring_is_one_span",
@@ -67,7 +68,7 @@ def test_failures_keep_their_diagnostics_skips_their_reason_and_parameters_nest(
     assert summary(passes) == ("passes", "pass", 1, "")
     assert summary(fails) == ("fails", "fail", 2, "")
     assert fails.log == (
-        f"# fails: EXPECTATION FAILED at {FAIL_C}:20",
+        f"# fails: EXPECTATION FAILED at {BUILT_AT}:20",
         "Expected answer == 42, but",
         "answer == 41",
     )
@@ -78,11 +79,11 @@ def test_failures_keep_their_diagnostics_skips_their_reason_and_parameters_nest(
         ("value 2", "fail", 2, ""),
         ("value 3", "pass", 3, ""),
     ]
-    assert odd.subtests[1].log[0] == f"# odd: EXPECTATION FAILED at {FAIL_C}:41"
+    assert odd.subtests[1].log[0] == f"# odd: EXPECTATION FAILED at {BUILT_AT}:41"
     assert odd.failure() == "\n".join(
         [
             "fail: value 2",
-            f"    # odd: EXPECTATION FAILED at {FAIL_C}:41",
+            f"    # odd: EXPECTATION FAILED at {BUILT_AT}:41",
             "    Expected *v % 2 == 1, but",
             "    *v % 2 == 0",
         ]
@@ -181,6 +182,30 @@ def test_a_module_its_folder_did_not_build_is_not_replaced_by_another(tmp_path: 
         main_module(kos, "kdkchar_kunit", named=True)
 
 
+def run_tests(
+    argv: list[str], junit: Path, **env: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, tuple[str, str]]]:
+    """A pytest or kdk command line with `--junit...` to `junit`, run as a
+    user runs it (environment `env` added, CI only when `env` sets it);
+    its result and its JUnit: testcase name -> (outcome, message)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "KDK_KERNEL")}
+    res = subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=PROJECT,
+        env=dict(base, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    cases = {}
+    for case in ET.parse(junit).iter("testcase") if junit.exists() else ():
+        child = next(iter(case), None)
+        outcome = "passed" if child is None else child.tag
+        message = "" if child is None else child.get("message", "")
+        cases[f"{case.get('classname')}::{case.get('name')}"] = (outcome, message)
+    return res, cases
+
+
 def test_on_a_kernel_without_kunit_each_case_skips_saying_why(tmp_path: Path) -> None:
     """pytest collects the C file, one test per case; on the distribution
     kernel every case skips with the reason, with no VM booted; under
@@ -190,33 +215,21 @@ def test_on_a_kernel_without_kunit_each_case_skips_saying_why(tmp_path: Path) ->
     )
     if release is None:
         pytest.skip("no 6.1 kernel in /boot")
-    xml = tmp_path / "junit.xml"
-    env = dict(os.environ, KDK_KERNEL=release, KDK_VM="kunit-never-booted", CI="true")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-rs",
-            f"--junitxml={xml}",
-            str(KDKCHAR_C),
-        ],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    junit = tmp_path / "junit.xml"
+    res, cases = run_tests(
+        ["pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", str(KDKCHAR_C)],
+        junit,
+        KDK_KERNEL=release,
+        KDK_VM="kunit-never-booted",
+        CI="true",
     )
     assert res.returncode == 0, res.stdout
-    cases = list(ET.parse(xml).iter("testcase"))
-    assert [c.get("name") for c in cases] == [f"kdkchar_ring[{n}]" for n in RING_CASES]
-    assert {c.get("classname") for c in cases} == {"drivers.kdkchar.kdkchar_kunit.c"}
-    reasons = {c.find("skipped").get("message") for c in cases}  # type: ignore[union-attr]
-    assert reasons == {
+    reason = (
         f"kernel {release} has no KUnit (CONFIG_KUNIT is not set in /boot/config-{release}); "
         "`kdk up --kernel debug` boots one that has"
+    )
+    assert cases == {
+        f"drivers.kdkchar.kdkchar_kunit.c::kdkchar_ring[{n}]": ("skipped", reason)
+        for n in RING_CASES
     }
     assert not (PROJECT / ".kdk/vms/kunit-never-booted").exists()

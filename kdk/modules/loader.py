@@ -217,7 +217,12 @@ class Loader:
                 raise
             return None
         kos = built_modules(src.path)
-        return main_module(kos, src.module or src.name) if kos else None
+        try:
+            return main_module(kos, src.module or src.name, bool(src.module)) if kos else None
+        except UnknownModule:
+            if src.module:  # the last build of its folder did not make it
+                return None
+            raise
 
 
 def _format(log: list[kmsg.Record]) -> str:

@@ -154,7 +154,7 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     from . import testrun
 
     if a.kernels:
-        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit)
+        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.ktap)
         print(f"\n{testrun.matrix_table(runs)}")
         return next((r.code for r in runs if r.code), 0)
     code, tallies = testrun.run(k, a.modules, a.junit, a.ktap)

@@ -2,8 +2,9 @@
 
 They are the same pytest files `make test` runs (`kmods/*/test_*.py`,
 `drivers/*/test_*.py`, `rawnet/*/test_*.py`; `kdk test rawnet` runs every
-lab's); kdk runs pytest with KDK_VM naming the current VM
-and sums the JUnit XML up per module.
+lab's), and a module folder's C files that define KUnit suites (one test
+per case: kdk.testing.kunit); kdk runs pytest with KDK_VM naming the
+current VM and sums the JUnit XML up per module.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class KernelRun:
 
 
 def run_matrix(
-    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None
+    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None, ktap: bool = False
 ) -> list[KernelRun]:
     """The same tests on each kernel (releases, prefixes or "all"), one
     after the other, each in its own VM (`<vm>-<release>`: own state folder
@@ -139,7 +140,8 @@ def run_matrix(
             xml = Path(tmp, "junit.xml")
             if junit is not None:
                 xml = junit.with_name(f"{junit.stem}-{kernel.release}{junit.suffix}")
-            code = _pytest(k, mods, xml, {"KDK_VM": vm, "KDK_KERNEL": kernel.release})
+            env = {"KDK_VM": vm, "KDK_KERNEL": kernel.release}
+            code = _pytest(k, mods, xml, env, ktap)
             runs.append(
                 KernelRun(kernel.release, vm, code, tally(xml, mods) if xml.exists() else [])
             )

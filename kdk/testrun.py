@@ -36,8 +36,12 @@ class Tally:
 
 
 def test_files(mod: ModuleSource) -> list[Path]:
-    """Its test_*.py files and its C files that define KUnit suites."""
-    return sorted(mod.path.glob("test_*.py")) + kunit.test_sources(mod)
+    """Its test_*.py files and its C files that define KUnit suites; for
+    a KUnit test module named by its own name (`kdk test kdkchar_kunit`),
+    its suites alone."""
+    suites = kunit.test_sources(mod)
+    own = [c for c in suites if mod.module and kunit.module_of(c) == mod.module]
+    return own or sorted(mod.path.glob("test_*.py")) + suites
 
 
 def labs(project: Path, name: str | None = None) -> list[ModuleSource]:

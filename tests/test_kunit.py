@@ -156,6 +156,7 @@ def test_suites_and_cases_are_read_from_the_c() -> None:
     assert kunit.module_of(KDKCHAR_C) == "kdkchar_kunit"
     kdkchar = find_module("kdkchar", PROJECT)
     assert testrun.test_files(kdkchar) == [kdkchar.path / "test_kdkchar.py", KDKCHAR_C]
+    assert testrun.test_files(find_module("kdkchar_kunit", PROJECT)) == [KDKCHAR_C]
     assert not kunit.defines_suites(PROJECT / "drivers/kdkchar/kdkchar.c")
 
 

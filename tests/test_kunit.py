@@ -10,16 +10,18 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from kdk import testrun
-from kdk.errors import UnknownModule
+from kdk.errors import MissingDependency, UnknownModule
 from kdk.kernel import Kernel
-from kdk.klog import ktap
+from kdk.klog import kmsg, ktap
 from kdk.klog.ktap import NO_RESULT, Status, ktap_lines, parse
 from kdk.modules import kunit
 from kdk.modules.build import main_module
+from kdk.modules.loader import Loader, LoadResult
 from kdk.project import find_module
 from kdk.vm import qemu
 
@@ -174,6 +176,49 @@ def test_only_a_kernel_with_kunit_runs_suites_and_boots_with_it_enabled(tmp_path
     )
     assert qemu.kunit_cmdline(debug) == ["kunit.enable=1"]
     assert qemu.kunit_cmdline(distro) == []
+
+
+class StandInLoader:
+    """What kunit.run uses of a Loader: a kernel, a load whose kernel log
+    is given (KTAP records may hold several lines), an unload."""
+
+    def __init__(self, kernel: Kernel, log: list[str]) -> None:
+        self.kernel, self.log, self.calls = kernel, log, list[str]()
+
+    def target_kernel(self) -> Kernel:
+        return self.kernel
+
+    def load(self, spec: str) -> LoadResult:
+        self.calls.append(f"load {spec}")
+        records = [kmsg.Record(n, 6, 0, n, text) for n, text in enumerate(self.log)]
+        return LoadResult(spec.rsplit("/", 1)[-1], None, records, False)
+
+    def unload(self, spec: str) -> LoadResult:
+        self.calls.append(f"unload {spec}")
+        return LoadResult(spec, None, [], False)
+
+
+def test_a_run_loads_reads_its_ktap_and_unloads(tmp_path: Path) -> None:
+    (tmp_path / "config-k").write_text("CONFIG_KUNIT=y\n")
+    kernel = Kernel("k", tmp_path / "vmlinuz-k", tmp_path / "k")
+    text = (DATA / "ktap-kunit-fail-kdk-debug.log").read_text()
+    # the kernel logs an expectation failure as one record of three lines
+    lines = text.splitlines()
+    at = lines.index("    Expected answer == 42, but")
+    records = [*lines[: at - 1], "\n".join(lines[at - 1 : at + 2]), *lines[at + 2 :]]
+    loader = StandInLoader(kernel, records)
+    run = kunit.run(cast(Loader, loader), "d/kunit_fail")
+    assert loader.calls == ["load d/kunit_fail", "unload d/kunit_fail"]
+    assert run.module == "kunit_fail" and run.printed == text.splitlines()
+    assert run.suites == parse(text.splitlines())
+    disabled = StandInLoader(kernel, ["kunit: disabled"])
+    with pytest.raises(
+        MissingDependency, match=r"^KUnit is disabled in the guest .*kunit.enable=1"
+    ):
+        kunit.run(cast(Loader, disabled), "d/kunit_fail")
+    (tmp_path / "config-k").write_text("# CONFIG_KUNIT is not set\n")
+    with pytest.raises(MissingDependency, match="has no KUnit"):
+        kunit.run(cast(Loader, StandInLoader(kernel, [])), "d/kunit_fail")
 
 
 def test_a_module_its_folder_did_not_build_is_not_replaced_by_another(tmp_path: Path) -> None:

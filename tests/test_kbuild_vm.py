@@ -185,14 +185,14 @@ def test_kdk_test_gives_each_kunit_case_a_result_diagnostics_and_ktap(
         f"{suite}[fails]": (
             "failure",
             f"Failed: kdk_kunit_fail.fails: fail\n# fails: EXPECTATION FAILED at {c_file}:20\n"
-            "Expected answer == 42, but\nanswer == 41",
+            "Expected answer == 42, but\n    answer == 41",
         ),
         f"{suite}[skips]": ("skipped", "KUnit: no hardware here"),
         f"{suite}[odd]": (
             "failure",
             "Failed: kdk_kunit_fail.odd: fail\nfail: value 2\n"
             f"    # odd: EXPECTATION FAILED at {c_file}:41\n"
-            "    Expected *v % 2 == 1, but\n    *v % 2 == 0",
+            "    Expected *v % 2 == 1, but\n        *v % 2 == 0",
         ),
     }
     lines = res.stdout.splitlines()

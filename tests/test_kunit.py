@@ -72,7 +72,7 @@ def test_failures_keep_their_diagnostics_skips_their_reason_and_parameters_nest(
     assert fails.log == (
         f"# fails: EXPECTATION FAILED at {BUILT_AT}:20",
         "Expected answer == 42, but",
-        "answer == 41",
+        "    answer == 41",
     )
     assert summary(skips) == ("skips", "skip", 3, "no hardware here")
     assert summary(odd) == ("odd", "fail", 4, "")
@@ -87,7 +87,7 @@ def test_failures_keep_their_diagnostics_skips_their_reason_and_parameters_nest(
             "fail: value 2",
             f"    # odd: EXPECTATION FAILED at {BUILT_AT}:41",
             "    Expected *v % 2 == 1, but",
-            "    *v % 2 == 0",
+            "        *v % 2 == 0",
         ]
     )
 

@@ -27,6 +27,7 @@ parameterized case's lines are missing from it: kdk reads the log.)
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -56,7 +57,7 @@ class Test:
     status: Status
     number: int  # its number in its parent's plan (1-based)
     reason: str = ""  # a skip's reason, or why a CRASH has no result
-    log: tuple[str, ...] = ()  # its diagnostic lines, without indentation
+    log: tuple[str, ...] = ()  # its diagnostic lines, dedented together
     subtests: tuple[Test, ...] = ()
 
     def find(self, name: str) -> Test | None:
@@ -121,7 +122,11 @@ def parse(lines: Iterable[str]) -> list[Test]:
     def close(d: int, status: Status, number: int, name: str, reason: str) -> None:
         inner = levels[d + 1] if len(levels) > d + 1 else _Level()
         del levels[d + 1 :]
-        own = tuple(line for line in log if not COUNTS.match(line))
+        own = tuple(
+            textwrap.dedent(
+                "\n".join(ln for ln in log if not COUNTS.match(ln.strip()))
+            ).splitlines()
+        )
         log.clear()
         test = Test(name or inner.name, status, number, reason, own, inner.subtests_and_missing())
         levels[d].subtests.append(test)
@@ -148,7 +153,7 @@ def parse(lines: Iterable[str]) -> list[Test]:
         elif HEADER.match(line):
             log.clear()
         else:
-            log.append(line)
+            log.append(raw.rstrip())  # dedented as a whole when its test closes
     # A run that ended early: close what is open, innermost first.
     for d in range(len(levels) - 2, -1, -1):
         if levels[d + 1].started():

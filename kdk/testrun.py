@@ -93,7 +93,7 @@ def _pytest(
         "pytest",
         "-q",
         "--no-header",
-        "-rfE",
+        "-rfEs",  # failures, errors, and why tests skipped (one line per reason)
         "--tb=short",
         "-p",
         "no:cacheprovider",

@@ -279,3 +279,17 @@ def test_on_a_kernel_without_kunit_each_case_skips_saying_why(tmp_path: Path) ->
         for n in RING_CASES
     }
     assert not (PROJECT / ".kdk/vms/kunit-never-booted").exists()
+
+
+def test_a_suite_kdk_cannot_read_is_a_collection_error(tmp_path: Path) -> None:
+    """Not zero tests that nobody notices."""
+    (tmp_path / "Kbuild").write_text("obj-m += odd_kunit.o\n")
+    (tmp_path / "odd_kunit.c").write_text("#include <kunit/test.h>\nkunit_test_suites(SUITES);\n")
+    res, _ = run_tests(
+        ["pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "odd_kunit.c")],
+        tmp_path / "none.xml",
+    )
+    assert res.returncode == 2, res.stdout
+    assert (
+        "odd_kunit.c registers KUnit suites, but kdk reads no suite with cases in it" in res.stdout
+    )

@@ -45,8 +45,14 @@ class KUnitFile(pytest.Module):
     by its cases (read from the C, so they are known before any run)."""
 
     def _getobj(self) -> types.ModuleType:
+        suites = kunit.suites(self.path)
+        if not suites or not all(s.cases for s in suites):
+            raise self.CollectError(
+                f"{self.path.name} registers KUnit suites, but kdk reads no suite with cases in "
+                "it (a `struct kunit_suite` with .name and .test_cases, an array of KUNIT_CASE)"
+            )
         mod = types.ModuleType(self.path.stem)
-        for suite in kunit.suites(self.path):
+        for suite in suites:
             setattr(mod, suite.name, _suite_test(suite))
         return mod
 

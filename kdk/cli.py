@@ -154,10 +154,10 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     from . import testrun
 
     if a.kernels:
-        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit)
+        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.ktap)
         print(f"\n{testrun.matrix_table(runs)}")
         return next((r.code for r in runs if r.code), 0)
-    code, tallies = testrun.run(k, a.modules, a.junit)
+    code, tallies = testrun.run(k, a.modules, a.junit, a.ktap)
     print()
     for t in tallies:
         state = "FAIL" if t.failed else ("ok" if t.passed else "none")
@@ -479,6 +479,7 @@ def parser() -> argparse.ArgumentParser:
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
+    te.add_argument("--ktap", action="store_true", help="print the KTAP of the KUnit suites run")
     te.add_argument(
         "--kernel",
         dest="kernels",

@@ -2,8 +2,9 @@
 
 They are the same pytest files `make test` runs (`kmods/*/test_*.py`,
 `drivers/*/test_*.py`, `rawnet/*/test_*.py`; `kdk test rawnet` runs every
-lab's); kdk runs pytest with KDK_VM naming the current VM
-and sums the JUnit XML up per module.
+lab's), and a module folder's C files that define KUnit suites (one test
+per case: kdk.testing.kunit); kdk runs pytest with KDK_VM naming the
+current VM and sums the JUnit XML up per module.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from .api import Kdk
 from .errors import KdkError
 from .kernel import select_kernels
+from .modules import kunit
 from .project import ModuleSource, find_module
 
 
@@ -34,7 +36,12 @@ class Tally:
 
 
 def test_files(mod: ModuleSource) -> list[Path]:
-    return sorted(mod.path.glob("test_*.py"))
+    """Its test_*.py files and its C files that define KUnit suites; for
+    a KUnit test module named by its own name (`kdk test kdkchar_kunit`),
+    its suites alone."""
+    suites = kunit.test_sources(mod)
+    own = [c for c in suites if mod.module and kunit.module_of(c) == mod.module]
+    return own or sorted(mod.path.glob("test_*.py")) + suites
 
 
 def labs(project: Path, name: str | None = None) -> list[ModuleSource]:
@@ -52,7 +59,7 @@ def select(k: Kdk, names: list[str]) -> list[ModuleSource]:
     mods = [m for n in names for m in labs(k.project, n) or [find_module(n, k.project)]]
     for m in mods:
         if not test_files(m):
-            raise KdkError(f"{m.name} has no tests (no test_*.py in {m.path})")
+            raise KdkError(f"{m.name} has no tests (no test_*.py, no KUnit suite in {m.path})")
     return mods
 
 
@@ -74,33 +81,40 @@ def tally(junit: Path, mods: list[ModuleSource]) -> list[Tally]:
     return list(by_folder.values())
 
 
-def _pytest(k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str]) -> int:
+def _pytest(
+    k: Kdk, mods: list[ModuleSource], xml: Path, env: dict[str, str], ktap: bool = False
+) -> int:
     """pytest over the modules' tests, its compact output to stdout as it
-    comes, JUnit XML to `xml`; its exit code."""
+    comes, JUnit XML to `xml`, with `ktap` the KTAP of the KUnit suites
+    after it; its exit code."""
     argv = [
         sys.executable,
         "-m",
         "pytest",
         "-q",
         "--no-header",
-        "-rfE",
+        "-rfEs",  # failures, errors, and why tests skipped (one line per reason)
         "--tb=short",
         "-p",
         "no:cacheprovider",
         f"--junitxml={xml}",
+        *(["--kdk-ktap"] if ktap else []),
         *(str(f) for m in mods for f in test_files(m)),
     ]
     return subprocess.run(argv, cwd=k.project, env=dict(os.environ, **env)).returncode
 
 
-def run(k: Kdk, names: list[str], junit: Path | None = None) -> tuple[int, list[Tally]]:
+def run(
+    k: Kdk, names: list[str], junit: Path | None = None, ktap: bool = False
+) -> tuple[int, list[Tally]]:
     """Run the tests in the running VM; (pytest's exit code, tallies).
-    pytest's own compact output goes to stdout as it comes."""
+    pytest's own compact output goes to stdout as it comes (with `ktap`,
+    the KTAP of the KUnit suites after it)."""
     mods = select(k, names)
     k.backend.require()
     with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
         xml = junit or Path(tmp, "junit.xml")
-        code = _pytest(k, mods, xml, {"KDK_VM": k.backend.state.path.name})
+        code = _pytest(k, mods, xml, {"KDK_VM": k.backend.state.path.name}, ktap)
         return code, tally(xml, mods) if xml.exists() else []
 
 
@@ -115,7 +129,7 @@ class KernelRun:
 
 
 def run_matrix(
-    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None
+    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None, ktap: bool = False
 ) -> list[KernelRun]:
     """The same tests on each kernel (releases, prefixes or "all"), one
     after the other, each in its own VM (`<vm>-<release>`: own state folder
@@ -130,7 +144,8 @@ def run_matrix(
             xml = Path(tmp, "junit.xml")
             if junit is not None:
                 xml = junit.with_name(f"{junit.stem}-{kernel.release}{junit.suffix}")
-            code = _pytest(k, mods, xml, {"KDK_VM": vm, "KDK_KERNEL": kernel.release})
+            env = {"KDK_VM": vm, "KDK_KERNEL": kernel.release}
+            code = _pytest(k, mods, xml, env, ktap)
             runs.append(
                 KernelRun(kernel.release, vm, code, tally(xml, mods) if xml.exists() else [])
             )

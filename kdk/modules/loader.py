@@ -69,7 +69,7 @@ class Loader:
             return Path(spec).resolve()
         src = find_module(spec, self.project)
         built = build(src, self.target_kernel(kernel), self.builds)
-        return built.main_module(src.module or src.name)
+        return built.main_module(src.module or src.name, bool(src.module))
 
     def inspect(self, spec: str, kernel: str | None = None) -> Inspection:
         """What a module's .ko holds and what it needs from the guest kernel
@@ -91,7 +91,10 @@ class Loader:
             siblings = sorted(ko.parent.glob("*.ko"))
         else:
             built = build(src, kernel, self.builds, make=make)
-            ko, siblings = built.main_module(src.module or src.name), built.modules
+            ko, siblings = (
+                built.main_module(src.module or src.name, bool(src.module)),
+                built.modules,
+            )
         plan = self._plan(rec, ko, siblings, kernel, make)
         staged = not ko.is_relative_to(self.project)
         target, *providers = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
@@ -214,7 +217,12 @@ class Loader:
                 raise
             return None
         kos = built_modules(src.path)
-        return main_module(kos, src.module or src.name) if kos else None
+        try:
+            return main_module(kos, src.module or src.name, bool(src.module)) if kos else None
+        except UnknownModule:
+            if src.module:  # the last build of its folder did not make it
+                return None
+            raise
 
 
 def _format(log: list[kmsg.Record]) -> str:

@@ -105,6 +105,7 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
             *built_cmdline(cfg.kernel),
+            *kunit_cmdline(cfg.kernel),
         ]
     )
 
@@ -117,6 +118,14 @@ def built_cmdline(kernel: Kernel) -> list[str]:
         return []
     kasan = "CONFIG_KASAN=y" in config_lines(kernel)
     return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
+
+
+def kunit_cmdline(kernel: Kernel) -> list[str]:
+    """With KUnit, KUnit enabled: a kernel without KUNIT_DEFAULT_ENABLED
+    (kdk's debug build) runs no suite unless booted with kunit.enable=1
+    (a boot parameter only), and a test module's load says "kunit: disabled"."""
+    lines = config_lines(kernel)
+    return ["kunit.enable=1"] if {"CONFIG_KUNIT=y", "CONFIG_KUNIT=m"} & set(lines) else []
 
 
 def config_lines(kernel: Kernel) -> list[str]:

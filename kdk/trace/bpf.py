@@ -157,9 +157,9 @@ class Program:
         self.reused = bool(answer["reused"])  # the compiled program of an earlier job
         # where the time went: the server's phases, and before them the SSH
         # channel, the relay and, first in a boot, the server's start
-        guest = [(str(phase), float(t)) for phase, t in answer["times"]]
+        in_guest = [(str(phase), float(t)) for phase, t in answer["times"]]
         self.times = [("ssh, relay, server start", self.attach_seconds - self.compile_seconds)]
-        self.times += guest
+        self.times += in_guest
 
     def tables(self) -> dict[str, list[tuple[Any, Any]]]:
         """Every BPF table of the program: {name: [(key, value), ...]}, with

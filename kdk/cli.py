@@ -196,7 +196,7 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
             f"of which bcc in the guest {bcc:.1f} s)"
         )
         if a.verbose:
-            say("took " + ", ".join(f"{phase} {t:.2f} s" for phase, t in t.prog.times))
+            say("took " + ", ".join(f"{phase} {s:.2f} s" for phase, s in t.times))
         try:
             if a.command:
                 code = k.exec(

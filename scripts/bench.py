@@ -80,6 +80,7 @@ def kdk_output(*args: str, expect: int = 0, **env: str) -> tuple[float, str]:
 TOOK = re.compile(r"^kdk: took (.*)$", re.M)
 PHASE = re.compile(r"(.+?) (\d+\.\d+) s(?:, |$)")
 Row = tuple[str, list[float], float | None]
+REST = "the rest: Python's start, kdk's imports, the end"
 
 
 def phases(output: str) -> dict[str, float]:
@@ -99,9 +100,16 @@ class Breakdown:
 
     def run(self, *args: str) -> float:
         took, output = kdk_output("-v", *args)
-        for phase, t in phases(output).items():
-            self.phases.setdefault(phase, []).append(t)
+        self.add(took, output)
         return took
+
+    def add(self, took: float, output: str) -> None:
+        """One run's phases; what they leave of its time is the process's
+        own start (Python, kdk's imports) and its end."""
+        said = phases(output)
+        said[REST] = took - sum(said.values())
+        for phase, t in said.items():
+            self.phases.setdefault(phase, []).append(t)
 
     def rows(self, number: str) -> list[Row]:
         return [(f"{number}. of which {phase}", t, None) for phase, t in self.phases.items()]
@@ -137,8 +145,7 @@ def trace_attach(breakdown: Breakdown | None = None) -> float:
     if took is None:
         raise failed(["kdk", *argv[3:]], proc.returncode, "".join(output))
     if breakdown is not None:
-        for phase, seconds in phases("".join(output)).items():
-            breakdown.phases.setdefault(phase, []).append(seconds)
+        breakdown.add(took, "".join(output))
     return took
 
 

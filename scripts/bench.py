@@ -98,7 +98,7 @@ class Breakdown:
     def __init__(self) -> None:
         self.phases: dict[str, list[float]] = {}
 
-    def run(self, *args: str) -> float:
+    def timed(self, *args: str) -> float:
         took, output = kdk_output("-v", *args)
         self.add(took, output)
         return took
@@ -495,7 +495,7 @@ def cold_up_row(k: Kdk, n: int) -> Row:
 
 def warm_load_rows(n: int) -> list[Row]:
     load = Breakdown()
-    return [(WARM_LOAD, repeat(n, lambda: load.run("load", "hello")), 0.4), *load.rows("3a")]
+    return [(WARM_LOAD, repeat(n, lambda: load.timed("load", "hello")), 0.4), *load.rows("3a")]
 
 
 def table(release: str, accel: str, n: int, peer: str, rows: list[Row]) -> list[str]:

@@ -118,6 +118,8 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
     _print_log(res.log)
     if res.tainted:
         say(f"loading {res.name} tainted the kernel: " + ", ".join(res.tainted))
+    if a.verbose:
+        say("took " + ", ".join(f"{phase} {t:.2f} s" for phase, t in res.times))
     return 0
 
 
@@ -193,6 +195,8 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
             f"tracing {n} functions of {a.module} (probes attached in {attach:.1f} s, "
             f"of which bcc in the guest {bcc:.1f} s)"
         )
+        if a.verbose:
+            say("took " + ", ".join(f"{phase} {s:.2f} s" for phase, s in t.times))
         try:
             if a.command:
                 code = k.exec(

@@ -15,6 +15,7 @@ from .guest.device import GuestFile
 from .guest.mux import login_argv
 from .guest.ssh import Guest, Result
 from .klog import kmsg
+from .modules import kunit
 from .modules.build import Built
 from .modules.inspect import Inspection, disassemble
 from .modules.loader import Loader, LoadResult
@@ -156,6 +157,11 @@ class Kdk:
 
     def unload(self, spec: str, leaks: bool = False) -> LoadResult:
         return self.loader.unload(spec, leaks)
+
+    def kunit(self, spec: str) -> kunit.Run:
+        """Load a KUnit test module, which runs its suites; their results
+        (kdk.modules.kunit). It is unloaded again."""
+        return kunit.run(self.loader, spec)
 
     def trace(self, module: str) -> AbstractContextManager[functions.Trace]:
         """`kdk trace`: every function of a loaded module (see kdk.trace)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .api import BACKENDS, BootRequest, Kdk
 from .errors import KdkError, MissingDependency, VMNotRunning
-from .kernel import built_kernels, host_kernels
+from .kernel import all_kernels
 from .klog import kmsg
 from .ui import progress, say
 from .vm import devices
@@ -118,6 +118,8 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
     _print_log(res.log)
     if res.tainted:
         say(f"loading {res.name} tainted the kernel: " + ", ".join(res.tainted))
+    if a.verbose:
+        say("took " + ", ".join(f"{phase} {t:.2f} s" for phase, t in res.times))
     return 0
 
 
@@ -156,10 +158,10 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     if a.jobs < 1:
         raise KdkError(f"--jobs {a.jobs}: the tests need at least one VM")
     if a.kernels:
-        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.jobs)
+        runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.ktap, a.jobs)
         print(f"\n{testrun.matrix_table(runs)}")
         return next((r.code for r in runs if r.code), 0)
-    code, tallies = testrun.run(k, a.modules, a.junit, a.jobs)
+    code, tallies = testrun.run(k, a.modules, a.junit, a.ktap, a.jobs)
     print()
     for t in tallies:
         state = "FAIL" if t.failed else ("ok" if t.passed else "none")
@@ -195,6 +197,8 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
             f"tracing {n} functions of {a.module} (probes attached in {attach:.1f} s, "
             f"of which bcc in the guest {bcc:.1f} s)"
         )
+        if a.verbose:
+            say("took " + ", ".join(f"{phase} {s:.2f} s" for phase, s in t.times))
         try:
             if a.command:
                 code = k.exec(
@@ -257,10 +261,7 @@ def cmd_kernel(k: Kdk, a: argparse.Namespace) -> int:
     from .kbuild import build, config
 
     if a.action == "list":
-        rows = [
-            (kern, "built" if kern.built else "installed")
-            for kern in host_kernels() + built_kernels()
-        ]
+        rows = [(kern, "built" if kern.built else "installed") for kern in all_kernels()]
         width = max((len(kern.release) for kern, _ in rows), default=4)
         print(f"{'NAME':{width}}  {'KIND':9}  FEATURES")
         for kern, kind in rows:
@@ -484,6 +485,7 @@ def parser() -> argparse.ArgumentParser:
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
+    te.add_argument("--ktap", action="store_true", help="print the KTAP of the KUnit suites run")
     te.add_argument(
         "--kernel",
         dest="kernels",
@@ -500,7 +502,7 @@ def parser() -> argparse.ArgumentParser:
         action="extend",
         type=lambda s: s.split(","),
         metavar="K,K|all",
-        help="several at once; all: every kernel with headers",
+        help="several at once; all: every installed kernel with headers and every kernel kdk built",
     )
     te.add_argument(
         "-j",

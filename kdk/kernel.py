@@ -76,6 +76,12 @@ def host_kernels(boot: Path = BOOT, modules: Path = MODULES) -> list[Kernel]:
     return sorted(found, key=lambda k: _version_key(k.release), reverse=True)
 
 
+def all_kernels() -> list[Kernel]:
+    """The installed kernels with headers (newest first), then the kernels
+    kdk built (newest build first)."""
+    return host_kernels() + built_kernels()
+
+
 def default_kernel(kernels: list[Kernel], links: tuple[Path, ...] = DEFAULT_LINKS) -> Kernel:
     """The kernel the host's own /vmlinuz link names (the distribution's
     default), when it has headers; else the newest."""
@@ -133,10 +139,10 @@ def select_kernel(spec: str | None = None) -> Kernel:
 
 def select_kernels(specs: list[str]) -> list[Kernel]:
     """The kernels named, each once, in order; "all" names every kernel
-    with headers (newest first)."""
+    with headers and every kernel kdk built (all_kernels)."""
     chosen: list[Kernel] = []
     for spec in specs:
-        for k in host_kernels() if spec == "all" else [select_kernel(spec)]:
+        for k in all_kernels() if spec == "all" else [select_kernel(spec)]:
             if k not in chosen:
                 chosen.append(k)
     return chosen

@@ -2,11 +2,12 @@
 
 They are the same pytest files `make test` runs (`kmods/*/test_*.py`,
 `drivers/*/test_*.py`, `rawnet/*/test_*.py`; `kdk test rawnet` runs every
-lab's); kdk runs pytest with KDK_VM naming the current VM
-and sums the JUnit XML up per module. With `jobs` above 1, test files run
-in that many VMs at once (pytest-xdist, a file's tests in one VM): the
-running VM and others of its kernel, which the test session boots and
-stops; with several kernels, that many kernels' runs at once.
+lab's), and a module folder's C files that define KUnit suites (one test
+per case: kdk.testing.kunit); kdk runs pytest with KDK_VM naming the
+current VM and sums the JUnit XML up per module. With `jobs` above 1, test
+files run in that many VMs at once (pytest-xdist, a file's tests in one
+VM): the running VM and others of its kernel, which the test session
+boots and stops; with several kernels, that many kernels' runs at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import IO
 from .api import Kdk
 from .errors import KdkError
 from .kernel import Kernel, select_kernels
+from .modules import kunit
 from .project import ModuleSource, find_module
 
 
@@ -39,7 +41,12 @@ class Tally:
 
 
 def test_files(mod: ModuleSource) -> list[Path]:
-    return sorted(mod.path.glob("test_*.py"))
+    """Its test_*.py files and its C files that define KUnit suites; for
+    a KUnit test module named by its own name (`kdk test kdkchar_kunit`),
+    its suites alone."""
+    suites = kunit.test_sources(mod)
+    own = [c for c in suites if mod.module and kunit.module_of(c) == mod.module]
+    return own or sorted(mod.path.glob("test_*.py")) + suites
 
 
 def labs(project: Path, name: str | None = None) -> list[ModuleSource]:
@@ -57,7 +64,7 @@ def select(k: Kdk, names: list[str]) -> list[ModuleSource]:
     mods = [m for n in names for m in labs(k.project, n) or [find_module(n, k.project)]]
     for m in mods:
         if not test_files(m):
-            raise KdkError(f"{m.name} has no tests (no test_*.py in {m.path})")
+            raise KdkError(f"{m.name} has no tests (no test_*.py, no KUnit suite in {m.path})")
     return mods
 
 
@@ -84,24 +91,27 @@ def _pytest(
     mods: list[ModuleSource],
     xml: Path,
     env: dict[str, str],
+    ktap: bool = False,
     vms: int = 1,
     out: IO[bytes] | None = None,
 ) -> int:
     """pytest over the modules' tests in `vms` VMs (pytest-xdist workers,
     each test file in one), its compact output to stdout as it comes (or
-    with its errors to `out`), JUnit XML to `xml`; its exit code."""
+    with its errors to `out`), JUnit XML to `xml`, with `ktap` the KTAP of
+    the KUnit suites after it; its exit code."""
     argv = [
         sys.executable,
         "-m",
         "pytest",
         "-q",
         "--no-header",
-        "-rfE",
+        "-rfEs",  # failures, errors, and why tests skipped (one line per reason)
         "--tb=short",
         "-p",
         "no:cacheprovider",
         *(["-n", str(vms), "--dist", "loadfile"] if vms > 1 else []),
         f"--junitxml={xml}",
+        *(["--kdk-ktap"] if ktap else []),
         *(str(f) for m in mods for f in test_files(m)),
     ]
     # An outer pytest-xdist worker's variables (kdk test run from a test)
@@ -112,17 +122,18 @@ def _pytest(
 
 
 def run(
-    k: Kdk, names: list[str], junit: Path | None = None, jobs: int = 1
+    k: Kdk, names: list[str], junit: Path | None = None, ktap: bool = False, jobs: int = 1
 ) -> tuple[int, list[Tally]]:
     """Run the tests in the running VM, and with `jobs` above 1 in jobs-1
     more VMs of its kernel at once; (pytest's exit code, tallies).
-    pytest's own compact output goes to stdout as it comes."""
+    pytest's own compact output goes to stdout as it comes (with `ktap`,
+    the KTAP of the KUnit suites after it)."""
     mods = select(k, names)
     rec = k.backend.require()
     with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
         xml = junit or Path(tmp, "junit.xml")
         env = {"KDK_VM": k.backend.state.path.name, "KDK_KERNEL": rec.kernel}
-        code = _pytest(k, mods, xml, env, jobs)
+        code = _pytest(k, mods, xml, env, ktap, jobs)
         return code, tally(xml, mods) if xml.exists() else []
 
 
@@ -137,7 +148,12 @@ class KernelRun:
 
 
 def run_matrix(
-    k: Kdk, names: list[str], kernels: list[str], junit: Path | None = None, jobs: int = 1
+    k: Kdk,
+    names: list[str],
+    kernels: list[str],
+    junit: Path | None = None,
+    ktap: bool = False,
+    jobs: int = 1,
 ) -> list[KernelRun]:
     """The same tests on each kernel (releases, prefixes or "all"), `jobs`
     kernels at once, each in its own VM (`<vm>-<release>`: own state folder
@@ -157,11 +173,11 @@ def run_matrix(
                 xml = junit.with_name(f"{junit.stem}-{kernel.release}{junit.suffix}")
             if jobs == 1:
                 print(head, flush=True)
-                code = _pytest(k, mods, xml, env)
+                code = _pytest(k, mods, xml, env, ktap)
             else:
                 log = Path(tmp, "output")
                 with log.open("wb") as out:
-                    code = _pytest(k, mods, xml, env, out=out)
+                    code = _pytest(k, mods, xml, env, ktap, out=out)
                 print(f"{head}\n{log.read_text(errors='replace')}", end="", flush=True)
             return KernelRun(kernel.release, vm, code, tally(xml, mods) if xml.exists() else [])
 

@@ -30,9 +30,11 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench_kernel import kernel_rows, peer_env  # noqa: E402
 from bench_suite import OLD, TARGET, suite_rows  # noqa: E402
 
 from kdk.api import Kdk  # noqa: E402
+from kdk.errors import KdkError  # noqa: E402
 from kdk.kernel import select_kernel  # noqa: E402
 from kdk.modules.build import build  # noqa: E402
 from kdk.project import find_module  # noqa: E402
@@ -58,6 +60,12 @@ def failed(argv: list[str], code: int | None, output: str) -> SystemExit:
 
 def kdk(*args: str, expect: int = 0, **env: str) -> float:
     """Seconds one `kdk` command takes; it must exit with `expect`."""
+    return kdk_output(*args, expect=expect, **env)[0]
+
+
+def kdk_output(*args: str, expect: int = 0, **env: str) -> tuple[float, str]:
+    """Seconds one `kdk` command takes, and what it printed (stdout and
+    stderr); it must exit with `expect`."""
     t = time.monotonic()
     argv = [sys.executable, "-m", "kdk.cli", *args]
     r = subprocess.run(
@@ -69,7 +77,46 @@ def kdk(*args: str, expect: int = 0, **env: str) -> float:
     )
     if r.returncode != expect:
         raise failed(["kdk", *args], r.returncode, r.stdout)
-    return time.monotonic() - t
+    return time.monotonic() - t, r.stdout
+
+
+# The line `kdk -v load` and `kdk -v trace` print: where the time went.
+TOOK = re.compile(r"^kdk: took (.*)$", re.M)
+PHASE = re.compile(r"(.+?) (\d+\.\d+) s(?:, |$)")
+Row = tuple[str, list[float], float | None]
+REST = "the rest: Python's start, kdk's imports, the end"
+
+
+def phases(output: str) -> dict[str, float]:
+    """The phases of the last `kdk: took` line of a command's output."""
+    lines = TOOK.findall(output)
+    if not lines:
+        raise SystemExit(f"bench: no `kdk: took` line in:\n{output}")
+    return {m.group(1): float(m.group(2)) for m in PHASE.finditer(lines[-1])}
+
+
+class Breakdown:
+    """Runs of a command that says where its time went (`kdk -v ...: took`):
+    the times of the runs, and of each phase of them, for sub-rows."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, list[float]] = {}
+
+    def timed(self, *args: str) -> float:
+        took, output = kdk_output("-v", *args)
+        self.add(took, output)
+        return took
+
+    def add(self, took: float, output: str) -> None:
+        """One run's phases; what they leave of its time is the process's
+        own start (Python, kdk's imports) and its end."""
+        said = phases(output)
+        said[REST] = took - sum(said.values())
+        for phase, t in said.items():
+            self.phases.setdefault(phase, []).append(t)
+
+    def rows(self, number: str) -> list[Row]:
+        return [(f"{number}. of which {phase}", t, None) for phase, t in self.phases.items()]
 
 
 def first_up() -> float:
@@ -84,10 +131,11 @@ def first_up() -> float:
         shutil.rmtree(cold, ignore_errors=True)
 
 
-def trace_attach() -> float:
-    """From starting `kdk trace kdkchar` to its line saying the probes are on."""
+def trace_attach(breakdown: Breakdown | None = None) -> float:
+    """From starting `kdk trace kdkchar` to its line saying the probes are
+    on; the phases `kdk -v trace` says go to `breakdown`."""
     env = dict(os.environ, KDK_VM=VM)
-    argv = [sys.executable, "-m", "kdk.cli", "trace", "kdkchar", "--duration", "0"]
+    argv = [sys.executable, "-m", "kdk.cli", "-v", "trace", "kdkchar", "--duration", "0"]
     t = time.monotonic()
     took, output = None, []
     with subprocess.Popen(
@@ -100,15 +148,40 @@ def trace_attach() -> float:
                 took = time.monotonic() - t
     if took is None:
         raise failed(["kdk", *argv[3:]], proc.returncode, "".join(output))
+    if breakdown is not None:
+        breakdown.add(took, "".join(output))
     return took
 
 
-def cold_cycle() -> float:
-    """What virtme-ng's cycle does, the kdk way, from a stopped VM."""
+def trace_rows(n: int, number: str, what: str, target: float | None) -> list[Row]:
+    """`kdk trace kdkchar` on the running VM (kdkchar loaded): the first
+    after its boot (the guest's bcc server starts, clang compiles), then
+    `n` more (bcc imported, the compiled program reused), with phases."""
+    first, warm = Breakdown(), Breakdown()
+    rows: list[Row] = [
+        (
+            f"{number}a. `kdk trace kdkchar`{what}, the first after boot (bcc server start)",
+            [trace_attach(first)],
+            None,
+        ),
+        *first.rows(number + "a"),
+    ]
+    rows.append(
+        (
+            f"{number}. `kdk trace kdkchar`{what} to probes attached (8 functions, 16 probes)",
+            repeat(n, lambda: trace_attach(warm)),
+            target,
+        )
+    )
+    return rows + warm.rows(number + "b")
+
+
+def cold_cycle(steps: dict[str, list[float]]) -> float:
+    """What virtme-ng's cycle does, the kdk way, from a stopped VM; each
+    command's own time goes to `steps`."""
     t = time.monotonic()
-    kdk("up")
-    kdk("load", "hello")
-    kdk("down")
+    for args in (["up"], ["load", "hello"], ["down"]):
+        steps.setdefault(f"`kdk {' '.join(args)}`", []).append(kdk(*args))
     return time.monotonic() - t
 
 
@@ -127,7 +200,7 @@ def panic_to_working() -> float:
     return crash + kdk("exec", "--", "true")
 
 
-def debug_rows(n: int) -> list[tuple[str, list[float], float | None]]:
+def debug_rows(n: int) -> list[Row]:
     """`kdk gdb` and `kdk inspect` on the loaded kdkchar (the VM is up)."""
     query = ["gdb", "kdkchar", "--", "-batch", "-ex", "info line kdkchar_write"]
     return [
@@ -144,7 +217,7 @@ def debug_rows(n: int) -> list[tuple[str, list[float], float | None]]:
     ]
 
 
-def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
+def net_rows(k: Kdk, n: int) -> list[Row]:
     """The packet labs: the wire's round trips, a two-namespace topology
     (first after a boot, with the net agent's start; then warm), each
     lab's tests. Boots the VM again for each first-topology sample."""
@@ -193,7 +266,7 @@ def net_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
         (
             "9b. two namespaces on a veth pair, first after boot (net agent start)",
             repeat(3, first_pair),
-            None,
+            2.0,
         ),
         ("9b1. of which the net agent, python3 start to ready", [s for s, _ in starts], None),
         ("9b2. of which its import of pyroute2", [i for _, i in starts], None),
@@ -232,7 +305,7 @@ def timed_test_run(*args: str) -> tuple[float, dict[str, float]]:
     return took, parts
 
 
-def test_run_rows() -> list[tuple[str, list[float], float | None]]:
+def test_run_rows() -> list[Row]:
     """`kdk test` in the running VM, booted with the devices the drivers'
     and labs' tests ask for, with where its time goes; then `kdk test -j 2`
     (a second VM of the same kernel beside it, test files shared out)."""
@@ -259,13 +332,13 @@ def test_run_rows() -> list[tuple[str, list[float], float | None]]:
     ]
 
 
-def vagrant_rows(n: int) -> list[tuple[str, list[float], float | None]]:
+def vagrant_rows(n: int) -> list[Row]:
     """The Vagrant backend, on the same VM name (its QEMU VM stopped first):
     the box built from Debian's archive, `kdk up --backend vagrant` from a
     destroyed VM (box cached; the first one also copies the box into the
     VM's storage pool), a warm load, and a crash to a working VM. `kdk down
     --destroy` ends it, which also returns the VM name to QEMU."""
-    rows: list[tuple[str, list[float], float | None]] = [
+    rows: list[Row] = [
         (
             "10a. `kdk box build`, from Debian's archive (Vagrant box)",
             [kdk("box", "build", "--force")],
@@ -313,8 +386,7 @@ def repeat(
 
 
 def vng_cycle(release: str, ko: Path, accel_name: str) -> float:
-    venv_bin = str(Path(sys.executable).parent)  # vng runs virtme-run from PATH
-    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""))
+    env = peer_env()
     accel = [] if accel_name == "kvm" else ["--disable-kvm"]
     cmd = f"insmod {ko} && rmmod hello && dmesg | grep hello"
     argv = ["vng", *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd]
@@ -363,6 +435,12 @@ def main() -> int:
         " default; needs root for a mount namespace)",
     )
     ap.add_argument(
+        "--kernel-cold",
+        action="store_true",
+        help="also build the debug kernel from nothing, then virtme-ng's of the"
+        " same tree (rows 12a/12b: 40-80 min more on 2 cores: off by default)",
+    )
+    ap.add_argument(
         "--backends",
         action="store_true",
         help="only the rows that set the two backends side by side (QEMU's 1 and"
@@ -386,7 +464,9 @@ def main() -> int:
     peer = repeat(a.peer_runs, lambda: vng_cycle(kernel.release, ko, accel))
     rows = [cold_up_row(k, a.n)]
     k.down()
-    rows.append((COLD_CYCLE, repeat(a.n, cold_cycle), 6.0))
+    steps: dict[str, list[float]] = {}
+    rows.append((COLD_CYCLE, repeat(a.n, lambda: cold_cycle(steps)), 3.4))
+    rows += [(f"1b{i}. of which {step}", t, None) for i, (step, t) in enumerate(steps.items(), 1)]
     kdk("up")
     rows.append(
         (
@@ -397,7 +477,7 @@ def main() -> int:
     )
     rows.append((LIBRARY_EXECS, repeat(a.n, library_execs), 2.0))
     kdk("load", "hello")
-    rows.append(warm_load_row(a.n))
+    rows += warm_load_rows(a.n)
     rows.append(
         (
             "4. `kdk load hello` after touching hello.c",
@@ -406,18 +486,14 @@ def main() -> int:
         )
     )
     kdk("load", "kdkchar")
-    rows.append(
-        (
-            "5. `kdk trace kdkchar` to probes attached (8 functions, 16 probes)",
-            repeat(a.n, trace_attach),
-            12.0,
-        )
-    )
+    rows += trace_rows(a.n, "5", "", 5.0)
     rows += debug_rows(a.n)
     rows += net_rows(k, a.n)
     rows.append(("6. a panic: from the command to a working VM", repeat(3, panic_to_working), 15.0))
     k.down()
     rows += test_run_rows()
+    rows += newer_kernel_rows(a.n)
+    rows += kernel_rows(k, a.n, a.kernel_cold, kdk, failed)
     if not a.no_vagrant:
         rows += vagrant_rows(a.n)
     if a.suite:
@@ -444,16 +520,31 @@ def main() -> int:
     return 0
 
 
-def backend_rows(k: Kdk, n: int) -> list[tuple[str, list[float], float | None]]:
+def backend_rows(k: Kdk, n: int) -> list[Row]:
     """QEMU's cold up and warm load, then the Vagrant rows, in one run."""
     rows = [cold_up_row(k, n)]
     kdk("load", "hello")
-    rows.append(warm_load_row(n))
+    rows += warm_load_rows(n)
     k.down()
     return rows + vagrant_rows(n)
 
 
-def cold_up_row(k: Kdk, n: int) -> tuple[str, list[float], float | None]:
+def newer_kernel_rows(n: int, spec: str = "6.12") -> list[Row]:
+    """`kdk trace` on the host's newer kernel (its bcc work in the guest is
+    slower), on a VM of its own booted for it; none without that kernel."""
+    try:
+        release = select_kernel(spec).release
+    except KdkError:
+        return []
+    kdk("up", "--kernel", release)
+    try:
+        kdk("load", "kdkchar")
+        return trace_rows(n, "5d", f" on {release}", 6.0)
+    finally:
+        kdk("down")
+
+
+def cold_up_row(k: Kdk, n: int) -> Row:
     return (
         "1. `kdk up`, cold (VM stopped) to ready",
         repeat(n, lambda: kdk("up"), before=lambda: k.down()),
@@ -461,13 +552,12 @@ def cold_up_row(k: Kdk, n: int) -> tuple[str, list[float], float | None]:
     )
 
 
-def warm_load_row(n: int) -> tuple[str, list[float], float | None]:
-    return WARM_LOAD, repeat(n, lambda: kdk("load", "hello")), 1.0
+def warm_load_rows(n: int) -> list[Row]:
+    load = Breakdown()
+    return [(WARM_LOAD, repeat(n, lambda: load.timed("load", "hello")), 0.4), *load.rows("3a")]
 
 
-def table(
-    release: str, accel: str, n: int, peer: str, rows: list[tuple[str, list[float], float | None]]
-) -> list[str]:
+def table(release: str, accel: str, n: int, peer: str, rows: list[Row]) -> list[str]:
     """The file's head and its table of `rows` (name, times, target)."""
     lines = [
         "# Benchmarks",

@@ -1,6 +1,11 @@
 """A kernel kdk built is a first-class kernel: the debug build boots in a
 VM of its own, modules build against its tree and load, the guest sees its
-own /lib/modules, its in-tree modules modprobe, and its checks are on.
+own /lib/modules, its in-tree modules modprobe, and its checks are on; it
+has KUnit: drivers/kdkchar's ring buffer suite runs case by case in pytest
+and JUnit, and `kdk test` of a folder with tests/data/kunit_fail.c, whose
+suite passes, fails, skips and has a failing parameter, gives its summary,
+JUnit, exit status and KTAP (one VM for all: a boot of this kernel costs
+30-90 s under TCG).
 
 The build is the real one (`kdk kernel build --debug`), reused from the
 user's cache when its inputs did not change (`make test` builds it first,
@@ -11,8 +16,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +32,12 @@ from kdk.modules.info import modinfo
 from kdk.testing import session_vm, sh
 from kdk.ui import say
 
+from . import usermods
+from .test_kunit import RING_CASES, run_tests
+
 pytestmark = [pytest.mark.kbuild, pytest.mark.vm, pytest.mark.timeout(3600)]
 DEBUG_VM = f"{session_vm()}-kdk-debug"  # each pytest-xdist worker's own
+TAINT_TEST = 1 << 18  # N: an in-kernel test has been run
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +61,8 @@ def test_the_guest_runs_the_built_kernel_with_its_checks(dvm: Kdk, debug_kernel:
     release = debug_kernel.release
     assert release.endswith("-kdk-debug")
     assert sh(dvm, "uname -r").strip() == release
-    assert "kasan_multi_shot" in sh(dvm, "cat /proc/cmdline").split()
+    cmdline = sh(dvm, "cat /proc/cmdline").split()
+    assert "kasan_multi_shot" in cmdline and "kunit.enable=1" in cmdline
     # Its own modules tree, where modprobe and bcc look; the build tree's
     # headers through it.
     assert sh(dvm, f"test -s /lib/modules/{release}/modules.dep && echo ok").strip() == "ok"
@@ -142,3 +155,53 @@ def test_gdb_has_its_full_debug_info_and_the_kernels_gdb_scripts(dvm: Kdk) -> No
     assert f'$1 = "{release}"' in out
     assert 'of "/' in out and 'fs/read_write.c" starts at address' in out
     assert re.search(r"^0x[0-9a-f]+ +hello +\d+ +0$", out, re.M), out
+
+
+@pytest.fixture
+def failing(dvm: Kdk) -> Iterator[Path]:
+    """A module folder with tests/data/kunit_fail.c, where the guest sees it."""
+    root = dvm.state / "scratch" / uuid.uuid4().hex[:8]
+    yield usermods.kunit_fail(root)
+    shutil.rmtree(root)
+
+
+def test_kdk_test_gives_each_kunit_case_a_result_diagnostics_and_ktap(
+    dvm: Kdk, failing: Path, tmp_path: Path
+) -> None:
+    """`kdk test kdkchar_kunit` (the suite alone, not kdkchar's own tests)
+    and a folder whose suite fails, skips and has a failing parameter."""
+    junit = tmp_path / "junit.xml"
+    argv = ["kdk.cli", "test", "kdkchar_kunit", str(failing), "--junit", str(junit), "--ktap"]
+    res, cases = run_tests(argv, junit, KDK_VM=DEBUG_VM)
+    assert res.returncode == 1, res.stdout + res.stderr
+    c_file = failing / "kunit_fail.c"
+    suite = f"{'.'.join(c_file.relative_to(dvm.project).parts)}::kdk_kunit_fail"
+    assert cases == {
+        **{
+            f"drivers.kdkchar.kdkchar_kunit.c::kdkchar_ring[{c}]": ("passed", "")
+            for c in RING_CASES
+        },
+        f"{suite}[passes]": ("passed", ""),
+        f"{suite}[fails]": (
+            "failure",
+            f"Failed: kdk_kunit_fail.fails: fail\n# fails: EXPECTATION FAILED at {c_file}:20\n"
+            "Expected answer == 42, but\n    answer == 41",
+        ),
+        f"{suite}[skips]": ("skipped", "KUnit: no hardware here"),
+        f"{suite}[odd]": (
+            "failure",
+            "Failed: kdk_kunit_fail.odd: fail\nfail: value 2\n"
+            f"    # odd: EXPECTATION FAILED at {c_file}:41\n"
+            "    Expected *v % 2 == 1, but\n        *v % 2 == 0",
+        ),
+    }
+    lines = res.stdout.splitlines()
+    assert any(ln.startswith("kdkchar      ok    11 passed, 0 failed, 0 skipped ") for ln in lines)
+    assert any(ln.startswith("kunit_fail   FAIL  1 passed, 2 failed, 1 skipped ") for ln in lines)
+    ktap = lines[lines.index("    # Subtest: kdk_kunit_fail") :]
+    assert "    not ok 2 fails" in ktap and "        not ok 2 value 2" in ktap
+    assert "not ok 1 kdk_kunit_fail" in ktap
+    assert "    ok 11 replace_keeps_bytes_in_order" in lines
+    # the suites ran (the kernel says so with taint N); their modules are unloaded again
+    assert int(sh(dvm, "cat /proc/sys/kernel/tainted")) & TAINT_TEST
+    assert not dvm.exec("test -d /sys/module/kdkchar_kunit || test -d /sys/module/kunit_fail").ok

@@ -6,6 +6,7 @@ cleanly."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -135,6 +136,15 @@ def test_the_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv("KDK_INIT_TIMEOUT", bad)
         with pytest.raises(KdkError, match=f"^KDK_INIT_TIMEOUT={bad}: not a number of seconds"):
             loading.init_timeout()
+
+
+def test_where_a_scripts_time_went_comes_from_its_marks() -> None:
+    script = loading.load_script(TARGET, [], [], [], False)
+    marks = [m.group(1) for m in re.finditer(r"echo kdk-time ('[^']+'|\S+) ", script)]
+    assert marks == ["start", "'log position'", "'what it needs'", "rmmod", "insmod", "'log read'"]
+    out = "kdk-time start 10.00\n6,1,2,-;x\nkdk-time rmmod 10.25\nkdk-time insmod 10.75\n"
+    assert loading.guest_times(out) == [("rmmod", 0.25), ("insmod", 0.5)]
+    assert loading.guest_times("") == []
 
 
 def test_the_scripts_are_valid_for_dash() -> None:

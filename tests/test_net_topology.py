@@ -69,6 +69,12 @@ def test_a_failing_step_is_one_line_naming_it(net: Topology) -> None:
         ns.addr("nosuch", "10.1.1.1/24")
 
 
+def test_the_agent_imports_only_what_it_uses_of_pyroute2(vm: Kdk, net_agent: AgentKeeper) -> None:
+    """Past the package's __init__ (the seconds of the first topology after
+    boot), and still a working IPRoute: the tests around build with it."""
+    assert net_agent.get(vm).call("hello")["pyroute2"] == "IPRoute and netns"
+
+
 def test_leftovers_of_a_killed_run_are_removed_once(vm: Kdk, net_agent: AgentKeeper) -> None:
     agent = net_agent.get(vm)
     agent.call("netns", name=f"{PREFIX}killed-run")

@@ -215,10 +215,24 @@ def test_a_guest_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     try:
-        assert backend._wait_ready(proc.pid, 0.3) is False  # `up` then boots once more
+        # `up` then boots once more
+        assert backend._wait_ready(proc.pid, 0.3) == "the guest was not ready after 0.3 s"
         assert proc.wait(timeout=5) != 0
     finally:
         proc.kill()
+
+
+def test_a_vm_that_stopped_while_booting_says_what_its_kernel_said(tmp_path: Path) -> None:
+    backend = qemu.QemuBackend(tmp_path, tmp_path)
+    backend.state.path.mkdir(parents=True)
+    backend.state.console_log.write_bytes(
+        b"[    0.9] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", "pass", str(backend.state.path)])
+    proc.wait()  # a QEMU that exited (-no-reboot) when its kernel panicked
+    assert backend._wait_ready(proc.pid, 10.0) == (
+        "the VM stopped while booting: Kernel panic - not syncing: VFS: Unable to mount root fs"
+    )
 
 
 def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> None:

@@ -73,6 +73,27 @@ def test_lockdep_circular_dependency_names_both_locks_and_both_functions() -> No
     ]
 
 
+def test_lockdep_inconsistent_lock_state_names_the_lock_and_both_uses() -> None:
+    crashes, [r] = split("console-lockdep-irq-kdk-debug.log")
+    assert crashes == []
+    assert r.format().splitlines() == [
+        "kernel report: lockdep: inconsistent lock state in sync_irq_timer [sync]",
+        "  inconsistent {SOFTIRQ-ON-W} -> {IN-SOFTIRQ-W} usage.",
+        "  locks: sync_irq_lock (at sync_irq_timer [sync])",
+        "  earlier: sync_irq_lock {SOFTIRQ-ON-W} taken in sync_irq_unsafe [sync]",
+        "  call trace: sync_irq_timer [sync] < call_timer_fn < __run_timers",
+    ]
+
+
+def test_lockdep_lock_held_into_user_space_names_where_it_was_taken() -> None:
+    crashes, [r] = split("console-lockdep-held-kdk-debug.log")
+    assert crashes == []
+    assert r.format().splitlines() == [
+        "kernel report: lockdep: lock held when returning to user space in sync_hold [sync]",
+        "  locks: sync_held_lock (at sync_hold [sync])",
+    ]
+
+
 def test_sleeping_in_atomic_context_names_the_modules_function() -> None:
     crashes, [r] = split("console-atomic-kdk-debug.log")
     assert crashes == []  # oops.parse alone calls this "BUG: ..." a crash

@@ -6,8 +6,8 @@ a crash: the VM is not booted again.
 
 The order matters: lockdep reports one problem per boot and turns itself
 off after it, and a KASAN report taints the kernel, which turns lock
-debugging off too; so the lockdep test comes first, on a kernel whose lock
-debugging is still on (the fixture boots the VM again when it is not).
+debugging off too; so the lockdep tests come first, each on a kernel whose
+lock debugging is still on (`lockdep_on` boots the VM again when it is not).
 """
 
 from __future__ import annotations
@@ -36,21 +36,28 @@ def lock_debugging(k: Kdk) -> bool:
     return re.search(r"^ *debug_locks: +1$", sh(k, "cat /proc/lockdep_stats"), re.M) is not None
 
 
+def lockdep_on(k: Kdk) -> None:
+    """The VM of `k`, with its lock debugging on (booted again when an
+    earlier report turned it off)."""
+    if not lock_debugging(k):
+        kernel = k.backend.require().kernel
+        k.down()
+        k.up(BootRequest(kernel))
+    assert lock_debugging(k)
+
+
 @pytest.fixture(scope="module")
 def rvm(debug_kernel: Kernel) -> Iterator[Kdk]:  # noqa: F811 (the fixture imported)
     k = Kdk(vm=DEBUG_VM, say=lambda _: None)
     was_up = k.backend.record() is not None
     k.up(BootRequest(debug_kernel.release))
-    if not lock_debugging(k):  # an earlier report turned lockdep off
-        k.down()
-        k.up(BootRequest(debug_kernel.release))
-    assert lock_debugging(k)
     yield k
     if not was_up:
         k.down()
 
 
 def test_a_lock_order_inversion_names_both_locks_and_both_functions(rvm: Kdk) -> None:
+    lockdep_on(rvm)
     pid = rvm.backend.require().pid
     rvm.load("sync", ["nthreads=1", "iterations=1"])
     try:
@@ -70,6 +77,38 @@ def test_a_lock_order_inversion_names_both_locks_and_both_functions(rvm: Kdk) ->
         # The writes returned (no deadlock), the kernel goes on, no reboot.
         assert rvm.dmesg()[-1].text == "sync: took the locks in the order ba"
         assert rvm.backend.require().pid == pid
+    finally:
+        rvm.unload("sync")
+
+
+def test_a_lock_taken_in_and_out_of_softirqs_is_an_inconsistent_lock_state(rvm: Kdk) -> None:
+    lockdep_on(rvm)
+    rvm.load("sync", ["nthreads=1", "iterations=1"])
+    try:
+        with expect_report("lockdep") as found:
+            rvm.exec(f"echo 1 > {SYNC}/irq_unsafe")  # waits for its timer
+        assert found[0].details.splitlines()[:4] == [
+            "kernel report: lockdep: inconsistent lock state in sync_irq_timer [sync]",
+            "  inconsistent {SOFTIRQ-ON-W} -> {IN-SOFTIRQ-W} usage.",
+            "  locks: sync_irq_lock (at sync_irq_timer [sync])",
+            "  earlier: sync_irq_lock {SOFTIRQ-ON-W} taken in sync_irq_unsafe [sync]",
+        ]
+    finally:
+        rvm.unload("sync")
+
+
+def test_a_lock_held_into_user_space_names_where_it_was_taken(rvm: Kdk) -> None:
+    lockdep_on(rvm)
+    rvm.load("sync", ["nthreads=1", "iterations=1"])
+    try:
+        with expect_report("lockdep") as found:
+            rvm.exec(f"echo 1 > {SYNC}/hold")  # released when sh closes the file
+        assert found[0].details.splitlines() == [
+            "kernel report: lockdep: lock held when returning to user space in sync_hold [sync]",
+            "  locks: sync_held_lock (at sync_hold [sync])",
+            f"  console log: {rvm.backend.state.console_log}",
+        ]
+        sh(rvm, f"echo 1 > {SYNC}/hold")  # it was released: taken again at once
     finally:
         rvm.unload("sync")
 

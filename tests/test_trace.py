@@ -15,7 +15,15 @@ from experiments.init_time import init_times
 from experiments.kdkchar_sizes import size_histograms
 from kdk.api import Kdk
 from kdk.errors import KdkError, MissingDependency
-from kdk.trace.bpf import Probes, _job_error, histogram_text, log2_bucket, table_names
+from kdk.trace.bpf import (
+    Probes,
+    _job_error,
+    clearable,
+    histogram_text,
+    log2_bucket,
+    relay_command,
+    table_names,
+)
 from kdk.trace.functions import (
     FunctionStats,
     TraceResult,
@@ -108,6 +116,26 @@ def test_guest_side_errors_name_what_to_install() -> None:
     assert compile_error.details == "x.c:3: error"
 
 
+def test_a_program_is_kept_compiled_only_when_all_its_maps_can_be_emptied() -> None:
+    assert clearable(program_text(3)) == ["start", "stats", "latency"]
+    perf = "BPF_HASH(counts, u32, u64);\nBPF_PERF_OUTPUT(events);\nint f(void *c) { return 0; }"
+    assert clearable(perf) is None
+    assert clearable("int f(void *c) { return 0; }") == []
+
+
+def test_the_relay_to_the_guests_bpf_server_is_valid_for_dash() -> None:
+    script = relay_command("print('server')\n")
+    res = subprocess.run(["dash", "-n"], input=script, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert script.endswith(".sock") and "exec nc -UN /run/kdk/bpf-" in script
+    assert relay_command("x") != relay_command("y")  # a changed server starts its own
+
+
+def test_nc_missing_in_the_guest_names_its_package() -> None:
+    error = _job_error("nc", "no nc in the guest", "")
+    assert isinstance(error, MissingDependency) and "netcat-openbsd" in str(error)
+
+
 # -- in the guest ----------------------------------------------------------
 
 WRITES = 37
@@ -147,6 +175,20 @@ def test_traced_counts_are_exact_and_match_funccount(vm: Kdk) -> None:
     assert set(calls) | skipped == set(
         module_functions(vm.exec("cat /proc/kallsyms").stdout.decode(), "kdkchar")[0]
     )
+
+
+@pytest.mark.vm
+def test_a_second_trace_reuses_the_program_and_counts_only_its_own_calls(vm: Kdk) -> None:
+    """The guest keeps the compiled program between traces: the second one
+    is not compiled again, and its counters start from zero."""
+    vm.load("kdkchar")
+    for writes in (3, 5):
+        with vm.trace("kdkchar") as t:
+            vm.exec(f"for i in $(seq {writes}); do printf x > /dev/kdkchar0; done")
+            calls = {f.name: f.calls for f in t.snapshot(final=True).functions}
+        assert calls["kdkchar_write"] == writes and calls["kdkchar_open"] == writes
+        assert calls["kdkchar_ioctl"] == 0
+    assert t.prog.reused  # (the first may be reused too: an earlier test compiled it)
 
 
 @pytest.mark.vm

@@ -8,6 +8,8 @@
   kdkprov's Module.symvers (KBUILD_EXTRA_SYMBOLS).
 - `initfail`: tests/data/initfail.c, whose init fails with a chosen errno or
   waits until released (the tests of load failures).
+- `kunit_fail`: tests/data/kunit_fail.c, a KUnit suite with a passing, a
+  failing, a skipped and a parameterized case, built for kernels with KUnit.
 """
 
 from __future__ import annotations
@@ -154,3 +156,10 @@ def initfail(root: Path) -> Path:
     _write(root, {"initfail/Kbuild": "obj-m := initfail.o\n"})
     shutil.copy(Path(__file__).parent / "data" / "initfail.c", root / "initfail")
     return root / "initfail"
+
+
+def kunit_fail(root: Path) -> Path:
+    """root/kunit_fail, with tests/data/kunit_fail.c; the folder."""
+    _write(root, {"kunit_fail/Kbuild": "ifdef CONFIG_KUNIT\nobj-m += kunit_fail.o\nendif\n"})
+    shutil.copy(Path(__file__).parent / "data" / "kunit_fail.c", root / "kunit_fail")
+    return root / "kunit_fail"

@@ -9,7 +9,8 @@
  *    device_create() so that devtmpfs makes /dev/kdkchar0..N-1 by itself
  *    (with mode 0666, chosen by the class' devnode callback);
  *  - error unwinding with goto, in the reverse order of the setup;
- *  - a mutex protecting each ring buffer, and two wait queues: a read
+ *  - a mutex protecting each ring buffer (its logic in kdkchar_ring.h,
+ *    tested by the KUnit suite of kdkchar_kunit.c), and two wait queues: a read
  *    sleeps while the buffer is empty, a write while it is full, each
  *    side waking the other after it made progress; a signal ends the
  *    sleep with -ERESTARTSYS, O_NONBLOCK gives -EAGAIN instead of
@@ -29,7 +30,6 @@
 #include <linux/fs.h>
 #include <linux/init.h>
 #include <linux/kernel.h>
-#include <linux/minmax.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
@@ -41,6 +41,7 @@
 #include <linux/wait.h>
 
 #include "kdkchar_ioctl.h"
+#include "kdkchar_ring.h"
 
 #define KDKCHAR_NAME		"kdkchar"
 #define KDKCHAR_MAX_DEVS	64
@@ -54,11 +55,8 @@ module_param(bufsize, uint, 0444);
 MODULE_PARM_DESC(bufsize, "Initial buffer size in bytes, 1..1048576 (default 4096)");
 
 struct kdkchar_dev {
-	struct mutex lock;		/* protects buf, cap, head, len */
-	char *buf;
-	size_t cap;			/* buffer size in bytes */
-	size_t head;			/* index of the oldest byte */
-	size_t len;			/* bytes stored */
+	struct mutex lock;		/* protects ring */
+	struct kdkchar_ring ring;
 	wait_queue_head_t readq;	/* readers waiting for data */
 	wait_queue_head_t writeq;	/* writers waiting for room */
 	struct cdev cdev;
@@ -73,12 +71,12 @@ static struct kdkchar_dev *kdkchar_devs;
 /* Lockless peeks for the wait conditions; rechecked under the lock. */
 static bool kdkchar_has_data(struct kdkchar_dev *d)
 {
-	return READ_ONCE(d->len) != 0;
+	return READ_ONCE(d->ring.len) != 0;
 }
 
 static bool kdkchar_has_room(struct kdkchar_dev *d)
 {
-	return READ_ONCE(d->len) < READ_ONCE(d->cap);
+	return READ_ONCE(d->ring.len) < READ_ONCE(d->ring.cap);
 }
 
 static int kdkchar_open(struct inode *inode, struct file *file)
@@ -95,6 +93,7 @@ static ssize_t kdkchar_read(struct file *file, char __user *ubuf,
 			    size_t count, loff_t *ppos)
 {
 	struct kdkchar_dev *d = file->private_data;
+	struct kdkchar_ring *r = &d->ring;
 	size_t n, first;
 	ssize_t ret;
 
@@ -103,7 +102,7 @@ static ssize_t kdkchar_read(struct file *file, char __user *ubuf,
 
 	if (mutex_lock_interruptible(&d->lock))
 		return -ERESTARTSYS;
-	while (d->len == 0) {
+	while (r->len == 0) {
 		mutex_unlock(&d->lock);
 		if (file->f_flags & O_NONBLOCK)
 			return -EAGAIN;
@@ -114,17 +113,13 @@ static ssize_t kdkchar_read(struct file *file, char __user *ubuf,
 			return -ERESTARTSYS;
 	}
 
-	n = min(count, d->len);
-	first = min(n, d->cap - d->head);	/* up to the end of buf */
-	if (copy_to_user(ubuf, d->buf + d->head, first) ||
-	    copy_to_user(ubuf + first, d->buf, n - first)) {
+	n = kdkchar_ring_read_span(r, count, &first);
+	if (copy_to_user(ubuf, r->buf + r->head, first) ||
+	    copy_to_user(ubuf + first, r->buf, n - first)) {
 		ret = -EFAULT;			/* nothing is consumed */
 		goto out;
 	}
-	d->head = (d->head + n) % d->cap;
-	WRITE_ONCE(d->len, d->len - n);	/* peeked at without the lock */
-	if (d->len == 0)
-		d->head = 0;
+	kdkchar_ring_consume(r, n);
 	ret = n;
 	wake_up_interruptible(&d->writeq);
 out:
@@ -136,6 +131,7 @@ static ssize_t kdkchar_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
 {
 	struct kdkchar_dev *d = file->private_data;
+	struct kdkchar_ring *r = &d->ring;
 	size_t n, first, tail;
 	ssize_t ret;
 
@@ -144,7 +140,7 @@ static ssize_t kdkchar_write(struct file *file, const char __user *ubuf,
 
 	if (mutex_lock_interruptible(&d->lock))
 		return -ERESTARTSYS;
-	while (d->len == d->cap) {
+	while (r->len == r->cap) {
 		mutex_unlock(&d->lock);
 		if (file->f_flags & O_NONBLOCK)
 			return -EAGAIN;
@@ -155,15 +151,13 @@ static ssize_t kdkchar_write(struct file *file, const char __user *ubuf,
 	}
 
 	/* store what fits; the caller writes the rest in a later call */
-	n = min(count, d->cap - d->len);
-	tail = (d->head + d->len) % d->cap;
-	first = min(n, d->cap - tail);
-	if (copy_from_user(d->buf + tail, ubuf, first) ||
-	    copy_from_user(d->buf, ubuf + first, n - first)) {
+	n = kdkchar_ring_write_span(r, count, &tail, &first);
+	if (copy_from_user(r->buf + tail, ubuf, first) ||
+	    copy_from_user(r->buf, ubuf + first, n - first)) {
 		ret = -EFAULT;			/* nothing is stored */
 		goto out;
 	}
-	WRITE_ONCE(d->len, d->len + n);
+	kdkchar_ring_commit(r, n);
 	ret = n;
 	wake_up_interruptible(&d->readq);
 out:
@@ -180,9 +174,9 @@ static __poll_t kdkchar_poll(struct file *file, poll_table *wait)
 	poll_wait(file, &d->writeq, wait);
 
 	mutex_lock(&d->lock);
-	if (d->len)
+	if (d->ring.len)
 		mask |= EPOLLIN | EPOLLRDNORM;
-	if (d->len < d->cap)
+	if (d->ring.len < d->ring.cap)
 		mask |= EPOLLOUT | EPOLLWRNORM;
 	mutex_unlock(&d->lock);
 
@@ -193,7 +187,6 @@ static __poll_t kdkchar_poll(struct file *file, poll_table *wait)
 static int kdkchar_resize(struct kdkchar_dev *d, int newcap)
 {
 	char *nbuf, *old;
-	size_t first;
 
 	if (newcap < 1 || newcap > KDKCHAR_MAX_CAPACITY)
 		return -EINVAL;
@@ -207,18 +200,12 @@ static int kdkchar_resize(struct kdkchar_dev *d, int newcap)
 		kvfree(nbuf);
 		return -ERESTARTSYS;
 	}
-	if (d->len > (size_t)newcap) {
+	if (d->ring.len > (size_t)newcap) {
 		mutex_unlock(&d->lock);
 		kvfree(nbuf);
 		return -EBUSY;		/* the data would not fit */
 	}
-	first = min(d->len, d->cap - d->head);
-	memcpy(nbuf, d->buf + d->head, first);
-	memcpy(nbuf + first, d->buf, d->len - first);
-	old = d->buf;
-	d->buf = nbuf;
-	WRITE_ONCE(d->cap, newcap);
-	d->head = 0;
+	old = kdkchar_ring_replace(&d->ring, nbuf, newcap);
 	wake_up_interruptible(&d->writeq);	/* there may be more room */
 	mutex_unlock(&d->lock);
 
@@ -239,20 +226,19 @@ static long kdkchar_ioctl(struct file *file, unsigned int cmd,
 	switch (cmd) {
 	case KDKCHAR_IOC_GET_SIZE:
 		mutex_lock(&d->lock);
-		val = d->len;
+		val = d->ring.len;
 		mutex_unlock(&d->lock);
 		return put_user(val, uarg);	/* 0 or -EFAULT */
 
 	case KDKCHAR_IOC_GET_CAPACITY:
 		mutex_lock(&d->lock);
-		val = d->cap;
+		val = d->ring.cap;
 		mutex_unlock(&d->lock);
 		return put_user(val, uarg);
 
 	case KDKCHAR_IOC_CLEAR:
 		mutex_lock(&d->lock);
-		d->head = 0;
-		WRITE_ONCE(d->len, 0);
+		kdkchar_ring_clear(&d->ring);
 		wake_up_interruptible(&d->writeq);
 		mutex_unlock(&d->lock);
 		return 0;
@@ -298,9 +284,9 @@ static int kdkchar_setup_dev(struct kdkchar_dev *d, unsigned int minor)
 	init_waitqueue_head(&d->readq);
 	init_waitqueue_head(&d->writeq);
 	d->devt = MKDEV(MAJOR(kdkchar_devt), MINOR(kdkchar_devt) + minor);
-	d->cap = bufsize;
-	d->buf = kvmalloc(d->cap, GFP_KERNEL);
-	if (!d->buf)
+	d->ring.cap = bufsize;
+	d->ring.buf = kvmalloc(d->ring.cap, GFP_KERNEL);
+	if (!d->ring.buf)
 		return -ENOMEM;
 
 	cdev_init(&d->cdev, &kdkchar_fops);
@@ -321,7 +307,7 @@ static int kdkchar_setup_dev(struct kdkchar_dev *d, unsigned int minor)
 err_cdev:
 	cdev_del(&d->cdev);
 err_free:
-	kvfree(d->buf);
+	kvfree(d->ring.buf);
 	return ret;
 }
 
@@ -329,7 +315,7 @@ static void kdkchar_teardown_dev(struct kdkchar_dev *d)
 {
 	device_destroy(kdkchar_class, d->devt);
 	cdev_del(&d->cdev);
-	kvfree(d->buf);
+	kvfree(d->ring.buf);
 }
 
 static int __init kdkchar_init(void)

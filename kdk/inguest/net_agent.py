@@ -36,9 +36,53 @@ NUD_PERMANENT = 0x80  # a neighbour entry that never expires (linux/neighbour.h)
 PR_SET_PDEATHSIG = 1
 libc = ctypes.CDLL(None, use_errno=True)
 
+
+def import_pyroute2() -> tuple[Any, Any, str]:
+    """pyroute2's IPRoute and its netns module, importing only those, and
+    what was imported ("IPRoute and netns", else "the whole package").
+
+    The package's own __init__ loads every plugin it names (entry points:
+    all installed distributions' metadata is read, over 9p), its NDB and
+    lab modules, and pyroute2.config asks `file` and `uname` (two programs)
+    what the machine is: seconds under TCG that the agent never needs. So
+    the package is entered without its __init__, and with no PATH while
+    pyroute2.config is imported (platform falls back to Python's own
+    answers). Anything unexpected there: the package's own import."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None:
+        raise ImportError("No module named 'pyroute2'")
+    path = os.environ.get("PATH")
+    try:
+        package = types.ModuleType("pyroute2")
+        package.__path__ = list(spec.submodule_search_locations or [])
+        package.__spec__ = spec
+        sys.modules["pyroute2"] = package
+        os.environ["PATH"] = ""
+        from pyroute2 import netns as ns
+        from pyroute2.iproute.linux import IPRoute as ipr
+
+        imported = "IPRoute and netns"
+    except Exception:
+        for name in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
+            del sys.modules[name]
+        from pyroute2 import IPRoute as ipr
+        from pyroute2 import netns as ns
+
+        imported = "the whole package"
+    finally:
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
+    return ipr, ns, imported
+
+
 IMPORT_START = time.monotonic()
 try:
-    from pyroute2 import IPRoute, netns
+    IPRoute, netns, IMPORTED = import_pyroute2()
 except ImportError:
     sys.stdout.write(
         json.dumps(
@@ -96,12 +140,18 @@ class Agent:
 
     def op_hello(self) -> dict[str, Any]:
         """Who answers, and where its start-up went: seconds from the
-        process's start to now, and of those, importing pyroute2."""
+        process's start to now, and of those, importing pyroute2 (and
+        what of it: see import_pyroute2)."""
         with open("/proc/self/stat") as f:
             started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
         with open("/proc/uptime") as f:
             alive = float(f.read().split()[0]) - started
-        return {"pid": os.getpid(), "alive_s": round(alive, 2), "import_s": IMPORT_SECONDS}
+        return {
+            "pid": os.getpid(),
+            "alive_s": round(alive, 2),
+            "import_s": IMPORT_SECONDS,
+            "pyroute2": IMPORTED,
+        }
 
     # -- netlink -------------------------------------------------------------
     def ipr(self, ns: str | None) -> Any:

@@ -43,6 +43,10 @@ RULE = re.compile(r"^=+$")
 LOCK = re.compile(r"^\s*(#\d+: )?[0-9a-f]+ \((.+?)\)\{[^}]*\}-\{[\d:]+\}, at: (.+)$")
 # "-> #1 (sync_lock_b){+.+.}-{3:3}:": a step of the dependency chain
 CHAIN = re.compile(r"^-> #(\d+) \((.+?)\)\{")
+# inconsistent lock state: "inconsistent {SOFTIRQ-ON-W} -> {IN-SOFTIRQ-W}
+# usage.", then where the first use was, "{SOFTIRQ-ON-W} state was registered at:"
+USAGE = re.compile(r"^inconsistent \{.+\} -> \{.+\} usage\.$")
+REGISTERED = re.compile(r"^(\{[A-Z-]+\}) state was registered at:$")
 # The checks' own frames and the functions that take locks or allocate:
 # never the culprit when the kernel proper has to be blamed.
 MACHINERY = re.compile(
@@ -162,10 +166,13 @@ def parse(text: str) -> list[Report]:
         lock = LOCK.match(line)
         stack = KASAN_STACK.match(line)
         chain = CHAIN.match(line)
+        registered = REGISTERED.match(line)
         if access:
             size = f" of size {access.group(2)}" if access.group(2) else ""
             cur.detail = f"{access.group(1).lower()}{size} by task {access.group(3)}"
-        elif cur.check == "UBSAN" and not cur.detail and not line.startswith("CPU:"):
+        elif USAGE.match(line) or (
+            cur.check == "UBSAN" and not cur.detail and not line.startswith("CPU:")
+        ):
             cur.detail = line.strip()
         elif lock and (not lock.group(1) or not cur.locks) and part != "trace":
             cur.locks.append(_lock(lock))
@@ -173,6 +180,10 @@ def parse(text: str) -> list[Report]:
             part = stack.group(1)
         elif chain and chain.group(1) != "0":
             cur.chain.append(chain.group(2))
+            part, culprit = "chain", []
+        elif registered:  # the earlier use, of the lock just named
+            name = cur.locks[0].partition(" (at ")[0] if cur.locks else ""
+            cur.chain.append(f"{name} {registered.group(1)}".lstrip())
             part, culprit = "chain", []
         elif line.startswith("Call Trace:") and not cur.trace:
             part = "trace"
@@ -182,7 +193,10 @@ def parse(text: str) -> list[Report]:
             part = "" if part != "trace" or line.startswith("</TASK>") else part
     for r in reports:
         if not r.function:  # the module's code on the stack, else the kernel's first
-            first = next((f for f in r.trace if "[" in f), r.trace[0] if r.trace else "")
+            # (no stack: a lock held into user space, where it was taken)
+            takers = [lock.partition(" (at ")[2].rstrip(")") for lock in r.locks]
+            frames = r.trace or takers
+            first = next((f for f in frames if "[" in f), frames[0] if frames else "")
             func, _, mod = first.partition(" ")
             r.function, r.module = func, mod.strip("[]")
     return reports

@@ -61,8 +61,8 @@ class Built:
     argv: tuple[str, ...] = ()  # the make command that ran (none when up to date)
     cwd: Path | None = None  # where it ran: the folder for its own make
 
-    def main_module(self, name: str) -> Path:
-        return main_module(self.modules, name)
+    def main_module(self, name: str, named: bool = False) -> Path:
+        return main_module(self.modules, name, named)
 
     def how(self) -> str:
         """What was done, for `-v`: which make ran, where, with which argv."""
@@ -76,12 +76,20 @@ class Built:
         return f"ran Kbuild: {shlex.join(self.argv)}"
 
 
-def main_module(kos: list[Path], name: str) -> Path:
+def main_module(kos: list[Path], name: str, named: bool = False) -> Path:
     """Of a folder's modules, the one called `name` (a module or the folder's
-    name), else the only one; a folder of several needs a module's name."""
+    name), else the only one unless `name` is one of the folder's modules
+    (`named`) that this build did not make; a folder of several needs a
+    module's name."""
     for ko in kos:
         if module_name(ko.name) == module_name(name):
             return ko
+    if named:
+        made = ", ".join(ko.name.removesuffix(".ko") for ko in kos) or "nothing"
+        raise UnknownModule(
+            f"{name} was not built for this kernel (its folder's build made {made}); "
+            "its Kbuild builds it only with some kernel option, e.g. CONFIG_KUNIT"
+        )
     if len(kos) == 1:
         return kos[0]
     names = ", ".join(ko.name.removesuffix(".ko") for ko in kos)

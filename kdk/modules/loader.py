@@ -11,6 +11,7 @@ so a crash during the load is reported with the load's own log lines.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class LoadResult:
     tainted: list[str] = field(default_factory=list)  # new taint flags beyond O and E
     build: Built | None = None  # how it was built (None: a prebuilt .ko, or an unload)
     needs: list[str] = field(default_factory=list)  # modules loaded first unless loaded
+    # where the time went: (phase, seconds), the host's then the guest's (kdk load -v)
+    times: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Loader:
@@ -69,7 +72,7 @@ class Loader:
             return Path(spec).resolve()
         src = find_module(spec, self.project)
         built = build(src, self.target_kernel(kernel), self.builds)
-        return built.main_module(src.module or src.name)
+        return built.main_module(src.module or src.name, bool(src.module))
 
     def inspect(self, spec: str, kernel: str | None = None) -> Inspection:
         """What a module's .ko holds and what it needs from the guest kernel
@@ -81,6 +84,7 @@ class Loader:
         its folder and the kernel, (re)load the module, and return the
         kernel log lines all that produced. LoadFailed carries the kernel's
         error text and those lines when an insmod fails."""
+        started = time.monotonic()
         prebuilt = spec.endswith(".ko") and Path(spec).is_file()
         src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
         rec = self.backend.require()
@@ -91,7 +95,10 @@ class Loader:
             siblings = sorted(ko.parent.glob("*.ko"))
         else:
             built = build(src, kernel, self.builds, make=make)
-            ko, siblings = built.main_module(src.module or src.name), built.modules
+            ko, siblings = (
+                built.main_module(src.module or src.name, bool(src.module)),
+                built.modules,
+            )
         plan = self._plan(rec, ko, siblings, kernel, make)
         staged = not ko.is_relative_to(self.project)
         target, *providers = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
@@ -101,9 +108,11 @@ class Loader:
         tainted: list[str] = []
         try:
             with self.session.watched(rec):
+                planned = time.monotonic()
                 result = self.session.capture(
                     rec, script, loading.script_timeout(1 + len(providers)), stdin
                 )
+                ran = time.monotonic()
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
@@ -122,7 +131,13 @@ class Loader:
             )
         needs = [*plan.kernel_modules, *(p.name for p in providers)]
         rebuilt = built is not None and built.rebuilt
-        return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs)
+        in_guest = loading.guest_times(result.stdout.decode(errors="replace"))
+        times = [
+            ("host: build check, vermagic, plan", planned - started),
+            ("ssh: the command's channel", ran - planned - sum(t for _, t in in_guest)),
+            *(("guest: " + phase, t) for phase, t in in_guest),
+        ]
+        return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs, times)
 
     def unload(self, spec: str, leaks: bool = False) -> LoadResult:
         """rmmod the module, after the loaded modules of its folder that use
@@ -214,7 +229,12 @@ class Loader:
                 raise
             return None
         kos = built_modules(src.path)
-        return main_module(kos, src.module or src.name) if kos else None
+        try:
+            return main_module(kos, src.module or src.name, bool(src.module)) if kos else None
+        except UnknownModule:
+            if src.module:  # the last build of its folder did not make it
+                return None
+            raise
 
 
 def _format(log: list[kmsg.Record]) -> str:

@@ -17,6 +17,7 @@ neither rmmod nor a new insmod can touch it until then.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from shlex import quote as q  # names come from users
 
 from ..errors import InitHung, KdkError, LoadFailed
+from ..inguest import BUSYBOX
 from ..klog import kmsg
 from .errnos import insmod_reason
 
@@ -58,14 +60,15 @@ $l"; done < $d/stack; } 2>/dev/null
     while read -r m l; do [ "$m" != "$1" ] || echo "kdk-module $m $l" >&2; done < /proc/modules
 }"""
 # `load M FILE ARGS...`: insmod FILE ARGS, whose module is M, waiting $T s
-# at most: insmod runs in the background beside a `sleep $T`, and ends it
-# when it is done first. Its exit code, or INIT_HUNG once `stuck` reported
-# M. insmod's stderr goes through a pipe of the shell's own, never to the
-# script's: the connection that runs the script would wait for every
-# process that holds its output, the stuck insmod too.
+# at most: insmod runs in the background beside a `sleep $T` (busybox's
+# when there is one, see BUSYBOX), and ends it when it is done first.
+# Its exit code, or INIT_HUNG once `stuck` reported M. insmod's stderr goes
+# through a pipe of the shell's own, never to the script's: the connection
+# that runs the script would wait for every process that holds its output,
+# the stuck insmod too.
 LOAD_FUNCTION = f"""load() {{
     n=$1; shift
-    sleep $T </dev/null >/dev/null 2>&1 & t=$!
+    $b sleep $T </dev/null >/dev/null 2>&1 & t=$!
     {{ e=$(insmod "$@" 2>&1); r=$?; kill $t 2>/dev/null
         [ -z "$e" ] || printf '%s\\n' "$e" >&2; exit $r; }} &
     w=$!
@@ -117,15 +120,10 @@ def load_script(
 ) -> str:
     """The script that loads `target` after what it needs; the taint before
     and after goes to stdout after the log records (see kdk.modules.loader)."""
-    # The taint before and after, read by the awk that reads the log.
-    tainted = 'getline t < "/proc/sys/kernel/tainted"; '
-    lines = [
-        "set -- $(" + kmsg.last_seq(tainted + "print t") + ")",
-        'before=$1; export KDK_TAINT="$2"',
-    ]
+    lines = [mark("start"), BUSYBOX, kmsg.SKIP_OLD, "read -r taint < /proc/sys/kernel/tainted"]
     if staged:
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
-    lines += [STUCK_FUNCTIONS, LOAD_FUNCTION, f"T={init_timeout():g}", "rc=0"]
+    lines += [STUCK_FUNCTIONS, LOAD_FUNCTION, f"T={init_timeout():g}", "rc=0", mark("log position")]
     for m in kernel_modules:
         lines.append(f"[ -d {_sysfs(m)} ] || modprobe -q {q(m)} || rc={MODPROBE_FAILED}")
     for i, p in enumerate(providers):
@@ -135,10 +133,15 @@ def load_script(
         lines.append(f"[ $rc != 0 ] || [ -d {_sysfs(p.name)} ] || {load} || {failed}")
     name = q(target.name)
     lines += [
+        mark("what it needs"),
         _not_coming(target.name),
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {name} || rc={RELOAD_FAILED}",
+        mark("rmmod"),
         f"[ $rc != 0 ] || load {name} {q(target.path)} {shlex.join(params)} || rc=$?",
-        kmsg.dump_since("before", tainted + 'print "kdk-taint " ENVIRON["KDK_TAINT"] " " t'),
+        mark("insmod"),
+        kmsg.NEW_RECORDS,
+        'read -r now < /proc/sys/kernel/tainted; echo "kdk-taint $taint $now"',
+        mark("log read"),
         "exit $rc",
     ]
     return "\n".join(lines)
@@ -157,6 +160,23 @@ def init_timeout() -> float:
     if not 0 < seconds < math.inf:
         raise KdkError(f"KDK_INIT_TIMEOUT={text}: not a number of seconds above 0")
     return seconds
+
+
+# When each phase of a load script ended, on its stdout: `kdk-time PHASE
+# UPTIME` (the guest's /proc/uptime, in steps of 10 ms; a builtin read, no
+# program started). The first mark is "start".
+TIME_MARK = re.compile(r"^kdk-time (.+) (\d+\.\d+)$", re.M)
+
+
+def mark(phase: str) -> str:
+    """Shell that notes on stdout that `phase` of a script ended."""
+    return f"read -r up _ < /proc/uptime; echo kdk-time {q(phase)} $up"
+
+
+def guest_times(stdout: str) -> list[tuple[str, float]]:
+    """The seconds each phase of a script took in the guest, from its marks."""
+    marks = [(m.group(1), float(m.group(2))) for m in TIME_MARK.finditer(stdout)]
+    return [(phase, t - prev) for (_, prev), (phase, t) in itertools.pairwise(marks)]
 
 
 def script_timeout(insmods: int) -> float:
@@ -252,7 +272,8 @@ def unload_script(
     )
     return "\n".join(
         [
-            "before=$(" + kmsg.LAST_SEQ + ")",
+            BUSYBOX,
+            kmsg.SKIP_OLD,
             f"[ -d {_sysfs(target)} ] || {{ echo {q(target + ' is not loaded')} >&2; exit 1; }}",
             *([SCAN_LEAKS] if leaks else []),
             STUCK_FUNCTIONS,
@@ -265,7 +286,7 @@ def unload_script(
                 ]
             ),
             "rc=$?; fi",
-            kmsg.dump_since("before"),
+            kmsg.NEW_RECORDS,
             "exit $rc",
         ]
     )

@@ -19,6 +19,8 @@ the kernel's checks (KASAN, lockdep, ...) during a kdk command raises
 KernelReport, which fails the test, unless the test expects it:
 `with expect_report("lockdep") as found:` around the commands. Packet labs
 get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.testing.net).
+A module folder's C file that defines KUnit suites is collected too, one
+test per KUnit case (see kdk.testing.kunit).
 
 The VM is the one named by $KDK_VM (`kdk test` sets it to the VM it runs
 in), else a VM of the test session's own ("pytest"), booted on first use
@@ -48,6 +50,7 @@ from ..errors import KdkError, KernelReport
 from ..kernel import Kernel, select_kernel
 from ..ui import say
 from ..vm import devices
+from .kunit import kunit_run, pytest_collect_file, pytest_terminal_summary  # noqa: F401 (hooks)
 from .net import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
 
 if TYPE_CHECKING:
@@ -74,6 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "skips CI=true lets pass, one per line: TEST-ID-PATTERN: REASON-TEXT",
         type="linelist",
         default=[],
+    )
+    parser.addoption(
+        "--kdk-ktap", action="store_true", help="print the KTAP of the KUnit suites run"
     )
 
 

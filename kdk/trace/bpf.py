@@ -14,12 +14,18 @@ to attach it and read its tables:
 
 bcc compiles the program in the guest, against the guest kernel's headers
 (the guest runs the host's root, so these are the host's headers package),
-attaches every probe it can, and reports the ones it could not.
+attaches every probe it can, and reports the ones it could not. It does so
+in a server that stays up in the guest (kdk/inguest/bpf_runner.py, started
+by the first program of a boot): bcc is imported once per boot, and a
+program whose text and cflags were compiled before is reused, not compiled
+again. Each program talks to it over its own SSH channel, relayed by `nc -U`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import inguest
 from ..errors import KdkError, MissingDependency
+from ..inguest import BUSYBOX
 from ..session import Session
 
 if TYPE_CHECKING:
@@ -37,6 +44,28 @@ if TYPE_CHECKING:
 RUNNER = inguest.path("bpf_runner.py")
 ATTACH_TIMEOUT = 180.0  # a cold compile under TCG takes seconds; a stuck one is an error
 BCC_PACKAGES = "bpfcc-tools and python3-bpfcc"
+NC_PACKAGE = "netcat-openbsd"
+
+
+def relay_command(runner: str) -> str:
+    """Guest shell that connects its stdin and stdout to the BPF server,
+    starting it first when it is not running. Its files in /run/kdk are
+    named by a hash of the server's text, so a changed kdk starts its own."""
+    prefix = "/run/kdk/bpf-" + hashlib.sha256(runner.encode()).hexdigest()[:12]
+    s = shlex.quote(prefix)
+    missing = shlex.quote('{"error": "nc", "detail": "no nc in the guest"}')
+    return "\n".join(
+        [
+            f"command -v nc >/dev/null || {{ echo {missing}; exit 1; }}",
+            f'{{ read -r p < {s}.pid && kill -0 "$p"; }} 2>/dev/null || {{',
+            f"    rm -f {s}.sock {s}.pid",
+            f"    python3 -u -c {shlex.quote(runner)} --serve {s} </dev/null >{s}.log 2>&1 &",
+            f"    {BUSYBOX}",
+            f"    while [ ! -e {s}.pid ] && kill -0 $! 2>/dev/null; do $b sleep 0.05; done",
+            "}",
+            f"exec nc -UN {s}.sock",
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -77,9 +106,20 @@ MAP_DECL = re.compile(
 )
 
 
+# Any map declaration, those above and others (BPF_PERF_OUTPUT(name), ...).
+ANY_MAP = re.compile(r"^\s*BPF_[A-Z_]+\(", re.M)
+
+
 def table_names(text: str) -> list[str]:
     """The tables a BPF program declares, in order."""
     return MAP_DECL.findall(text)
+
+
+def clearable(text: str) -> list[str] | None:
+    """Every map of a BPF program when all can be emptied (hashes and
+    arrays), so that the guest can keep it compiled for reuse; else None."""
+    names = table_names(text)
+    return names if len(names) == len(ANY_MAP.findall(text)) else None
 
 
 class Program:
@@ -100,20 +140,26 @@ class Program:
             "kretprobes": list(probes.kretprobes.items()),
             "tracepoints": list(probes.tracepoints.items()),
             "tables": table_names(text) if tables is None else tables,
+            "clear": clearable(text),
         }
         started = time.monotonic()
         self._runner = guest.start(
-            ["python3", "-u", "-c", RUNNER.read_text()], "the BPF program in the guest"
+            ["sh", "-c", relay_command(RUNNER.read_text())], "the BPF program in the guest"
         )
         answer = self._runner.ask(job, ATTACH_TIMEOUT)
         if "error" in answer:
-            stderr = self._runner.stderr()  # clang's errors
             self._runner.close()
-            raise _job_error(answer["error"], answer["detail"], stderr)
+            raise _job_error(answer["error"], answer["detail"], answer.get("stderr", ""))
         self.attached: list[str] = answer["attached"]
         self.skipped: list[tuple[str, str]] = [(e, r) for e, r in answer["skipped"]]
         self.compile_seconds = float(answer["seconds"])  # as the guest measured it
         self.attach_seconds = time.monotonic() - started  # from the host's request
+        self.reused = bool(answer["reused"])  # the compiled program of an earlier job
+        # where the time went: the server's phases, and before them the SSH
+        # channel, the relay and, first in a boot, the server's start
+        in_guest = [(str(phase), float(t)) for phase, t in answer["times"]]
+        self.times = [("ssh, relay, server start", self.attach_seconds - self.compile_seconds)]
+        self.times += in_guest
 
     def tables(self) -> dict[str, list[tuple[Any, Any]]]:
         """Every BPF table of the program: {name: [(key, value), ...]}, with
@@ -137,6 +183,8 @@ def _tables(answer: dict[str, Any]) -> dict[str, list[tuple[Any, Any]]]:
 
 
 def _job_error(kind: str, detail: str, stderr: str) -> KdkError:
+    if kind == "nc":
+        return MissingDependency(f"{detail}: install the Debian package {NC_PACKAGE} on the host")
     if kind == "bcc":
         return MissingDependency(
             f"bcc is not installed in the guest ({detail}): install the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -98,6 +99,9 @@ class Trace:
         self.prog = prog
         self.module = module
         self.functions = functions
+        # where the time to attach went (kdk trace -v): the program's phases,
+        # after those of trace() before it
+        self.times: list[tuple[str, float]] = list(prog.times)
         by_probe = {p: _reason(r) for p, r in prog.skipped}
         self.skipped = skipped + [
             (f, by_probe.get(f"p:{f}") or by_probe[f"r:{f}"])
@@ -120,7 +124,9 @@ class Trace:
 def trace(session: Session, module: str, project: Path) -> Iterator[Trace]:
     """Trace every function of a loaded module until the block ends (a
     module of `project`'s not loaded yet is told to be loaded first)."""
+    started = time.monotonic()
     with session.guest() as g:
+        connected = time.monotonic()
         pattern = shlex.quote(f"\\[{module}\\]$")
         found = g.run(
             [
@@ -129,6 +135,7 @@ def trace(session: Session, module: str, project: Path) -> Iterator[Trace]:
                 f"grep {pattern} /proc/kallsyms; test -d {shlex.quote('/sys/module/' + module)}",
             ]
         )
+        listed = time.monotonic()
         kallsyms = found.stdout.decode(errors="replace")
         functions, skipped = module_functions(kallsyms, module)
         if not functions:
@@ -144,8 +151,13 @@ def trace(session: Session, module: str, project: Path) -> Iterator[Trace]:
             [f"-DNFUNCS={len(functions)}"],
             tables=["stats", "latency"],
         )
+        t = Trace(prog, module, functions, skipped)
+        t.times[:0] = [
+            ("ssh connect", connected - started),
+            ("the module's functions (kallsyms)", listed - connected),
+        ]
         try:
-            yield Trace(prog, module, functions, skipped)
+            yield t
         finally:
             prog.close()
 

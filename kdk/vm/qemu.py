@@ -29,6 +29,7 @@ from ..errors import BootFailed, KdkError, MissingDependency
 from ..guest import mux
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import Kernel, select_kernel
+from ..klog import oops
 from ..make import Make
 from ..state import (
     CLIENT_KEY,
@@ -104,6 +105,7 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
             link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
             *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
             *built_cmdline(cfg.kernel),
+            *kunit_cmdline(cfg.kernel),
         ]
     )
 
@@ -116,6 +118,14 @@ def built_cmdline(kernel: Kernel) -> list[str]:
         return []
     kasan = "CONFIG_KASAN=y" in config_lines(kernel)
     return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
+
+
+def kunit_cmdline(kernel: Kernel) -> list[str]:
+    """With KUnit, KUnit enabled: a kernel without KUNIT_DEFAULT_ENABLED
+    (kdk's debug build) runs no suite unless booted with kunit.enable=1
+    (a boot parameter only), and a test module's load says "kunit: disabled"."""
+    lines = config_lines(kernel)
+    return ["kunit.enable=1"] if {"CONFIG_KUNIT=y", "CONFIG_KUNIT=m"} & set(lines) else []
 
 
 def config_lines(kernel: Kernel) -> list[str]:
@@ -424,18 +434,20 @@ class QemuBackend(Backend):
             stalled, timeout = boot_budget(cfg.kernel)
             for attempt in (1, 2):
                 cfg, started, pid = self._launch(cfg)
-                if self._wait_ready(pid, stalled if attempt == 1 else timeout - stalled):
+                failed = self._wait_ready(pid, stalled if attempt == 1 else timeout - stalled)
+                if not failed:
                     break
-                # Seen once in many boots: a kernel that printed nothing more
-                # after its first second; the next boot came up.
-                say(
-                    f"the guest was not ready after {stalled:g} s (its console: "
-                    f"{self.state.previous_console_log}); booting it once more"
-                )
+                # Seen once in many boots each: a kernel that printed nothing
+                # more after its first second (the next boot came up), and a
+                # VM that stopped while booting (6.12, replacing a crashed VM
+                # in CI; its console was not kept).
+                if attempt == 1:
+                    say(
+                        f"{failed} (its console: {self.state.previous_console_log}); "
+                        "booting it once more"
+                    )
             else:
-                raise BootFailed(
-                    f"the VM was not ready after {timeout:g} s; see {self.state.console_log}"
-                )
+                raise BootFailed(f"{failed}; see {self.state.console_log}")
             ready = time.time() - started
             rec = VMRecord(
                 self.name,
@@ -532,11 +544,11 @@ class QemuBackend(Backend):
             cfg = dataclasses.replace(cfg, ssh_port=free_port())
         raise BootFailed("QEMU could not forward any free port")
 
-    def _wait_ready(self, pid: int, within: float) -> bool:
+    def _wait_ready(self, pid: int, within: float) -> str:
         """Wait up to `within` s for the guest's ready line on the console
-        (its init prints it once sshd listens); False, with QEMU stopped,
-        when it did not come. BootFailed for the line saying why it cannot
-        be ready, or a VM that stopped."""
+        (its init prints it once sshd listens): '' when it came, else why
+        not, with QEMU stopped. BootFailed for the line saying why the guest
+        cannot be ready."""
         marker = str(self.state.path)
         deadline = time.monotonic() + within
         while READY_MARK not in (console := self.state.console_log.read_bytes()):
@@ -545,12 +557,14 @@ class QemuBackend(Backend):
                 why = failed.group(1).decode(errors="replace").strip()
                 raise BootFailed(f"the guest is not ready: {why}; see {self.state.console_log}")
             if not process_alive(pid, marker):
-                raise BootFailed(f"the VM stopped while booting; see {self.state.console_log}")
+                crashes = oops.parse(console.decode(errors="replace"))
+                said = f": {crashes[-1].headline}" if crashes else ""
+                return f"the VM stopped while booting{said}"
             if time.monotonic() > deadline:
                 _kill(pid, marker)
-                return False
+                return f"the guest was not ready after {within:g} s"
             time.sleep(0.05)
-        return True
+        return ""
 
     # -- down -----------------------------------------------------------
     def down(self) -> bool:

@@ -23,7 +23,7 @@
  * /sys/kernel/debug/kdk_sync/run; the result of the last run is in
  * /sys/kernel/debug/kdk_sync/result and in the kernel log.
  *
- * Two locking bugs on purpose, for a kernel with lockdep and
+ * Four locking bugs on purpose, for a kernel with lockdep and
  * DEBUG_ATOMIC_SLEEP (kdk kernel build --debug) to report:
  *  - writing "ab" to /sys/kernel/debug/kdk_sync/lock_order takes
  *    sync_lock_a then sync_lock_b (sync_take_ab()), writing "ba" takes
@@ -37,6 +37,18 @@
  *    under a spinlock: "BUG: sleeping function called from invalid
  *    context".  Only with CONFIG_DEBUG_ATOMIC_SLEEP (else -EOPNOTSUPP): on
  *    a kernel that cannot report it, the bug would just wait to bite.
+ *  - writing to /sys/kernel/debug/kdk_sync/irq_unsafe takes
+ *    sync_irq_lock with plain spin_lock() in process context
+ *    (sync_irq_unsafe()), then has a timer take it in softirq context
+ *    (sync_irq_timer()) and waits for it.  The two never overlap here, but
+ *    a timer firing on the same CPU while process context holds the lock
+ *    would spin forever: lockdep's "inconsistent lock state" (the fix is
+ *    spin_lock_bh() in process context).
+ *  - writing to /sys/kernel/debug/kdk_sync/hold takes sync_held_lock and
+ *    returns to user space with it (sync_hold()); closing the file
+ *    releases it, in the same task.  Lockdep: "lock held when returning to
+ *    user space".
+ * Lockdep reports one problem per boot, then turns itself off.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -55,6 +67,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
+#include <linux/timer.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
 
@@ -90,6 +103,14 @@ static unsigned int sync_runs;
 static DEFINE_MUTEX(sync_lock_a);
 static DEFINE_MUTEX(sync_lock_b);
 static DEFINE_SPINLOCK(sync_atomic_lock);
+
+/* the irq_unsafe file's lock, its timer and the hold file's lock */
+static DEFINE_SPINLOCK(sync_irq_lock);
+static unsigned long sync_irq_count;	/* under sync_irq_lock */
+static struct timer_list sync_timer;
+static DECLARE_COMPLETION(sync_timer_done);
+static DEFINE_MUTEX(sync_irq_run_lock);	/* one irq_unsafe write at a time */
+static DEFINE_MUTEX(sync_held_lock);
 
 static struct completion sync_start;
 static struct dentry *sync_dir;
@@ -285,6 +306,75 @@ static const struct file_operations sleep_in_atomic_fops = {
 	.llseek	= noop_llseek,
 };
 
+static noinline void sync_irq_timer(struct timer_list *t)
+{
+	spin_lock(&sync_irq_lock);	/* softirq context */
+	sync_irq_count++;
+	spin_unlock(&sync_irq_lock);
+	complete(&sync_timer_done);
+}
+
+static noinline int sync_irq_unsafe(void)
+{
+	spin_lock(&sync_irq_lock);	/* the bug: softirqs stay enabled */
+	sync_irq_count++;
+	spin_unlock(&sync_irq_lock);
+
+	reinit_completion(&sync_timer_done);
+	mod_timer(&sync_timer, jiffies + 1);
+	if (!wait_for_completion_timeout(&sync_timer_done, 5 * HZ))
+		return -ETIMEDOUT;
+	return 0;
+}
+
+static ssize_t irq_unsafe_write(struct file *file, const char __user *ubuf,
+				size_t count, loff_t *ppos)
+{
+	int ret;
+
+	mutex_lock(&sync_irq_run_lock);
+	ret = sync_irq_unsafe();
+	mutex_unlock(&sync_irq_run_lock);
+	return ret ? ret : count;
+}
+
+static const struct file_operations irq_unsafe_fops = {
+	.owner	= THIS_MODULE,
+	.write	= irq_unsafe_write,
+	.llseek	= noop_llseek,
+};
+
+static noinline int sync_hold(struct file *file)
+{
+	if (file->private_data)
+		return -EBUSY;	/* this file holds it already */
+	mutex_lock(&sync_held_lock);	/* the bug: kept past the syscall */
+	file->private_data = &sync_held_lock;
+	return 0;
+}
+
+static ssize_t hold_write(struct file *file, const char __user *ubuf,
+			  size_t count, loff_t *ppos)
+{
+	int ret = sync_hold(file);
+
+	return ret ? ret : count;
+}
+
+static int hold_release(struct inode *inode, struct file *file)
+{
+	if (file->private_data)
+		mutex_unlock(&sync_held_lock);
+	return 0;
+}
+
+static const struct file_operations hold_fops = {
+	.owner		= THIS_MODULE,
+	.write		= hold_write,
+	.release	= hold_release,
+	.llseek		= noop_llseek,
+};
+
 static int __init sync_init(void)
 {
 	int ret;
@@ -301,6 +391,7 @@ static int __init sync_init(void)
 	}
 
 	init_completion(&sync_start);
+	timer_setup(&sync_timer, sync_irq_timer, 0);
 	pr_info("%u threads x %u iterations\n", nthreads, iterations);
 
 	mutex_lock(&sync_run_lock);
@@ -316,6 +407,9 @@ static int __init sync_init(void)
 			    &lock_order_fops);
 	debugfs_create_file("sleep_in_atomic", 0200, sync_dir, NULL,
 			    &sleep_in_atomic_fops);
+	debugfs_create_file("irq_unsafe", 0200, sync_dir, NULL,
+			    &irq_unsafe_fops);
+	debugfs_create_file("hold", 0200, sync_dir, NULL, &hold_fops);
 	return 0;
 }
 
@@ -323,6 +417,7 @@ static void __exit sync_exit(void)
 {
 	/* waits for a run started through the "run" file to finish */
 	debugfs_remove_recursive(sync_dir);
+	del_timer_sync(&sync_timer);
 	pr_info("exit runs=%u\n", sync_runs);
 }
 
@@ -331,4 +426,4 @@ module_exit(sync_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("kdk");
-MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t; a lock-order inversion and a sleep in atomic context on demand");
+MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t; a lock-order inversion, a sleep in atomic context, an irq-unsafe lock and a lock held into user space on demand");

@@ -157,6 +157,8 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
 
     if a.jobs < 1:
         raise KdkError(f"--jobs {a.jobs}: the tests need at least one VM")
+    if a.ktap and a.jobs > 1 and not a.kernels:  # pytest-xdist's workers print no summary
+        raise KdkError("--ktap prints the KUnit suites of one VM's run: leave out --jobs")
     if a.kernels:
         runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.ktap, a.jobs)
         print(f"\n{testrun.matrix_table(runs)}")

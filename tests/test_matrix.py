@@ -115,3 +115,9 @@ def test_fewer_than_one_vm_is_one_line() -> None:
     r = kdk_cli("test", "hello", "-j", "0")
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "--jobs 0: the tests need at least one VM" in r.stderr
+
+
+def test_ktap_with_more_than_one_vm_is_one_line() -> None:
+    r = kdk_cli("test", "hello", "-j", "2", "--ktap")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "--ktap prints the KUnit suites of one VM" in r.stderr

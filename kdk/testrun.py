@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .api import Kdk
-from .errors import KdkError
+from .errors import KdkError, KernelCrash
 from .kernel import select_kernels
+from .modules.build import built_modules
+from .modules.faultinject import Sweep, table
 from .project import ModuleSource, find_module
 
 
@@ -159,3 +161,33 @@ def matrix_table(runs: list[KernelRun]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
+    """`kdk test --fault-inject`: every module of the named folders (all of
+    kmods/ and drivers/ when none is named) swept, one after the other,
+    each table printed when its sweep is done; then kmemleak's one scan,
+    and the tables again for the sweeps it found leaks in."""
+    folders = [find_module(n, k.project) for n in names] or [
+        m for m in k.modules() if m.path.parent.name in ("kmods", "drivers")
+    ]
+    sweeps = []
+    for folder in folders:
+        k.build(str(folder.path))
+        for ko in built_modules(folder.path):
+            name = ko.name.removesuffix(".ko")
+            print(f"sweeping {name} ...", flush=True)
+            try:
+                sweep = k.fault_sweep(
+                    str(ko) if len(built_modules(folder.path)) > 1 else str(folder.path)
+                )
+            except KernelCrash as e:  # the VM was booted again: the next module goes on
+                sweep = Sweep(name, problems=[f"the kernel crashed: {e}"])
+            print(table(sweep), flush=True)
+            sweeps.append(sweep)
+    print("kmemleak: scanning for what the failed loads leaked ...", flush=True)
+    k.fault_leaks(sweeps)
+    for sweep in sweeps:
+        if any(p.startswith("leak:") for s in sweep.steps for p in s.problems):
+            print(table(sweep))
+    return sweeps

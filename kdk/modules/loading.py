@@ -114,9 +114,12 @@ def load_script(
     kernel_modules: list[str],
     params: list[str],
     staged: bool,
+    run: str = "",
 ) -> str:
     """The script that loads `target` after what it needs; the taint before
-    and after goes to stdout after the log records (see kdk.modules.loader)."""
+    and after goes to stdout after the log records (see kdk.modules.loader).
+    `run`: a command that loads `target` instead of insmod (the loads of
+    kdk.modules.faultinject)."""
     # The taint before and after, read by the awk that reads the log.
     tainted = 'getline t < "/proc/sys/kernel/tainted"; '
     lines = [
@@ -137,7 +140,7 @@ def load_script(
     lines += [
         _not_coming(target.name),
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {name} || rc={RELOAD_FAILED}",
-        f"[ $rc != 0 ] || load {name} {q(target.path)} {shlex.join(params)} || rc=$?",
+        f"[ $rc != 0 ] || {run or f'load {name} {q(target.path)} {shlex.join(params)}'} || rc=$?",
         kmsg.dump_since("before", tainted + 'print "kdk-taint " ENVIRON["KDK_TAINT"] " " t'),
         "exit $rc",
     ]

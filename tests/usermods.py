@@ -154,3 +154,10 @@ def initfail(root: Path) -> Path:
     _write(root, {"initfail/Kbuild": "obj-m := initfail.o\n"})
     shutil.copy(Path(__file__).parent / "data" / "initfail.c", root / "initfail")
     return root / "initfail"
+
+
+def badunwind(root: Path) -> Path:
+    """root/badunwind, with tests/data/badunwind.c; the folder."""
+    _write(root, {"badunwind/Kbuild": "obj-m := badunwind.o\n"})
+    shutil.copy(Path(__file__).parent / "data" / "badunwind.c", root / "badunwind")
+    return root / "badunwind"

@@ -138,7 +138,7 @@ def site(records: list[kmsg.Record], module: str) -> str:
     at = next((i for i, f in enumerate(below) if f.endswith(f"[{module}]")), None)
     if at is None:  # the init's frame gone (a tail call), or after the init
         return below[0]
-    called = [below[i].split("+")[0] for i in sorted({at - 1, 0}) if i < at]
+    called = [below[i].split("+")[0] for i in dict.fromkeys([at - 1, 0]) if 0 <= i < at]
     return " > ".join([below[at], *called])
 
 

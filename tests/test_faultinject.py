@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from kdk.klog import kmsg as klog
 from kdk.modules import faultinject
 
 FAULT = [
@@ -35,7 +36,7 @@ def kmsg(lines: list[str]) -> str:
 
 
 def test_the_site_names_the_modules_frame_what_it_called_and_what_allocated() -> None:
-    records = faultinject.kmsg.parse(kmsg(["kdk-fail-nth: kdkmisc step 262", *FAULT]))
+    records = klog.parse(kmsg(["kdk-fail-nth: kdkmisc step 262", *FAULT]))
     assert faultinject.site(records, "kdkmisc") == (
         "kdkmisc_init+0x16 [kdkmisc] > misc_register > kvasprintf_const"
     )

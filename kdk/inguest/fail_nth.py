@@ -29,11 +29,14 @@ bound: a probe runs only for a device), {"event": "hung", ...}. Python's
 standard library only (the guest runs the host's /usr/bin/python3).
 """
 
+from __future__ import annotations
+
 import ctypes
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 SYS_DELETE_MODULE = 176  # x86-64
 ATTRS = {  # what fail-nth needs: GFP_KERNEL and order-0 pages counted too
@@ -51,21 +54,22 @@ STAGE = "/run/kdk/fail_nth"
 PRINTK = "/proc/sys/kernel/printk"
 FAULT = "FAULT_INJECTION: forcing a failure"
 MARGIN = 3  # points before the init's first the sweep starts at: the loader's count varies
+NO_FAULT = 1 << 20  # an N no load reaches: the load without a fault
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def out(**event):
+def out(**event: Any) -> None:
     print(json.dumps(event), flush=True)
 
 
-def setup():
+def setup() -> None:
     for attr, values in ATTRS.items():
         for name, value in values.items():
             with open(f"{DEBUGFS}/{attr}/{name}", "w") as f:
                 f.write(value)
 
 
-def drain(kmsg):
+def drain(kmsg: int) -> str:
     """The kernel log records since the last call, in /dev/kmsg's format."""
     chunks = []
     while True:
@@ -78,54 +82,61 @@ def drain(kmsg):
 
 
 class Loads:
-    def __init__(self, args):
-        self.name = args["name"]
-        self.program, self.params = args["program"], args["params"]
+    """The loads of one module, each said once (a bisection asks again)."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.name: str = args["name"]
+        self.program: str = args["program"]
+        self.params: str = args["params"]
+        self.timeout: float = args["timeout"]
         # A copy in tmpfs: a load from the host's share over 9p allocates on
         # its way (9p requests), each point one more load to sweep.
         os.makedirs(STAGE, exist_ok=True)
         self.ko = f"{STAGE}/{self.name}.ko"
         with open(args["ko"], "rb") as src, open(self.ko, "wb") as dst:
             dst.write(src.read())
-        self.timeout = args["timeout"]
         self.kmsg = os.open("/dev/kmsg", os.O_RDWR | os.O_NONBLOCK)
         os.lseek(self.kmsg, 0, os.SEEK_END)
-        self.done = {}
+        self.done: dict[int, dict[str, Any]] = {}
+        self.faults: dict[int, str] = {}  # each load's fault and what the log says after it
 
-    def mark(self, text):
+    def mark(self, text: str) -> None:
+        """A line in the kernel log (and on the console) before each load."""
         os.write(self.kmsg, f"<3>kdk-fail-nth: {self.name} {text}\n".encode())
 
-    def load(self, n):
-        """One load whose n-th point fails (0: none); its step, said once."""
+    def load(self, n: int) -> dict[str, Any]:
+        """The load whose n-th point fails; an init that does not return
+        ends the run (exit 3): nothing can end it from outside."""
         if n in self.done:
             return self.done[n]
         drain(self.kmsg)
         self.mark(f"step {n}")
-        argv = [self.program, self.ko, str(n), self.params]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [self.program, self.ko, str(n), self.params], stdout=subprocess.PIPE, text=True
+        )
         try:
             rc, err, left = map(int, proc.communicate(timeout=self.timeout)[0].split())
-        except subprocess.TimeoutExpired:  # an init that does not return: nothing ends it
+        except subprocess.TimeoutExpired:
             out(event="hung", n=n, pid=proc.pid, seconds=self.timeout, log=drain(self.kmsg))
             sys.exit(3)
-        res, pid = {"rc": rc, "errno": err, "left": left}, proc.pid
         log = drain(self.kmsg)
-        fault = log[log.find(FAULT) :] if FAULT in log else ""
-        step = dict(n=n, pid=pid, injected=bool(n) and res.get("left") == 0, **res)
-        step["fault"] = fault
-        step["in_module"] = f"[{self.name}]" in fault
+        self.faults[n] = log[log.find(FAULT) :] if FAULT in log else ""
+        step = {"n": n, "pid": proc.pid, "rc": rc, "errno": err, "left": left}
+        step["injected"] = n != NO_FAULT and left == 0
         out(event="step", log=log, **step)
         self.done[n] = step
-        if res.get("rc") == 0:
+        if rc == 0:
             self.unload(n)
         return step
 
-    def unload(self, n):
+    def unload(self, n: int) -> None:
+        """rmmod after a load that succeeded (exit 2 when that fails);
+        after the load without a fault, the drivers the module registered
+        and the devices each bound first."""
         drivers, folder = [], f"/sys/module/{self.name}/drivers"
-        for d in sorted(os.listdir(folder) if n == 0 and os.path.isdir(folder) else []):
-            path = f"{folder}/{d}"
-            devices = [e for e in os.listdir(path) if os.path.islink(f"{path}/{e}")]
-            drivers.append([d, sorted(e for e in devices if e != "module")])
+        for d in sorted(os.listdir(folder)) if n == NO_FAULT and os.path.isdir(folder) else []:
+            links = [e for e in os.listdir(f"{folder}/{d}") if os.path.islink(f"{folder}/{d}/{e}")]
+            drivers.append([d, sorted(e for e in links if e != "module")])
         if drivers:
             out(event="drivers", drivers=drivers)
         self.mark(f"unload after step {n}")
@@ -135,18 +146,18 @@ class Loads:
         if rc:
             sys.exit(2)
 
-    def after_init_start(self, n):
+    def after_init_start(self, n: int) -> bool | None:
         """Whether the n-th point is in the init or after it: True when
         the fault's stack has do_init_module (or the load did not reach
         n), False when it has not; None for a fault that said nothing
         (__GFP_NOWARN: the caller has a fallback)."""
         step = self.load(n)
-        fault = step["fault"]
+        fault = self.faults[n]
         if not step["injected"] or "do_init_module" in fault or "do_one_initcall" in fault:
             return True
         return False if fault else None
 
-    def init_start(self, hi):
+    def init_start(self, hi: int) -> int:
         """The first point of the init (bisection over the points of a
         load; a silent point is decided by the next one that says)."""
         lo = 1
@@ -162,8 +173,37 @@ class Loads:
                 hi = mid
         return lo
 
+    def ended(self, n: int) -> bool:
+        """Whether the sweep ends with the load of n: it loaded with no
+        fault, or with one after the init (do_init_module's, not the init's);
+        or it failed without its fault (an earlier step left something
+        behind, said by the host)."""
+        step, fault = self.done[n], self.faults[n]
+        after = "do_init_module" in fault and "do_one_initcall" not in fault
+        return not step["injected"] or (step["rc"] == 0 and after)
 
-def main():
+
+def sweep(args: dict[str, Any]) -> None:
+    setup()
+    loads = Loads(args)
+    probe = loads.load(NO_FAULT)
+    if probe["rc"] != 0:
+        return  # it does not load at all: nothing to sweep
+    start = loads.init_start(NO_FAULT - probe["left"] + 1)
+    out(event="init", at=start)
+    if args["nth"]:
+        loads.load(start + args["nth"] - 1)
+        out(event="swept", n=start + args["nth"] - 1)
+        return
+    for n in range(max(1, start - MARGIN), start + args["cap"]):
+        loads.load(n)
+        out(event="swept", n=n)
+        if n >= start and loads.ended(n):
+            return
+    out(event="capped", cap=args["cap"])
+
+
+def main() -> None:
     """The loads, with the console quiet below errors meanwhile: the stack
     of every fault would go over the slow serial line (KASAN's reports
     and the like are errors, and still go)."""
@@ -176,31 +216,6 @@ def main():
     finally:
         with open(PRINTK, "w") as f:
             f.write(levels[0])
-
-
-def sweep(args):
-    setup()
-    loads = Loads(args)
-    probe = loads.load(args["cap"] * 100)  # no fault: how many points a load has
-    if probe["rc"] != 0 or probe["injected"]:
-        return  # it does not load at all (or has too many points): nothing to sweep
-    cap = args["cap"]
-    start = loads.init_start(args["cap"] * 100 - probe["left"] + 1)
-    out(event="init", at=start)
-    if args["nth"]:
-        loads.load(start + args["nth"] - 1)
-        out(event="swept", n=start + args["nth"] - 1)
-        return
-    for n in range(max(1, start - MARGIN), start + cap):
-        step = loads.load(n)
-        out(event="swept", n=n)
-        fault = step["fault"]
-        after = "do_init_module" in fault and "do_one_initcall" not in fault
-        if step["rc"] == 0 and (not step["injected"] or after):
-            return  # loaded, with no fault or one after the init: the sweep's end
-        if step["rc"] and not step["injected"] and n >= start:
-            return  # it fails without the fault now: an earlier step left something behind
-    out(event="capped", cap=cap)
 
 
 main()

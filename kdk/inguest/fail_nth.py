@@ -54,6 +54,7 @@ STAGE = "/run/kdk/fail_nth"
 PRINTK = "/proc/sys/kernel/printk"
 FAULT = "FAULT_INJECTION: forcing a failure"
 MARGIN = 3  # points before the init's first the sweep starts at: the loader's count varies
+SILENT = 4  # points tried after a silent one in the bisection
 NO_FAULT = 1 << 20  # an N no load reaches: the load without a fault
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -159,17 +160,18 @@ class Loads:
 
     def init_start(self, hi: int) -> int:
         """The first point of the init (bisection over the points of a
-        load; a silent point is decided by the next one that says)."""
+        load; a silent point is decided by one of the next SILENT that
+        says, else taken as in the init: the sweep may start early)."""
         lo = 1
         while lo < hi:
             mid = (lo + hi) // 2
             m, known = mid, None
-            while m < hi and known is None:
+            while m < min(hi, mid + SILENT) and known is None:
                 known = self.after_init_start(m)
                 m += 1
             if known is False:
                 lo = m
-            else:  # the silent points before a True one are taken as in the init
+            else:  # silent points before a True one (or many) are taken as in the init
                 hi = mid
         return lo
 

@@ -139,8 +139,11 @@ class Loader:
         its init made to fail: N = `nth`, else a sweep (kdk.modules.faultinject).
         KernelCrash when the kernel crashed (the VM is booted again)."""
         rec, ko, _, plan, target, providers, staged = self._prepare(spec)
-        exe = faultinject.program(self.builds.parent / "cache")
-        run = faultinject.command(exe, target.path, target.name, list(params), nth)
+        cache = self.builds.parent / "cache"
+        copy = faultinject.stripped(ko, cache)
+        run = faultinject.command(
+            faultinject.program(cache), str(copy), target.name, list(params), nth
+        )
         script = loading.load_script(
             target, providers, plan.kernel_modules, list(params), staged, run
         )

@@ -19,7 +19,6 @@ from pathlib import Path
 from .api import Kdk
 from .errors import KdkError, KernelCrash
 from .kernel import select_kernels
-from .modules.build import built_modules
 from .modules.faultinject import Sweep, table
 from .project import ModuleSource, find_module
 
@@ -173,16 +172,21 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
     ]
     sweeps = []
     for folder in folders:
-        k.build(str(folder.path))
-        for ko in built_modules(folder.path):
+        try:
+            kos = k.build(str(folder.path)).modules
+        except KdkError as e:  # e.g. it needs a kernel option this kernel lacks
+            sweeps.append(Sweep(folder.name, notes=[f"not swept: {e}"]))
+            print(table(sweeps[-1]), flush=True)
+            continue
+        for ko in kos:
             name = ko.name.removesuffix(".ko")
             print(f"sweeping {name} ...", flush=True)
             try:
-                sweep = k.fault_sweep(
-                    str(ko) if len(built_modules(folder.path)) > 1 else str(folder.path)
-                )
+                sweep = k.fault_sweep(str(ko) if len(kos) > 1 else str(folder.path))
             except KernelCrash as e:  # the VM was booted again: the next module goes on
                 sweep = Sweep(name, problems=[f"the kernel crashed: {e}"])
+            except KdkError as e:  # it does not load here (a device, a module it needs)
+                sweep = Sweep(name, notes=[f"not swept: {e}"])
             print(table(sweep), flush=True)
             sweeps.append(sweep)
     print("kmemleak: scanning for what the failed loads leaked ...", flush=True)

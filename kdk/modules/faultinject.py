@@ -43,6 +43,7 @@ ALLOCATOR = re.compile(
     r"kvmalloc|kvzalloc|kmemdup|kstrdup|krealloc|alloc_pages|folio_alloc|prepare_alloc|"
     r"alloc_vmap|get_vm_area|vmalloc|vzalloc|kasan|memcg|obj_cgroup|\w*alloc_node)"
 )
+SILENT = "(no stack: __GFP_NOWARN)"  # the site of a fault that printed nothing
 PID = re.compile(r'^\s*comm "[^"]*", pid (\d+),', re.M)
 
 
@@ -148,7 +149,7 @@ def site(records: list[kmsg.Record], module: str) -> str:
             )
     below = [f for f in frames if not ALLOCATOR.match(f)]
     if not below:
-        return "" if seen else "(no stack: __GFP_NOWARN)"
+        return "" if seen else SILENT
     at = next((i for i, f in enumerate(below) if f.endswith(f"[{module}]")), None)
     if at is None:  # the init's frame gone (a tail call), or after the init
         return below[0]
@@ -229,7 +230,8 @@ def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
 def table(sweep: Sweep) -> str:
     """The sweep's table: N, the failed allocation's site, the errno, verdict."""
     rows = [["N", "failed allocation", "result", "verdict"]]
-    for s in sweep.steps:
+    silent = [s for s in sweep.steps if s.site == SILENT and s.errno == 0 and not s.problems]
+    for s in (s for s in sweep.steps if s not in silent):
         verdict = "FAIL: " + "; ".join(s.problems) if s.problems else "ok"
         rows.append([str(s.n), s.site or "-", s.outcome(), verdict])
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -238,6 +240,11 @@ def table(sweep: Sweep) -> str:
         "  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)), r[3]]).rstrip()
         for r in rows
     ]
+    if silent:
+        lines.append(
+            f"(and {len(silent)} allocations that failed silently, __GFP_NOWARN: "
+            "the loads went on, checked)"
+        )
     lines += [f"{sweep.module}: {p}" for p in sweep.problems]
     lines += [f"{sweep.module}: {n}" for n in sweep.notes]
     return "\n".join(lines)

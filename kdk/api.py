@@ -193,6 +193,7 @@ class Kdk:
         """`spec`'s init failed at each of its allocations in turn (kdk.modules.faultinject)."""
         return self.loader.fault_inject(spec, params)
 
-    def fault_leaks(self, sweeps: list[Sweep]) -> None:
-        """kmemleak's objects of the sweeps' loads, as their steps' problems."""
-        self.loader.fault_leaks(sweeps)
+    def fault_leaks(self, sweeps: list[Sweep]) -> bool:
+        """kmemleak's objects of the sweeps' loads, as their steps'
+        problems; False: the kernel has no kmemleak."""
+        return self.loader.fault_leaks(sweeps)

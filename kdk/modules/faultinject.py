@@ -81,7 +81,8 @@ class Sweep:
 
 def program(cache: Path) -> Path:
     """fail_nth.c built for the guest (static: the guest runs it as it is),
-    in `cache`, rebuilt when the source is newer."""
+    in `cache` (kdk's fault-injection folder), rebuilt when the source is
+    newer."""
     src, exe = inguest.path(PROGRAM), cache / "fail_nth"
     if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
         return exe
@@ -97,7 +98,7 @@ def stripped(ko: Path, cache: Path) -> Path:
     """A copy of `ko` without its debug info, in `cache`: a tenth of the
     size, so each of the sweep's loads reads and allocates less (the
     symbols stay, for the stacks)."""
-    copy = cache / "fail_nth" / ko.name
+    copy = cache / "modules" / ko.name
     copy.parent.mkdir(parents=True, exist_ok=True)
     res = subprocess.run(
         ["objcopy", "--strip-debug", str(ko), str(copy)], capture_output=True, text=True

@@ -139,7 +139,7 @@ class Loader:
         its init made to fail: N = `nth`, else a sweep (kdk.modules.faultinject).
         KernelCrash when the kernel crashed (the VM is booted again)."""
         rec, ko, _, plan, target, providers, staged = self._prepare(spec)
-        cache = self.builds.parent / "cache"
+        cache = self.builds.parent / "cache" / "fault-inject"
         copy = faultinject.stripped(ko, cache)
         run = faultinject.command(
             faultinject.program(cache), str(copy), target.name, list(params), nth

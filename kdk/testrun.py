@@ -176,7 +176,8 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
             kos = k.build(str(folder.path)).modules
         except KdkError as e:  # e.g. it needs a kernel option this kernel lacks
             first = next((ln for ln in e.details.splitlines() if "error:" in ln), "")
-            why = f"{e}: {first.partition('error:')[2].strip()}" if first else str(e)
+            error = first.partition("error:")[2].strip()
+            why = f"it does not build for this kernel: {error}" if first else str(e)
             sweeps.append(Sweep(folder.name, notes=[f"not swept: {why}"]))
             print(table(sweeps[-1]), flush=True)
             continue

@@ -2,7 +2,7 @@
 tests/test_kbuild_vm): a module whose init frees twice when its second
 allocation fails and leaks its second when its third fails fails the
 sweep, and the table names those steps, their sites and why (KASAN's
-double-free, kmemleak's leak of 128 bytes)."""
+double-free, kmemleak's leak of 128 bytes); `--fail-nth` runs one step."""
 
 from __future__ import annotations
 
@@ -49,3 +49,8 @@ def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(fvm: Kdk, tmp_path
     # the last step loads it, and it unloads: not loaded now
     assert sweep.steps[-1].errno == 0
     assert not fvm.exec("test -d /sys/module/badunwind").ok
+
+    # kdk load --fail-nth: that one step again, alone
+    (again,) = fvm.fail_nth(str(folder), double.n).steps
+    assert (again.n, again.site, again.errno) == (double.n, double.site, 12)
+    assert again.problems == ["KASAN: double-free in kfree"]

@@ -53,7 +53,7 @@ DEBUGFS = "/sys/kernel/debug"
 STAGE = "/run/kdk/fail_nth"
 PRINTK = "/proc/sys/kernel/printk"
 FAULT = "FAULT_INJECTION: forcing a failure"
-MARGIN = 3  # points before the init's first the sweep starts at: the loader's count varies
+MARGIN = 12  # points before the init's first the sweep starts at: the loader's count varies
 SILENT = 4  # points tried after a silent one in the bisection
 NO_FAULT = 1 << 20  # an N no load reaches: the load without a fault
 libc = ctypes.CDLL(None, use_errno=True)
@@ -124,6 +124,7 @@ class Loads:
         self.faults[n] = log[log.find(FAULT) :] if FAULT in log else ""
         step = {"n": n, "pid": proc.pid, "rc": rc, "errno": err, "left": left}
         step["injected"] = n != NO_FAULT and left == 0
+        step["in_init"] = "do_one_initcall" in self.faults[n]
         out(event="step", log=log, **step)
         self.done[n] = step
         if rc == 0:

@@ -39,15 +39,13 @@ import sys
 from typing import Any
 
 SYS_DELETE_MODULE = 176  # x86-64
-ATTRS = {  # what fail-nth needs: GFP_KERNEL and order-0 pages counted too
+# What fail-nth counts: every slab allocation (GFP_KERNEL too), and no page
+# allocation. A slab allocation is a point on every load; a page is
+# allocated only when a slab needs a new one, so counting pages would move
+# the init's points from one load to the next (a sweep would skip some).
+ATTRS = {
     "failslab": {"ignore-gfp-wait": "N", "verbose": "2", "verbose_ratelimit_interval_ms": "0"},
-    "fail_page_alloc": {
-        "ignore-gfp-wait": "N",
-        "ignore-gfp-highmem": "N",
-        "min-order": "0",
-        "verbose": "2",
-        "verbose_ratelimit_interval_ms": "0",
-    },
+    "fail_page_alloc": {"ignore-gfp-wait": "Y", "ignore-gfp-highmem": "Y", "min-order": "11"},
 }
 DEBUGFS = "/sys/kernel/debug"
 STAGE = "/run/kdk/fail_nth"

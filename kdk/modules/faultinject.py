@@ -1,8 +1,9 @@
 """Every init's error path, run for real: `kdk load --fail-nth N` and
 `kdk test --fault-inject`.
 
-The kernel's own fault injection (failslab and fail_page_alloc, debug
-kernels) fails the N-th allocation of the loading task, counted by its
+The kernel's own fault injection (failslab, debug kernels; page
+allocations are not counted: see fail_nth.py) fails the N-th slab
+allocation of the loading task, counted by its
 fail-nth file from the load's system call on (kdk/inguest/fail_nth.py
 runs the loads in the guest, each one a process of kdk/inguest/fail_nth.c).
 N is given from the first point of the module's init: the loader's own

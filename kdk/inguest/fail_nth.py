@@ -3,9 +3,9 @@ with the N-th fault-injection point of the load made to fail.
 
 The kernel's fault injection (Documentation/fault-injection/) is told to
 fail the N-th allocation of one task: N written to the task's
-/proc/self/task/<tid>/fail-nth counts the calls of failslab and
-fail_page_alloc from then on, and the N-th fails (reading the file gives 0
-then). Each load is its own process, the program `fail_nth` (fail_nth.c,
+/proc/self/task/<tid>/fail-nth counts the calls of failslab from then on
+(fail_page_alloc's are kept out: see ATTRS), and the N-th fails (reading
+the file gives 0 then). Each load is its own process, the program `fail_nth` (fail_nth.c,
 its pid names the load in kmemleak's list), which writes N and calls
 finit_module(2) at once: no page fault, no exec in between.
 

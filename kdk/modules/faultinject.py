@@ -31,7 +31,7 @@ from ..klog import kmsg, oops, reports
 from .errnos import errno_text
 
 PROGRAM = "fail_nth.c"  # built on the host (static), run in the guest
-CAP = 200  # most points of one init a sweep fails
+CAP = 1000  # most points of one init a sweep fails (kdknet has more than 200)
 STEP_TIMEOUT = 60.0  # s one load may take in the guest
 SCRIPT_TIMEOUT = 1800.0  # s a module's whole sweep may take (each load ~0.3-2 s under TCG)
 FAILSLAB = "/sys/kernel/debug/failslab"

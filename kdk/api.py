@@ -17,6 +17,7 @@ from .guest.ssh import Guest, Result
 from .klog import kmsg
 from .modules import kunit
 from .modules.build import Built
+from .modules.faultinject import Sweep
 from .modules.inspect import Inspection, disassemble
 from .modules.loader import Loader, LoadResult
 from .modules.scaffold import new_module
@@ -189,3 +190,16 @@ class Kdk:
     def gdb(self, spec: str | None = None, args: Sequence[str] = ()) -> int:
         """Run gdb on the guest on this terminal (`kdk gdb`); its exit code."""
         return gdb.run(self.gdb_command(spec, args), self.backend.state.path)
+
+    def fail_nth(self, spec: str, nth: int, params: Sequence[str] = ()) -> Sweep:
+        """A load of `spec` with the `nth` allocation of its init failed."""
+        return self.loader.fault_inject(spec, params, nth)
+
+    def fault_sweep(self, spec: str, params: Sequence[str] = ()) -> Sweep:
+        """`spec`'s init failed at each of its allocations in turn (kdk.modules.faultinject)."""
+        return self.loader.fault_inject(spec, params)
+
+    def fault_leaks(self, sweeps: list[Sweep]) -> bool:
+        """kmemleak's objects of the sweeps' loads, as their steps'
+        problems; False: the kernel has no kmemleak."""
+        return self.loader.fault_leaks(sweeps)

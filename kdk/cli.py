@@ -110,6 +110,14 @@ def cmd_build(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
+    if a.fail_nth is not None:
+        from .modules.faultinject import table
+
+        if a.fail_nth < 1:
+            raise KdkError(f"--fail-nth {a.fail_nth}: N counts from 1")
+        sweep = k.fail_nth(a.module, a.fail_nth, a.params)
+        print(table(sweep))
+        return 1 if sweep.failed else 0
     res = k.load(a.module, a.params)
     if a.verbose and res.build is not None:
         say(res.build.how())
@@ -155,6 +163,9 @@ def cmd_new(k: Kdk, a: argparse.Namespace) -> int:
 def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
     from . import testrun
 
+    if a.fault_inject:
+        sweeps = testrun.fault_inject(k, a.modules)
+        return 1 if any(s.failed for s in sweeps) else 0
     if a.jobs < 1:
         raise KdkError(f"--jobs {a.jobs}: the tests need at least one VM")
     if a.ktap and a.jobs > 1 and not a.kernels:  # pytest-xdist's workers print no summary
@@ -405,6 +416,13 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--force", action="store_true", help="build even if nothing changed")
         if name == "load":
             sp.add_argument("params", nargs="*", help="module parameters, name=value")
+            sp.add_argument(
+                "--fail-nth",
+                type=int,
+                metavar="N",
+                help="fail the N-th allocation of the module's init (a debug kernel's "
+                "fault injection); say where and what the load returned",
+            )
         if name == "unload":
             sp.add_argument(
                 "--leaks",
@@ -488,6 +506,12 @@ def parser() -> argparse.ArgumentParser:
     te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
     te.add_argument("--ktap", action="store_true", help="print the KTAP of the KUnit suites run")
+    te.add_argument(
+        "--fault-inject",
+        action="store_true",
+        help="instead: fail each allocation of each module's init in turn (default: every "
+        "module of kmods/ and drivers/; a debug kernel), check each error path, a table each",
+    )
     te.add_argument(
         "--kernel",
         dest="kernels",

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import IO
 
 from .api import Kdk
-from .errors import KdkError
+from .errors import KdkError, KernelCrash
 from .kernel import Kernel, select_kernels
 from .modules import kunit
+from .modules.faultinject import Sweep, table
 from .project import ModuleSource, find_module
 
 
@@ -207,3 +208,42 @@ def matrix_table(runs: list[KernelRun]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
+    """`kdk test --fault-inject`: every module of the named folders (all of
+    kmods/ and drivers/ when none is named) swept, one after the other,
+    each table printed when its sweep is done; then kmemleak's one scan,
+    and the tables again for the sweeps it found leaks in."""
+    folders = [find_module(n, k.project) for n in names] or [
+        m for m in k.modules() if m.path.parent.name in ("kmods", "drivers")
+    ]
+    sweeps = []
+    for folder in folders:
+        try:
+            kos = k.build(str(folder.path)).modules
+        except KdkError as e:  # e.g. it needs a kernel option this kernel lacks
+            first = next((ln for ln in e.details.splitlines() if "error:" in ln), "")
+            error = first.partition("error:")[2].strip()
+            why = f"it does not build for this kernel: {error}" if first else str(e)
+            sweeps.append(Sweep(folder.name, notes=[f"not swept: {why}"]))
+            print(table(sweeps[-1]), flush=True)
+            continue
+        for ko in kos:
+            name = ko.name.removesuffix(".ko")
+            print(f"sweeping {name} ...", flush=True)
+            try:
+                sweep = k.fault_sweep(str(ko) if len(kos) > 1 else str(folder.path))
+            except KernelCrash as e:  # the VM was booted again: the next module goes on
+                sweep = Sweep(name, problems=[f"the kernel crashed: {e}"])
+            except KdkError as e:  # it does not load here (a device, a module it needs)
+                sweep = Sweep(name, notes=[f"not swept: {e}"])
+            print(table(sweep), flush=True)
+            sweeps.append(sweep)
+    print("kmemleak: scanning for what the failed loads leaked ...", flush=True)
+    if not k.fault_leaks(sweeps):
+        print("kmemleak: not checked, this kernel has none (kdk kernel build --debug has it)")
+    for sweep in sweeps:
+        if any(p.startswith("leak:") for s in sweep.steps for p in s.problems):
+            print(table(sweep))
+    return sweeps

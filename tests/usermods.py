@@ -163,3 +163,10 @@ def kunit_fail(root: Path) -> Path:
     _write(root, {"kunit_fail/Kbuild": "ifdef CONFIG_KUNIT\nobj-m += kunit_fail.o\nendif\n"})
     shutil.copy(Path(__file__).parent / "data" / "kunit_fail.c", root / "kunit_fail")
     return root / "kunit_fail"
+
+
+def badunwind(root: Path) -> Path:
+    """root/badunwind, with tests/data/badunwind.c; the folder."""
+    _write(root, {"badunwind/Kbuild": "obj-m := badunwind.o\n"})
+    shutil.copy(Path(__file__).parent / "data" / "badunwind.c", root / "badunwind")
+    return root / "badunwind"

@@ -23,7 +23,7 @@ from ..make import Make
 from ..project import ModuleSource, find_module, known_modules
 from ..session import Session, report_error
 from ..state import VMRecord
-from . import deps, loading, taint
+from . import deps, faultinject, loading, taint
 from .build import Built, build, built_modules, main_module
 from .info import check_vermagic, modinfo
 from .inspect import Inspection, inspect
@@ -85,23 +85,7 @@ class Loader:
         kernel log lines all that produced. LoadFailed carries the kernel's
         error text and those lines when an insmod fails."""
         started = time.monotonic()
-        prebuilt = spec.endswith(".ko") and Path(spec).is_file()
-        src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
-        rec = self.backend.require()
-        kernel, make = self._build_target(rec)
-        built = None
-        if src is None:
-            ko = Path(spec).resolve()
-            siblings = sorted(ko.parent.glob("*.ko"))
-        else:
-            built = build(src, kernel, self.builds, make=make)
-            ko, siblings = (
-                built.main_module(src.module or src.name, bool(src.module)),
-                built.modules,
-            )
-        plan = self._plan(rec, ko, siblings, kernel, make)
-        staged = not ko.is_relative_to(self.project)
-        target, *providers = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
+        rec, ko, built, plan, target, providers, staged = self._prepare(spec)
         script = loading.load_script(target, providers, plan.kernel_modules, list(params), staged)
         stdin = loading.stage([*plan.providers, ko]) if staged else None
         log: list[kmsg.Record] = []
@@ -138,6 +122,79 @@ class Loader:
             *(("guest: " + phase, t) for phase, t in in_guest),
         ]
         return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs, times)
+
+    def _prepare(
+        self, spec: str
+    ) -> tuple[VMRecord, Path, Built | None, deps.Plan, loading.Insmod, list[loading.Insmod], bool]:
+        """What a load of `spec` needs: the VM, the .ko (built if needed),
+        its plan, the target's and providers' insmod steps, whether staged."""
+        prebuilt = spec.endswith(".ko") and Path(spec).is_file()
+        src = None if prebuilt else find_module(spec, self.project)  # unknown: said first
+        rec = self.backend.require()
+        kernel, make = self._build_target(rec)
+        built = None
+        if src is None:
+            ko = Path(spec).resolve()
+            siblings = sorted(ko.parent.glob("*.ko"))
+        else:
+            built = build(src, kernel, self.builds, make=make)
+            ko, siblings = (
+                built.main_module(src.module or src.name, bool(src.module)),
+                built.modules,
+            )
+        plan = self._plan(rec, ko, siblings, kernel, make)
+        staged = not ko.is_relative_to(self.project)
+        target, *providers = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
+        return rec, ko, built, plan, target, providers, staged
+
+    def fault_inject(
+        self, spec: str, params: Sequence[str] = (), nth: int | None = None
+    ) -> faultinject.Sweep:
+        """Loads of `spec` (after what it needs) with the N-th allocation of
+        its init made to fail: N = `nth`, else a sweep (kdk.modules.faultinject).
+        KernelCrash when the kernel crashed (the VM is booted again)."""
+        rec, ko, _, plan, target, providers, staged = self._prepare(spec)
+        cache = self.builds.parent / "cache" / "fault-inject"
+        copy = faultinject.stripped(ko, cache)
+        run = faultinject.command(
+            faultinject.program(cache), str(copy), target.name, list(params), nth
+        )
+        script = loading.load_script(
+            target, providers, plan.kernel_modules, list(params), staged, run
+        )
+        stdin = loading.stage([*plan.providers, ko]) if staged else None
+        timeout = loading.script_timeout(1 + len(providers)) + faultinject.SCRIPT_TIMEOUT
+        result = None
+        try:
+            with self.session.watched(rec):
+                result = self.session.capture(rec, script, timeout, stdin)
+        except KernelReport:  # each step's own log names its reports (faultinject.parse)
+            if result is None:
+                raise
+        out = result.stdout.decode(errors="replace")
+        if faultinject.NO_FAULT_INJECTION in out:
+            raise faultinject.no_fault_injection(rec.kernel)
+        if not result.ok and not out.startswith("{"):
+            stderr = result.stderr.decode(errors="replace")
+            raise loading.load_error(result.exit_code, target, providers, stderr, [], list(params))
+        return faultinject.parse(out, target.name)
+
+    def fault_leaks(self, sweeps: list[faultinject.Sweep]) -> bool:
+        """kmemleak's scan after sweeps (their newest objects old enough to
+        be reported first): each object a step's load allocated becomes
+        that step's problem. One scan for all the sweeps: a scan of this
+        kernel under TCG takes half a minute or more. False when the
+        kernel has no kmemleak."""
+        rec = self.backend.require()
+        script = f"sleep {faultinject.KMEMLEAK_MIN_AGE:g}\n{loading.SCAN_LEAKS}"
+        with self.session.watched(rec):
+            result = self.session.capture(rec, script, faultinject.SCRIPT_TIMEOUT)
+        out = result.stdout.decode(errors="replace")
+        if out.startswith(loading.NO_KMEMLEAK):
+            return False
+        listed = out.partition(loading.LEAKS_BEGIN)[2].partition(loading.LEAKS_END)[0]
+        faultinject.attribute_leaks(listed, sweeps)
+        return True
 
     def unload(self, spec: str, leaks: bool = False) -> LoadResult:
         """rmmod the module, after the loaded modules of its folder that use

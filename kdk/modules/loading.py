@@ -117,9 +117,12 @@ def load_script(
     kernel_modules: list[str],
     params: list[str],
     staged: bool,
+    run: str = "",
 ) -> str:
     """The script that loads `target` after what it needs; the taint before
-    and after goes to stdout after the log records (see kdk.modules.loader)."""
+    and after goes to stdout after the log records (see kdk.modules.loader).
+    `run`: a command that loads `target` instead of insmod (the loads of
+    kdk.modules.faultinject)."""
     lines = [mark("start"), BUSYBOX, kmsg.SKIP_OLD, "read -r taint < /proc/sys/kernel/tainted"]
     if staged:
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
@@ -137,7 +140,7 @@ def load_script(
         _not_coming(target.name),
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {name} || rc={RELOAD_FAILED}",
         mark("rmmod"),
-        f"[ $rc != 0 ] || load {name} {q(target.path)} {shlex.join(params)} || rc=$?",
+        f"[ $rc != 0 ] || {run or f'load {name} {q(target.path)} {shlex.join(params)}'} || rc=$?",
         mark("insmod"),
         kmsg.NEW_RECORDS,
         'read -r now < /proc/sys/kernel/tainted; echo "kdk-taint $taint $now"',

@@ -1,0 +1,120 @@
+"""kdk.modules.faultinject's parsing, without a VM: the fault's site from
+a step's kernel log, a sweep from fail_nth.py's output, leaks attributed
+to the step whose process allocated them, and the table."""
+
+from __future__ import annotations
+
+import json
+
+from kdk.klog import kmsg as klog
+from kdk.modules import faultinject
+
+FAULT = [
+    "FAULT_INJECTION: forcing a failure.",
+    "name failslab, interval 1, probability 0, space 0, times 1",
+    "CPU: 1 PID: 312 Comm: fail_nth Tainted: G           O       6.1.192-kdk-debug #1",
+    "Call Trace:",
+    "<TASK>",
+    "dump_stack_lvl+0x5b/0x77",
+    "should_fail.cold+0x5/0xa",
+    "__should_failslab+0xb6/0x100",
+    "__kmem_cache_alloc_node+0x5c/0x210",
+    "__kmalloc_node_track_caller+0x4f/0xc0",
+    "kvasprintf_const+0xce/0x190",
+    "kobject_set_name_vargs+0x5a/0x130",
+    "dev_set_name+0x9b/0xd0",
+    "misc_register+0x1e2/0x4c0",
+    "kdkmisc_init+0x16/0x1000 [kdkmisc]",
+    "do_one_initcall+0xe6/0x3f0",
+    "do_init_module+0x194/0x5e0",
+    "</TASK>",
+]
+
+
+def kmsg(lines: list[str]) -> str:
+    return "".join(f"4,{i},{1000 * i},-;{text}\n" for i, text in enumerate(lines, 1))
+
+
+def test_the_site_names_the_modules_frame_what_it_called_and_what_allocated() -> None:
+    records = klog.parse(kmsg(["kdk-fail-nth: kdkmisc step 262", *FAULT]))
+    assert faultinject.site(records, "kdkmisc") == (
+        "kdkmisc_init+0x16 [kdkmisc] > misc_register > kvasprintf_const"
+    )
+    assert faultinject.site([], "kdkmisc") == "(no stack: __GFP_NOWARN)"
+
+
+def output(*events: dict[str, object]) -> str:
+    return "\n".join(json.dumps(e) for e in events)
+
+
+def step(n: int, pid: int, rc: int, errno: int, injected: bool, log: str = "") -> dict[str, object]:
+    left = 0 if injected else 5
+    return {
+        "event": "step",
+        "n": n,
+        "pid": pid,
+        "rc": rc,
+        "errno": errno,
+        "left": left,
+        "injected": injected,
+        "log": log,
+    }
+
+
+def test_a_sweep_has_a_row_per_swept_step_from_the_inits_first_point() -> None:
+    kasan = kmsg([*FAULT, "BUG: KASAN: double-free in kfree+0x6a/0x90"])
+    out = output(
+        step(20000, 300, 0, 0, False),
+        {"event": "unload", "n": 20000, "rc": 0, "errno": 0, "log": ""},
+        step(262, 301, -1, 12, True, kasan),
+        {"event": "init", "at": 262},
+        step(261, 302, -1, 12, True, kmsg(FAULT[:4])),
+        {"event": "swept", "n": 261},
+        {"event": "swept", "n": 262},
+        step(263, 303, 0, 0, False),
+        {"event": "unload", "n": 263, "rc": 0, "errno": 0, "log": ""},
+        {"event": "swept", "n": 263},
+    )
+    sweep = faultinject.parse(out, "kdkmisc")
+    assert [(s.n, s.errno, s.problems) for s in sweep.steps] == [
+        (1, 12, ["KASAN: double-free in kfree"]),
+        (2, 0, []),
+    ]
+    assert sweep.failed and sweep.init_at == 262
+    text = faultinject.table(sweep)
+    assert text.splitlines()[2].split() == [
+        "1",
+        "kdkmisc_init+0x16",
+        "[kdkmisc]",
+        ">",
+        "misc_register",
+        ">",
+        "kvasprintf_const",
+        "-ENOMEM",
+        "(12)",
+        "FAIL:",
+        "KASAN:",
+        "double-free",
+        "in",
+        "kfree",
+    ]
+
+    leak = (
+        "unreferenced object 0xffff888008fc1a80 (size 128):\n"
+        '  comm "fail_nth", pid 303, jiffies 4294907966\n'
+        "  backtrace:\n"
+        "    [<000000002f6d1b20>] __kmem_cache_alloc_node+0x140/0x210\n"
+        "    [<00000000cc18bfec>] kmalloc_trace+0x2a/0xd0\n"
+        "    [<0000000084c4374c>] 0xffffffffa0008091\n"
+        "    [<0000000084c4374d>] do_one_initcall+0xe6/0x3f0\n"
+    )
+    faultinject.attribute_leaks(leak, [sweep])
+    assert sweep.steps[1].problems == [
+        "leak: 128 bytes allocated at 0xffffffffa0008091 < do_one_initcall+0xe6"
+    ]
+
+
+def test_a_module_that_does_not_load_is_said_not_swept() -> None:
+    sweep = faultinject.parse(output(step(20000, 300, -1, 19, False)), "kdkedu")
+    assert sweep.steps == [] and not sweep.failed
+    assert sweep.notes == ["not swept: kdkedu does not load here (-ENODEV (19))"]

@@ -58,6 +58,21 @@ def test_digest_follows_sources_not_outputs(tmp_path: Path, host_kernel: Kernel)
     assert source_digest(tmp_path, other) != source_digest(tmp_path, host_kernel)
 
 
+def test_digest_follows_a_kernel_built_again_with_the_same_release(tmp_path: Path) -> None:
+    """kdk kernel build keeps a kernel's release when it builds it again:
+    its new Module.symvers (written by every kernel build) is what tells."""
+    (tmp_path / "m" / "m.c").parent.mkdir()
+    (tmp_path / "m" / "m.c").write_text("int x;\n")
+    tree = tmp_path / "lib" / "modules" / "6.1.192-kdk-debug"
+    (tree / "build").mkdir(parents=True)
+    (tree / "build" / "Module.symvers").write_text("0x1\tsym\tvmlinux\tEXPORT_SYMBOL\t\n")
+    kernel = Kernel("6.1.192-kdk-debug", tmp_path / "vmlinuz", tree)
+    first = source_digest(tmp_path / "m", kernel)
+    assert source_digest(tmp_path / "m", kernel) == first
+    (tree / "build" / "Module.symvers").write_text("0x2\tsym\tvmlinux\tEXPORT_SYMBOL\t\n")
+    assert source_digest(tmp_path / "m", kernel) != first
+
+
 def copy_hello(dest: Path, name: str = "hello") -> ModuleSource:
     folder = dest / name
     folder.mkdir()

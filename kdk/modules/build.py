@@ -105,8 +105,11 @@ def _is_source(path: Path) -> bool:
 
 def source_digest(folder: Path, kernel: Kernel, outside: Sequence[Path] = ()) -> str:
     """Changes when any source under `folder`, any of the `outside` files
-    (see outside_sources) or the target kernel changes."""
+    (see outside_sources) or the target kernel changes: its release, or its
+    build (a kernel kdk builds keeps its release when built again, and a
+    module built for the last build has BTF the new one refuses)."""
     h = hashlib.sha256(kernel.release.encode())
+    outside = [kernel.build_dir / "Module.symvers", *outside]  # written by each kernel build
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):

@@ -20,7 +20,8 @@ string) in gets {"tables": {name: [[key, value], ...]}} back; "stop" gets
 the same and ends the connection; so does the end of its input. Then the
 probes are detached; a program with "clear" is kept compiled, those maps
 emptied, for the next job with the same text and cflags (the kernel cannot
-change under a running server).
+change under a running server). "stop" is answered once that is done, so
+a job that follows at once finds the program kept.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def serve(server: Server, conn: socket.socket) -> None:
             say(e.answer)
             return
         compiled = time.monotonic()
+        released = False
         attached, skipped = attach(b, job)
         done = time.monotonic()
         times = [
@@ -195,13 +197,17 @@ def serve(server: Server, conn: socket.socket) -> None:
             )
             for request in rfile:
                 tables = {n: [[plain(k), plain(v)] for k, v in b[n].items()] for n in job["tables"]}
-                say({"tables": tables})
-                if json.loads(request) == "stop":
+                if json.loads(request) == "stop":  # answered once released: a
+                    released = True  # trace right after reuses the program
+                    server.release(job, b, attached)
+                    say({"tables": tables})
                     break
+                say({"tables": tables})
         except OSError:  # the host went away
             pass
         finally:
-            server.release(job, b, attached)
+            if not released:
+                server.release(job, b, attached)
 
 
 def main(prefix: str) -> None:

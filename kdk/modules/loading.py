@@ -123,7 +123,7 @@ def load_script(
     and after goes to stdout after the log records (see kdk.modules.loader).
     `run`: a command that loads `target` instead of insmod (the loads of
     kdk.modules.faultinject)."""
-    lines = [mark("start"), BUSYBOX, kmsg.SKIP_OLD, "read -r taint < /proc/sys/kernel/tainted"]
+    lines = [mark("start"), BUSYBOX, kmsg.SKIP_OLD, f"taint=$({TAINTED})"]
     if staged:
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
     lines += [STUCK_FUNCTIONS, LOAD_FUNCTION, f"T={init_timeout():g}", "rc=0", mark("log position")]
@@ -143,7 +143,7 @@ def load_script(
         f"[ $rc != 0 ] || {run or f'load {name} {q(target.path)} {shlex.join(params)}'} || rc=$?",
         mark("insmod"),
         kmsg.NEW_RECORDS,
-        'read -r now < /proc/sys/kernel/tainted; echo "kdk-taint $taint $now"',
+        f'echo "kdk-taint $taint $({TAINTED})"',
         mark("log read"),
         "exit $rc",
     ]
@@ -169,6 +169,11 @@ def init_timeout() -> float:
 # UPTIME` (the guest's /proc/uptime, in steps of 10 ms; a builtin read, no
 # program started). The first mark is "start".
 TIME_MARK = re.compile(r"^kdk-time (.+) (\d+\.\d+)$", re.M)
+
+
+# The kernel's taint, read in one read(): a sysctl file answers only a read
+# at offset 0, so the shell's `read`, one byte at a time, gets "1" of 12800.
+TAINTED = "$b cat /proc/sys/kernel/tainted"
 
 
 def mark(phase: str) -> str:

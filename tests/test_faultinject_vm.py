@@ -57,7 +57,11 @@ def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(fvm: Kdk, tmp_path
     assert not fvm.exec("test -d /sys/module/badunwind").ok
 
     # kdk load --fail-nth: one step alone, counted from the first point it
-    # found (the slabs' state moves the points by a few from load to load)
-    (again,) = fvm.fail_nth(str(folder), 2).steps
-    assert again.n == 2 and again.injected and again.site
+    # found (the slabs' state moves the points by a few from load to load);
+    # a load of the search for that point that had a problem is listed too
+    # (badunwind's broken unwind can be hit there)
+    steps = fvm.fail_nth(str(folder), 2).steps
+    (again,) = [s for s in steps if s.n == 2]
+    assert again.injected and again.site
+    assert all(s.problems for s in steps if s is not again)
     assert not fvm.exec("test -d /sys/module/badunwind").ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -34,11 +35,28 @@ class Kernel:
         """The kernel's .config, beside its image (as Debian installs it)."""
         return self.image.parent / f"config-{self.release}"
 
+    def enabled(self, option: str) -> bool:
+        """Whether its config sets `option` (CONFIG_KASAN) to y or m; False
+        without a config file."""
+        try:
+            mtime = self.config.stat().st_mtime_ns
+        except OSError:
+            return False
+        return option in _config_options(self.config, mtime)
+
     @property
     def built(self) -> bool:
         """Whether kdk built it (`kdk kernel build`): its modules are not in
         /lib/modules, the guest binds them there."""
         return self.modules_dir != MODULES / self.release
+
+
+@functools.lru_cache(maxsize=8)
+def _config_options(config: Path, mtime_ns: int) -> frozenset[str]:
+    """The options a config file sets to y or m (read once per version of
+    the file: a boot asks several times)."""
+    found = re.findall(r"^(CONFIG_\w+)=[ym]$", config.read_text(errors="replace"), re.M)
+    return frozenset(found)
 
 
 def kernels_cache() -> Path:

@@ -116,7 +116,7 @@ def built_cmdline(kernel: Kernel) -> list[str]:
     not only the first (kasan_multi_shot)."""
     if not kernel.built:
         return []
-    kasan = "CONFIG_KASAN=y" in config_lines(kernel)
+    kasan = kernel.enabled("CONFIG_KASAN")
     return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
 
 
@@ -124,23 +124,13 @@ def kunit_cmdline(kernel: Kernel) -> list[str]:
     """With KUnit, KUnit enabled: a kernel without KUNIT_DEFAULT_ENABLED
     (kdk's debug build) runs no suite unless booted with kunit.enable=1
     (a boot parameter only), and a test module's load says "kunit: disabled"."""
-    lines = config_lines(kernel)
-    return ["kunit.enable=1"] if {"CONFIG_KUNIT=y", "CONFIG_KUNIT=m"} & set(lines) else []
-
-
-def config_lines(kernel: Kernel) -> list[str]:
-    """The lines of the kernel's config file; none when it has none."""
-    try:
-        return kernel.config.read_text().splitlines()
-    except OSError:
-        return []
+    return ["kunit.enable=1"] if kernel.enabled("CONFIG_KUNIT") else []
 
 
 def boot_budget(kernel: Kernel) -> tuple[float, float]:
     """(STALLED, BOOT_TIMEOUT) for `kernel`: twice as long for a kernel
     with KASAN or lockdep, which boots 2-3 times slower under TCG."""
-    lines = config_lines(kernel)
-    slow = "CONFIG_KASAN=y" in lines or "CONFIG_PROVE_LOCKING=y" in lines
+    slow = kernel.enabled("CONFIG_KASAN") or kernel.enabled("CONFIG_PROVE_LOCKING")
     return (STALLED * 2, BOOT_TIMEOUT * 2) if slow else (STALLED, BOOT_TIMEOUT)
 
 
@@ -163,11 +153,11 @@ def debug_cmdline(kernel: Kernel) -> list[str]:
     when allocated again; KFENCE (Debian 6.12, not 6.1): guarded sampled
     objects, one every 100 ms."""
     wanted = [
-        ("CONFIG_SLUB_DEBUG=y", "slub_debug=FZPU"),
-        ("CONFIG_PAGE_POISONING=y", "page_poison=1"),
-        ("CONFIG_KFENCE=y", "kfence.sample_interval=100"),
+        ("CONFIG_SLUB_DEBUG", "slub_debug=FZPU"),
+        ("CONFIG_PAGE_POISONING", "page_poison=1"),
+        ("CONFIG_KFENCE", "kfence.sample_interval=100"),
     ]
-    return [param for option, param in wanted if option in config_lines(kernel)]
+    return [param for option, param in wanted if kernel.enabled(option)]
 
 
 def gdb_stub(state: Path) -> list[str]:

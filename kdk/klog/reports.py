@@ -210,20 +210,39 @@ def split(text: str) -> tuple[list[oops.Crash], list[Report]]:
     return [c for c in oops.parse(text) if c.headline not in headlines], found
 
 
+@dataclass
+class Leak:
+    """One object of kmemleak's list."""
+
+    size: int
+    address: str
+    text: str  # its block: the headline, "comm ..., pid N, ...", the stack
+    frames: list[str]  # its allocation's stack, "func+0x17/0x30 [mod]"
+
+
+def leak_objects(text: str) -> list[Leak]:
+    """The objects of kmemleak's list `text`."""
+    found = []
+    for block in re.split(r"(?m)^(?=unreferenced object )", text):
+        m = LEAK.match(block)
+        if m is not None:
+            frames = [f.group(1) for f in map(LEAK_FRAME.match, block.splitlines()) if f]
+            found.append(Leak(int(m.group(2)), m.group(1), block, frames))
+    return found
+
+
 def leaks(text: str, modules: set[str]) -> list[Report]:
     """The objects of kmemleak's list `text` whose allocating stack runs
     through one of `modules`, as reports naming the module's function."""
     found: list[Report] = []
-    for block in re.split(r"(?m)^(?=unreferenced object )", text):
-        m = LEAK.match(block)
-        frames = [oops._frame(f.group(1)) for f in map(LEAK_FRAME.match, block.splitlines()) if f]
-        named = [f for f in frames if f is not None]
+    for leak in leak_objects(text):
+        named = [f for f in map(oops._frame, leak.frames) if f is not None]
         mine = next((f for f in named if f[1] in modules), None)
-        if m is None or mine is None:
+        if mine is None:
             continue
-        report = Report("kmemleak", "unreferenced object", block.splitlines()[0])
+        report = Report("kmemleak", "unreferenced object", leak.text.splitlines()[0])
         report.function, report.module = oops._source(mine)
-        report.detail = f"{m.group(2)} bytes at {m.group(1)}"
+        report.detail = f"{leak.size} bytes at {leak.address}"
         start = named.index(mine)
         report.allocated = [oops._named(f) for f in named[start : start + TOP_FRAMES]]
         found.append(report)

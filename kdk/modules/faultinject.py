@@ -223,16 +223,12 @@ def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
     """kmemleak's list: each object allocated by a step's process becomes
     that step's problem."""
     steps = {s.pid: s for sw in sweeps for s in sw.steps}
-    for block in re.split(r"(?m)^(?=unreferenced object )", listing):
-        pid = PID.search(block)
+    for leak in reports.leak_objects(listing):
+        pid = PID.search(leak.text)
         step = steps.get(int(pid.group(1))) if pid else None
-        m = reports.LEAK.match(block)
-        if step is None or m is None:
-            continue
-        frames = [f.group(1) for f in map(reports.LEAK_FRAME.match, block.splitlines()) if f]
-        below = [f.split("/0x")[0] for f in frames if not ALLOCATOR.match(f)]
-        at = " < ".join(below[:3])
-        step.problems.append(f"leak: {m.group(2)} bytes allocated at {at}")
+        if step is not None:
+            below = [f.split("/0x")[0] for f in leak.frames if not ALLOCATOR.match(f)]
+            step.problems.append(f"leak: {leak.size} bytes allocated at {' < '.join(below[:3])}")
 
 
 def table(sweep: Sweep) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from .api import Kdk
-from .errors import KdkError, KernelCrash
+from .errors import KdkError, KernelCrash, MissingDependency
 from .kernel import Kernel, select_kernels
 from .modules import kunit
 from .modules.faultinject import Sweep, table
@@ -236,6 +236,8 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
                 sweep = k.fault_sweep(str(ko) if len(kos) > 1 else str(folder.path))
             except KernelCrash as e:  # the VM was booted again: the next module goes on
                 sweep = Sweep(name, problems=[f"the kernel crashed: {e}"])
+            except MissingDependency:  # no fault injection in this kernel: said once
+                raise
             except KdkError as e:  # it does not load here (a device, a module it needs)
                 sweep = Sweep(name, notes=[f"not swept: {e}"])
             print(table(sweep), flush=True)

@@ -1,13 +1,17 @@
 """kdk.modules.faultinject's parsing, without a VM: the fault's site from
 a step's kernel log, a sweep from fail_nth.py's output, leaks attributed
-to the step whose process allocated them, and the table."""
+to the step whose process allocated them, and the table; and, in the
+session's VM (a kernel without fault injection), the one line it says."""
 
 from __future__ import annotations
 
 import json
 
+from kdk.api import Kdk
 from kdk.klog import kmsg as klog
 from kdk.modules import faultinject
+
+from .conftest import kdk_cli
 
 FAULT = [
     "FAULT_INJECTION: forcing a failure.",
@@ -118,3 +122,17 @@ def test_a_module_that_does_not_load_is_said_not_swept() -> None:
     sweep = faultinject.parse(output(step(20000, 300, -1, 19, False)), "kdkedu")
     assert sweep.steps == [] and not sweep.failed
     assert sweep.notes == ["not swept: kdkedu does not load here (-ENODEV (19))"]
+
+
+def test_a_kernel_without_fault_injection_is_one_line_and_a_failure(vm: Kdk) -> None:
+    """The distribution kernel has no failslab: `kdk load --fail-nth` and
+    `kdk test --fault-inject` each say so once and exit non-zero (the sweep
+    over several modules stops at the first, not "not swept" for each)."""
+    release = vm.backend.require().kernel
+    said = (
+        f"kdk: kernel {release} has no fault injection (/sys/kernel/debug/failslab): "
+        "boot a debug kernel, kdk up --kernel debug (kdk kernel build --debug)"
+    )
+    for argv in (["load", "hello", "--fail-nth", "1"], ["test", "--fault-inject", "hello", "sync"]):
+        res = kdk_cli(*argv)
+        assert res.returncode != 0 and res.stderr.strip().splitlines()[-1] == said, res.stderr

@@ -3,6 +3,9 @@
 Pure tests need nothing. `kbuild` tests build on the host against the
 newest installed kernel headers. `vm` tests use the plugin's `vm` fixture:
 one guest per session, its own (KDK_VM=pytest) unless KDK_VM names one.
+The debug kernel's tests (test_kbuild_vm, test_faultinject_vm,
+test_reports_vm) share `debug_vm`, one VM of that kernel per session: a
+boot of it costs 15-90 s under TCG.
 """
 
 from __future__ import annotations
@@ -17,12 +20,35 @@ from pathlib import Path
 
 import pytest
 
-from kdk.api import Kdk
+from kdk.api import BootRequest, Kdk
+from kdk.kbuild import build
 from kdk.kernel import Kernel
 from kdk.testing import session_vm
+from kdk.ui import say
 
 DATA = Path(__file__).parent / "data"
 PROJECT = Path(__file__).resolve().parent.parent
+DEBUG_VM = f"{session_vm()}-kdk-debug"  # each pytest-xdist worker's own
+
+
+@pytest.fixture(scope="session")
+def debug_kernel() -> Kernel:
+    """kdk's debug kernel (`kdk kernel build --debug`), built when missing
+    or out of date (make test builds it first, with its progress line)."""
+    plan = build.plan(None, "debug", [], os.cpu_count() or 1, say)
+    return build.build(plan, say, lambda step: say(f"kdk kernel build: {step}")).kernel
+
+
+@pytest.fixture(scope="session")
+def debug_vm(debug_kernel: Kernel) -> Iterator[Kdk]:
+    """A VM of the debug kernel, stopped at the end unless it was up before."""
+    k = Kdk(vm=DEBUG_VM, say=say)
+    was_up = k.backend.record() is not None
+    rec, _ = k.up(BootRequest(debug_kernel.release))
+    assert rec.kernel == debug_kernel.release
+    yield k
+    if not was_up:
+        k.down()
 
 
 def kdk_cli(
@@ -45,7 +71,9 @@ def kdk_cli(
 # lockdep make its boot minutes long on a busy machine): under `pytest -n N
 # --dist loadfile` they go to one worker, one after the other, not to two
 # workers booting two such VMs at once.
-ONE_WORKER = {"tests/test_kbuild_vm.py": "debug kernel", "tests/test_reports_vm.py": "debug kernel"}
+ONE_WORKER = {
+    f"tests/test_{name}_vm.py": "debug kernel" for name in ("kbuild", "faultinject", "reports")
+}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:

@@ -1,5 +1,5 @@
-"""The fault-injection sweep on the debug kernel (the VM of
-tests/test_kbuild_vm): a module whose init frees twice when its second
+"""The fault-injection sweep on the debug kernel (conftest's
+debug_vm): a module whose init frees twice when its second
 allocation fails and leaks its second when its third fails fails the
 sweep, and the table names those steps, their sites and why (KASAN's
 double-free, kmemleak's leak of 128 bytes when it sees it); `--fail-nth`
@@ -7,35 +7,24 @@ runs one step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kdk.api import BootRequest, Kdk
-from kdk.kernel import Kernel
+from kdk.api import Kdk
 from kdk.modules.faultinject import table
 
 from . import usermods
-from .test_kbuild_vm import DEBUG_VM, debug_kernel  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.kbuild, pytest.mark.vm, pytest.mark.timeout(900)]
 
 
-@pytest.fixture(scope="module")
-def fvm(debug_kernel: Kernel) -> Iterator[Kdk]:  # noqa: F811 (the fixture imported)
-    k = Kdk(vm=DEBUG_VM, say=lambda _: None)
-    was_up = k.backend.record() is not None
-    k.up(BootRequest(debug_kernel.release))
-    yield k
-    if not was_up:
-        k.down()
-
-
-def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(fvm: Kdk, tmp_path: Path) -> None:
+def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(
+    debug_vm: Kdk, tmp_path: Path
+) -> None:
     folder = usermods.badunwind(tmp_path)
-    sweep = fvm.fault_sweep(str(folder))
-    fvm.fault_leaks([sweep])
+    sweep = debug_vm.fault_sweep(str(folder))
+    debug_vm.fault_leaks([sweep])
     print(table(sweep))
     assert sweep.failed
     failed = [s for s in sweep.steps if s.problems]
@@ -54,14 +43,14 @@ def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(fvm: Kdk, tmp_path
         assert len(s.problems) == 1 and "do_one_initcall" in s.problems[0]
     # the last step loads it, and it unloads: not loaded now
     assert sweep.steps[-1].errno == 0
-    assert not fvm.exec("test -d /sys/module/badunwind").ok
+    assert not debug_vm.exec("test -d /sys/module/badunwind").ok
 
     # kdk load --fail-nth: one step alone, counted from the first point it
     # found (the slabs' state moves the points by a few from load to load);
     # a load of the search for that point that had a problem is listed too
     # (badunwind's broken unwind can be hit there)
-    steps = fvm.fail_nth(str(folder), 2).steps
+    steps = debug_vm.fail_nth(str(folder), 2).steps
     (again,) = [s for s in steps if s.n == 2]
     assert again.injected and again.site
     assert all(s.problems for s in steps if s is not again)
-    assert not fvm.exec("test -d /sys/module/badunwind").ok
+    assert not debug_vm.exec("test -d /sys/module/badunwind").ok

@@ -14,7 +14,6 @@ with its progress line); on a cold machine the fixture builds it.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -24,50 +23,34 @@ from pathlib import Path
 
 import pytest
 
-from kdk.api import BootRequest, Kdk
+from kdk.api import Kdk
 from kdk.errors import KernelReport
 from kdk.kbuild import build
 from kdk.kernel import Kernel
 from kdk.modules.info import modinfo
-from kdk.testing import session_vm, sh
+from kdk.testing import sh
 from kdk.ui import say
 
 from . import usermods
 from .test_kunit import RING_CASES, run_tests
 
 pytestmark = [pytest.mark.kbuild, pytest.mark.vm, pytest.mark.timeout(3600)]
-DEBUG_VM = f"{session_vm()}-kdk-debug"  # each pytest-xdist worker's own
 TAINT_TEST = 1 << 18  # N: an in-kernel test has been run
 
 
-@pytest.fixture(scope="module")
-def debug_kernel() -> Kernel:
-    plan = build.plan(None, "debug", [], os.cpu_count() or 1, say)
-    return build.build(plan, say, lambda step: say(f"kdk kernel build: {step}")).kernel
-
-
-@pytest.fixture(scope="module")
-def dvm(debug_kernel: Kernel) -> Iterator[Kdk]:
-    k = Kdk(vm=DEBUG_VM, say=say)
-    was_up = k.backend.record() is not None
-    rec, _ = k.up(BootRequest(debug_kernel.release))
-    assert rec.kernel == debug_kernel.release
-    yield k
-    if not was_up:
-        k.down()
-
-
-def test_the_guest_runs_the_built_kernel_with_its_checks(dvm: Kdk, debug_kernel: Kernel) -> None:
+def test_the_guest_runs_the_built_kernel_with_its_checks(
+    debug_vm: Kdk, debug_kernel: Kernel
+) -> None:
     release = debug_kernel.release
     assert release.endswith("-kdk-debug")
-    assert sh(dvm, "uname -r").strip() == release
-    cmdline = sh(dvm, "cat /proc/cmdline").split()
+    assert sh(debug_vm, "uname -r").strip() == release
+    cmdline = sh(debug_vm, "cat /proc/cmdline").split()
     assert "kasan_multi_shot" in cmdline and "kunit.enable=1" in cmdline
     # Its own modules tree, where modprobe and bcc look; the build tree's
     # headers through it.
-    assert sh(dvm, f"test -s /lib/modules/{release}/modules.dep && echo ok").strip() == "ok"
-    assert "VERSION = 6" in sh(dvm, f"head -3 /lib/modules/{release}/source/Makefile")
-    sh(dvm, f"test -f /lib/modules/{release}/build/include/generated/autoconf.h")
+    assert sh(debug_vm, f"test -s /lib/modules/{release}/modules.dep && echo ok").strip() == "ok"
+    assert "VERSION = 6" in sh(debug_vm, f"head -3 /lib/modules/{release}/source/Makefile")
+    sh(debug_vm, f"test -f /lib/modules/{release}/build/include/generated/autoconf.h")
     for path in (
         "/sys/kernel/debug/kmemleak",
         "/sys/kernel/debug/failslab",
@@ -76,37 +59,37 @@ def test_the_guest_runs_the_built_kernel_with_its_checks(dvm: Kdk, debug_kernel:
         "/proc/lockdep",
         "/sys/kernel/btf/vmlinux",
     ):
-        sh(dvm, f"test -e {path}")
+        sh(debug_vm, f"test -e {path}")
 
 
-def test_a_module_builds_against_its_tree_and_loads(dvm: Kdk, debug_kernel: Kernel) -> None:
-    res = dvm.load("hello")
+def test_a_module_builds_against_its_tree_and_loads(debug_vm: Kdk, debug_kernel: Kernel) -> None:
+    res = debug_vm.load("hello")
     try:
         assert res.ko is not None
         assert modinfo(res.ko)["vermagic"].split()[0] == debug_kernel.release
         assert res.log[-1].text == "hello: hello, world"
-        assert sh(dvm, "cat /sys/module/hello/parameters/greeting").strip() == "hello"
+        assert sh(debug_vm, "cat /sys/module/hello/parameters/greeting").strip() == "hello"
     finally:
-        dvm.unload("hello")
-    assert not dvm.exec("test -d /sys/module/hello").ok
+        debug_vm.unload("hello")
+    assert not debug_vm.exec("test -d /sys/module/hello").ok
 
 
-def test_its_own_modules_modprobe(dvm: Kdk) -> None:
+def test_its_own_modules_modprobe(debug_vm: Kdk) -> None:
     """crc7 is a module of this kernel (kdk.config): modprobe finds it in
     the bound modules tree; a dummy link makes the kernel load `dummy`
     itself, through the guest's modprobe."""
-    sh(dvm, "rmmod crc7 dummy 2>/dev/null; true")
-    assert not dvm.exec("test -d /sys/module/crc7").ok
-    sh(dvm, "modprobe crc7")
-    assert sh(dvm, "cat /sys/module/crc7/initstate").strip() == "live"
-    sh(dvm, "ip link add kdkdummy0 type dummy")
+    sh(debug_vm, "rmmod crc7 dummy 2>/dev/null; true")
+    assert not debug_vm.exec("test -d /sys/module/crc7").ok
+    sh(debug_vm, "modprobe crc7")
+    assert sh(debug_vm, "cat /sys/module/crc7/initstate").strip() == "live"
+    sh(debug_vm, "ip link add kdkdummy0 type dummy")
     try:
-        assert sh(dvm, "cat /sys/module/dummy/initstate").strip() == "live"
-        assert sh(dvm, "cat /sys/class/net/kdkdummy0/type").strip() == "1"  # ARPHRD_ETHER
+        assert sh(debug_vm, "cat /sys/module/dummy/initstate").strip() == "live"
+        assert sh(debug_vm, "cat /sys/class/net/kdkdummy0/type").strip() == "1"  # ARPHRD_ETHER
     finally:
-        sh(dvm, "ip link del kdkdummy0")
-    sh(dvm, "rmmod crc7 dummy")
-    assert not dvm.exec("test -d /sys/module/crc7").ok
+        sh(debug_vm, "ip link del kdkdummy0")
+    sh(debug_vm, "rmmod crc7 dummy")
+    assert not debug_vm.exec("test -d /sys/module/crc7").ok
 
 
 def test_an_unchanged_build_does_nothing(debug_kernel: Kernel) -> None:
@@ -115,27 +98,27 @@ def test_an_unchanged_build_does_nothing(debug_kernel: Kernel) -> None:
     assert not res.built and res.kernel == debug_kernel
 
 
-def test_kasan_reports_a_modules_write_past_an_object_when_it_happens(dvm: Kdk) -> None:
+def test_kasan_reports_a_modules_write_past_an_object_when_it_happens(debug_vm: Kdk) -> None:
     """Without slub_debug: KASAN (generic) sees the write itself, and kdk's
     console watcher names the module's function; the kernel goes on."""
-    assert "slub_debug" not in sh(dvm, "cat /proc/cmdline")
-    dvm.load("faulty")
-    pid = dvm.backend.require().pid
+    assert "slub_debug" not in sh(debug_vm, "cat /proc/cmdline")
+    debug_vm.load("faulty")
+    pid = debug_vm.backend.require().pid
     try:
         with pytest.raises(KernelReport) as err:
-            dvm.exec("echo overflow > /sys/kernel/debug/kdk_faulty/trigger")
+            debug_vm.exec("echo overflow > /sys/kernel/debug/kdk_faulty/trigger")
         assert str(err.value) == (
             "the guest kernel reported KASAN: slab-out-of-bounds in faulty_overflow [faulty]"
         )
-        assert dvm.backend.require().pid == pid  # not rebooted
+        assert debug_vm.backend.require().pid == pid  # not rebooted
     finally:
-        dvm.unload("faulty")
+        debug_vm.unload("faulty")
 
 
-def test_gdb_has_its_full_debug_info_and_the_kernels_gdb_scripts(dvm: Kdk) -> None:
+def test_gdb_has_its_full_debug_info_and_the_kernels_gdb_scripts(debug_vm: Kdk) -> None:
     """kdk gdb reads the build tree's vmlinux: types and source lines of
     the kernel proper, and lx- commands (scripts/gdb) that see the guest."""
-    dvm.load("hello")
+    debug_vm.load("hello")
     try:
         script = [
             "-batch",
@@ -147,35 +130,35 @@ def test_gdb_has_its_full_debug_info_and_the_kernels_gdb_scripts(dvm: Kdk) -> No
             "lx-lsmod",
         ]
         out = subprocess.run(
-            dvm.gdb_command(None, script), capture_output=True, text=True, timeout=300
+            debug_vm.gdb_command(None, script), capture_output=True, text=True, timeout=300
         ).stdout
     finally:
-        dvm.unload("hello")
-    release = sh(dvm, "uname -r").strip()
+        debug_vm.unload("hello")
+    release = sh(debug_vm, "uname -r").strip()
     assert f'$1 = "{release}"' in out
     assert 'of "/' in out and 'fs/read_write.c" starts at address' in out
     assert re.search(r"^0x[0-9a-f]+ +hello +\d+ +0$", out, re.M), out
 
 
 @pytest.fixture
-def failing(dvm: Kdk) -> Iterator[Path]:
+def failing(debug_vm: Kdk) -> Iterator[Path]:
     """A module folder with tests/data/kunit_fail.c, where the guest sees it."""
-    root = dvm.state / "scratch" / uuid.uuid4().hex[:8]
+    root = debug_vm.state / "scratch" / uuid.uuid4().hex[:8]
     yield usermods.kunit_fail(root)
     shutil.rmtree(root)
 
 
 def test_kdk_test_gives_each_kunit_case_a_result_diagnostics_and_ktap(
-    dvm: Kdk, failing: Path, tmp_path: Path
+    debug_vm: Kdk, failing: Path, tmp_path: Path
 ) -> None:
     """`kdk test kdkchar_kunit` (the suite alone, not kdkchar's own tests)
     and a folder whose suite fails, skips and has a failing parameter."""
     junit = tmp_path / "junit.xml"
     argv = ["kdk.cli", "test", "kdkchar_kunit", str(failing), "--junit", str(junit), "--ktap"]
-    res, cases = run_tests(argv, junit, KDK_VM=DEBUG_VM)
+    res, cases = run_tests(argv, junit, KDK_VM=debug_vm.backend.state.path.name)
     assert res.returncode == 1, res.stdout + res.stderr
     c_file = failing / "kunit_fail.c"
-    suite = f"{'.'.join(c_file.relative_to(dvm.project).parts)}::kdk_kunit_fail"
+    suite = f"{'.'.join(c_file.relative_to(debug_vm.project).parts)}::kdk_kunit_fail"
     assert cases == {
         **{
             f"drivers.kdkchar.kdkchar_kunit.c::kdkchar_ring[{c}]": ("passed", "")
@@ -203,5 +186,7 @@ def test_kdk_test_gives_each_kunit_case_a_result_diagnostics_and_ktap(
     assert "not ok 1 kdk_kunit_fail" in ktap
     assert "    ok 11 replace_keeps_bytes_in_order" in lines
     # the suites ran (the kernel says so with taint N); their modules are unloaded again
-    assert int(sh(dvm, "cat /proc/sys/kernel/tainted")) & TAINT_TEST
-    assert not dvm.exec("test -d /sys/module/kdkchar_kunit || test -d /sys/module/kunit_fail").ok
+    assert int(sh(debug_vm, "cat /proc/sys/kernel/tainted")) & TAINT_TEST
+    assert not debug_vm.exec(
+        "test -d /sys/module/kdkchar_kunit || test -d /sys/module/kunit_fail"
+    ).ok

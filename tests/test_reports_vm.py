@@ -1,6 +1,6 @@
 """The debug kernel's checks report a module's bugs in kdk's words: the
 triggers of kmods/faulty and kmods/sync, run in one VM of the debug kernel
-(tests/test_kbuild_vm's), each give one short block naming the check, the
+(conftest's debug_vm), each give one short block naming the check, the
 kind, the module's function and the module, and KernelReport (exit 6), not
 a crash: the VM is not booted again.
 
@@ -16,16 +16,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from kdk.api import BootRequest, Kdk
 from kdk.errors import KernelReport
-from kdk.kernel import Kernel
 from kdk.testing import expect_report, sh
 
-from .test_kbuild_vm import DEBUG_VM, debug_kernel  # noqa: F401 (a fixture)
+from .conftest import DEBUG_VM
 
 pytestmark = [pytest.mark.kbuild, pytest.mark.vm, pytest.mark.timeout(3600)]
 SYNC = "/sys/kernel/debug/kdk_sync"
@@ -46,24 +44,14 @@ def lockdep_on(k: Kdk) -> None:
     assert lock_debugging(k)
 
 
-@pytest.fixture(scope="module")
-def rvm(debug_kernel: Kernel) -> Iterator[Kdk]:  # noqa: F811 (the fixture imported)
-    k = Kdk(vm=DEBUG_VM, say=lambda _: None)
-    was_up = k.backend.record() is not None
-    k.up(BootRequest(debug_kernel.release))
-    yield k
-    if not was_up:
-        k.down()
-
-
-def test_a_lock_order_inversion_names_both_locks_and_both_functions(rvm: Kdk) -> None:
-    lockdep_on(rvm)
-    pid = rvm.backend.require().pid
-    rvm.load("sync", ["nthreads=1", "iterations=1"])
+def test_a_lock_order_inversion_names_both_locks_and_both_functions(debug_vm: Kdk) -> None:
+    lockdep_on(debug_vm)
+    pid = debug_vm.backend.require().pid
+    debug_vm.load("sync", ["nthreads=1", "iterations=1"])
     try:
-        sh(rvm, f"echo ab > {SYNC}/lock_order")  # one order alone is fine
+        sh(debug_vm, f"echo ab > {SYNC}/lock_order")  # one order alone is fine
         with expect_report("lockdep") as found:
-            rvm.exec(f"echo ba > {SYNC}/lock_order")
+            debug_vm.exec(f"echo ba > {SYNC}/lock_order")
         (e,) = found
         assert str(e) == (
             "the guest kernel reported lockdep: possible circular locking dependency"
@@ -75,18 +63,18 @@ def test_a_lock_order_inversion_names_both_locks_and_both_functions(rvm: Kdk) ->
             "  earlier: sync_lock_b taken in sync_take_ab [sync]",
         ]
         # The writes returned (no deadlock), the kernel goes on, no reboot.
-        assert rvm.dmesg()[-1].text == "sync: took the locks in the order ba"
-        assert rvm.backend.require().pid == pid
+        assert debug_vm.dmesg()[-1].text == "sync: took the locks in the order ba"
+        assert debug_vm.backend.require().pid == pid
     finally:
-        rvm.unload("sync")
+        debug_vm.unload("sync")
 
 
-def test_a_lock_taken_in_and_out_of_softirqs_is_an_inconsistent_lock_state(rvm: Kdk) -> None:
-    lockdep_on(rvm)
-    rvm.load("sync", ["nthreads=1", "iterations=1"])
+def test_a_lock_taken_in_and_out_of_softirqs_is_an_inconsistent_lock_state(debug_vm: Kdk) -> None:
+    lockdep_on(debug_vm)
+    debug_vm.load("sync", ["nthreads=1", "iterations=1"])
     try:
         with expect_report("lockdep") as found:
-            rvm.exec(f"echo 1 > {SYNC}/irq_unsafe")  # waits for its timer
+            debug_vm.exec(f"echo 1 > {SYNC}/irq_unsafe")  # waits for its timer
         assert found[0].details.splitlines()[:4] == [
             "kernel report: lockdep: inconsistent lock state in sync_irq_timer [sync]",
             "  inconsistent {SOFTIRQ-ON-W} -> {IN-SOFTIRQ-W} usage.",
@@ -94,41 +82,41 @@ def test_a_lock_taken_in_and_out_of_softirqs_is_an_inconsistent_lock_state(rvm: 
             "  earlier: sync_irq_lock {SOFTIRQ-ON-W} taken in sync_irq_unsafe [sync]",
         ]
     finally:
-        rvm.unload("sync")
+        debug_vm.unload("sync")
 
 
-def test_a_lock_held_into_user_space_names_where_it_was_taken(rvm: Kdk) -> None:
-    lockdep_on(rvm)
-    rvm.load("sync", ["nthreads=1", "iterations=1"])
+def test_a_lock_held_into_user_space_names_where_it_was_taken(debug_vm: Kdk) -> None:
+    lockdep_on(debug_vm)
+    debug_vm.load("sync", ["nthreads=1", "iterations=1"])
     try:
         with expect_report("lockdep") as found:
-            rvm.exec(f"echo 1 > {SYNC}/hold")  # released when sh closes the file
+            debug_vm.exec(f"echo 1 > {SYNC}/hold")  # released when sh closes the file
         assert found[0].details.splitlines() == [
             "kernel report: lockdep: lock held when returning to user space in sync_hold [sync]",
             "  locks: sync_held_lock (at sync_hold [sync])",
-            f"  console log: {rvm.backend.state.console_log}",
+            f"  console log: {debug_vm.backend.state.console_log}",
         ]
-        sh(rvm, f"echo 1 > {SYNC}/hold")  # it was released: taken again at once
+        sh(debug_vm, f"echo 1 > {SYNC}/hold")  # it was released: taken again at once
     finally:
-        rvm.unload("sync")
+        debug_vm.unload("sync")
 
 
-def test_sleeping_in_atomic_context_names_the_function(rvm: Kdk) -> None:
-    rvm.load("sync", ["nthreads=1", "iterations=1"])
+def test_sleeping_in_atomic_context_names_the_function(debug_vm: Kdk) -> None:
+    debug_vm.load("sync", ["nthreads=1", "iterations=1"])
     try:
         with expect_report("sleep in atomic") as found:
-            rvm.exec(f"echo 1 > {SYNC}/sleep_in_atomic")
+            debug_vm.exec(f"echo 1 > {SYNC}/sleep_in_atomic")
         assert str(found[0]) == (
             "the guest kernel reported sleep in atomic: sleeping function called from"
             " invalid context in sync_sleep_in_atomic [sync]"
         )
     finally:
-        rvm.unload("sync")
+        debug_vm.unload("sync")
 
 
-def test_kasan_use_after_free_through_the_cli_exits_6(rvm: Kdk) -> None:
-    pid = rvm.backend.require().pid
-    rvm.load("faulty")
+def test_kasan_use_after_free_through_the_cli_exits_6(debug_vm: Kdk) -> None:
+    pid = debug_vm.backend.require().pid
+    debug_vm.load("faulty")
     try:
         kdk = [sys.executable, "-m", "kdk.cli"]
         env = {**os.environ, "KDK_VM": DEBUG_VM}
@@ -150,54 +138,54 @@ def test_kasan_use_after_free_through_the_cli_exits_6(rvm: Kdk) -> None:
         assert res.stderr.rstrip().endswith(
             "kdk: the guest kernel reported KASAN: use-after-free in faulty_uaf [faulty]"
         )
-        assert rvm.backend.require().pid == pid  # the kernel went on: no reboot
+        assert debug_vm.backend.require().pid == pid  # the kernel went on: no reboot
         with expect_report("KASAN") as found:
-            rvm.exec(f"echo doublefree > {FAULTY}")
+            debug_vm.exec(f"echo doublefree > {FAULTY}")
         assert str(found[0]).endswith("KASAN: double-free in faulty_doublefree [faulty]")
     finally:
-        rvm.unload("faulty")
+        debug_vm.unload("faulty")
 
 
-def test_ubsan_names_the_source_line(rvm: Kdk) -> None:
-    rvm.load("faulty")
+def test_ubsan_names_the_source_line(debug_vm: Kdk) -> None:
+    debug_vm.load("faulty")
     try:
         with expect_report("UBSAN") as found:
-            rvm.exec(f"echo shift > {FAULTY}")
+            debug_vm.exec(f"echo shift > {FAULTY}")
         lines = found[0].details.splitlines()
         assert lines[0] == "kernel report: UBSAN: shift-out-of-bounds in faulty_shift [faulty]"
         assert lines[1] == "  shift exponent 32 is too large for 32-bit type 'int'"
         assert lines[2].startswith("  at /") and "/kmods/faulty/faulty.c:" in lines[2]
     finally:
-        rvm.unload("faulty")
+        debug_vm.unload("faulty")
 
 
-def test_expect_report_fails_a_test_without_that_report(rvm: Kdk) -> None:
+def test_expect_report_fails_a_test_without_that_report(debug_vm: Kdk) -> None:
     with pytest.raises(pytest.fail.Exception, match="made no KASAN report"), expect_report("KASAN"):
-        rvm.exec("true")
-    rvm.load("faulty")
+        debug_vm.exec("true")
+    debug_vm.load("faulty")
     try:  # another check's report is not the one expected: it goes on up
         with pytest.raises(KernelReport, match="UBSAN"), expect_report("KASAN"):
-            rvm.exec(f"echo shift > {FAULTY}")
+            debug_vm.exec(f"echo shift > {FAULTY}")
     finally:
-        rvm.unload("faulty")
+        debug_vm.unload("faulty")
 
 
-def test_unload_with_leaks_names_what_the_module_leaked(rvm: Kdk) -> None:
+def test_unload_with_leaks_names_what_the_module_leaked(debug_vm: Kdk) -> None:
     """kmemleak lists an object only when two scans found it unreferenced:
     `kdk unload --leaks` scans twice, before rmmod (the module's symbols
     then still name its functions), and clears the list after."""
-    rvm.load("faulty")
-    sh(rvm, f"echo leak > {FAULTY}")  # its own process: no stale pointer on a live stack
-    sh(rvm, "sleep 5")  # kmemleak's minimum age
+    debug_vm.load("faulty")
+    sh(debug_vm, f"echo leak > {FAULTY}")  # its own process: no stale pointer on a live stack
+    sh(debug_vm, "sleep 5")  # kmemleak's minimum age
     with expect_report("kmemleak") as found:
-        rvm.unload("faulty", leaks=True)
+        debug_vm.unload("faulty", leaks=True)
     assert found[0].details.splitlines()[-3:] == [
         "kernel report: kmemleak: unreferenced object in faulty_leak [faulty]",
         found[0].details.splitlines()[-2],  # "  64 bytes at 0x<address>"
         "  allocated by: faulty_leak [faulty] < trigger_write [faulty] < vfs_write",
     ]
     assert found[0].details.splitlines()[-2].startswith("  64 bytes at 0xffff")
-    assert not rvm.exec("test -d /sys/module/faulty").ok  # unloaded all the same
+    assert not debug_vm.exec("test -d /sys/module/faulty").ok  # unloaded all the same
     # listed once: the next unload --leaks of a module that leaked nothing is clean
-    rvm.load("faulty")
-    assert rvm.unload("faulty", leaks=True).log[-1].text == "faulty: unloaded"
+    debug_vm.load("faulty")
+    assert debug_vm.unload("faulty", leaks=True).log[-1].text == "faulty: unloaded"

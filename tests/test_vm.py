@@ -279,7 +279,7 @@ def test_two_ups_at_once_end_with_one_vm(vm: Kdk) -> None:
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     said = sorted(r.stderr.strip().splitlines()[-1].split(":")[1] for r in results)
     assert said[0].startswith(" already up") and said[1].startswith(" ready in"), said
-    marker = str(vm.backend.state.path).encode()
+    marker = f"{vm.backend.state.path}/".encode()  # not the debug VM's ({path}-kdk-debug)
     qemus = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_qemu_of(p, marker)]
     assert [int(p.name) for p in qemus] == [vm.backend.require().pid]
 

@@ -1,6 +1,8 @@
 """`Kdk`, the facade the CLI, the pytest plugin and scripts share: it wires
 the backend (kdk.vm), the session (kdk.session), the loader
-(kdk.modules.loader) and the tools (kdk.trace, kdk.net, kdk.debug)."""
+(kdk.modules.loader) and the tools (kdk.trace, kdk.net, kdk.debug). What
+only one part does is asked of that part: `k.loader.inspect(...)`,
+`k.loader.fault_inject(...)`, `k.guest_session.guest()`."""
 
 from __future__ import annotations
 
@@ -17,17 +19,13 @@ from .guest.ssh import Guest, Result
 from .klog import kmsg
 from .modules import kunit
 from .modules.build import Built
-from .modules.faultinject import Sweep
-from .modules.inspect import Inspection, disassemble
 from .modules.loader import Loader, LoadResult
-from .modules.scaffold import new_module
 from .project import ModuleSource, known_modules, project_root, state_root, vm_name
 from .session import Session
 from .state import VMRecord
 from .trace import functions
 from .trace.bpf import Probes, Program, attached
 from .vm.backend import Backend, BootRequest, describe
-from .vm.box import Box, build_box
 from .vm.choose import BACKENDS, forget, open_backend
 
 if TYPE_CHECKING:
@@ -82,10 +80,6 @@ class Kdk:
         forget(self.backend)
         return stopped
 
-    def box_build(self, say: Say = _quiet, force: bool = False) -> tuple[Box, bool]:
-        """kdk's Vagrant box, built unless cached (kdk.vm.box); (box, built now)."""
-        return build_box(self.state, say, force)
-
     def status(self) -> dict[str, Any]:
         """What `kdk status --json` prints."""
         return describe(self.backend)
@@ -93,10 +87,6 @@ class Kdk:
     def guest(self) -> Guest:
         """An SSH connection (not yet open) to the running guest."""
         return self.backend.guest()
-
-    def session(self) -> AbstractContextManager[Guest]:
-        """The connected guest, watched while the block runs (kdk.session)."""
-        return self.guest_session.guest()
 
     def exec(
         self,
@@ -108,7 +98,7 @@ class Kdk:
         stdin: IO[bytes] | None = None,
     ) -> Result:
         """Run a command in the guest, its output captured and copied to the streams."""
-        with self.session() as g:
+        with self.guest_session.guest() as g:
             return g.run(command, timeout=timeout, stdout=stdout, stderr=stderr, stdin=stdin)
 
     def run_here(self, command: Sequence[str], *, timeout: float | None = None) -> int:
@@ -129,29 +119,19 @@ class Kdk:
     @contextmanager
     def open_device(self, path: str, flags: int = os.O_RDWR) -> Iterator[GuestFile]:
         """A file opened in the guest (kdk.guest.device), closed at the end."""
-        with self.session() as g, GuestFile(g, path, flags) as f:
+        with self.guest_session.guest() as g, GuestFile(g, path, flags) as f:
             yield f
 
     def dmesg(self) -> list[kmsg.Record]:
         """The guest's whole kernel log."""
-        with self.session() as g:
+        with self.guest_session.guest() as g:
             return kmsg.parse(g.check(kmsg.DUMP).stdout.decode(errors="replace"))
 
     def modules(self) -> list[ModuleSource]:
         return known_modules(self.project)
 
-    def new(self, name: str, char: bool = False) -> list[Path]:
-        """Make a module folder (kdk new); the files made."""
-        return new_module(name, self.project, char)
-
     def build(self, spec: str, *, kernel: str | None = None, force: bool = False) -> Built:
         return self.loader.build(spec, kernel=kernel, force=force)
-
-    def inspect(self, spec: str, kernel: str | None = None) -> Inspection:
-        return self.loader.inspect(spec, kernel)
-
-    def disassemble(self, spec: str, function: str, kernel: str | None = None) -> str:
-        return disassemble(self.loader.module_file(spec, kernel), function)
 
     def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
         return self.loader.load(spec, params)
@@ -190,16 +170,3 @@ class Kdk:
     def gdb(self, spec: str | None = None, args: Sequence[str] = ()) -> int:
         """Run gdb on the guest on this terminal (`kdk gdb`); its exit code."""
         return gdb.run(self.gdb_command(spec, args), self.backend.state.path)
-
-    def fail_nth(self, spec: str, nth: int, params: Sequence[str] = ()) -> Sweep:
-        """A load of `spec` with the `nth` allocation of its init failed."""
-        return self.loader.fault_inject(spec, params, nth)
-
-    def fault_sweep(self, spec: str, params: Sequence[str] = ()) -> Sweep:
-        """`spec`'s init failed at each of its allocations in turn (kdk.modules.faultinject)."""
-        return self.loader.fault_inject(spec, params)
-
-    def fault_leaks(self, sweeps: list[Sweep]) -> bool:
-        """kmemleak's objects of the sweeps' loads, as their steps'
-        problems; False: the kernel has no kmemleak."""
-        return self.loader.fault_leaks(sweeps)

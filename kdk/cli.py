@@ -57,7 +57,9 @@ def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_box(k: Kdk, a: argparse.Namespace) -> int:
-    box, built = k.box_build(say=say, force=a.force)
+    from .vm.box import build_box
+
+    box, built = build_box(k.state, say, a.force)
     say(f"{'built' if built else 'cached'}: {box.name} at {box.path}")
     return 0
 
@@ -115,7 +117,7 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
 
         if a.fail_nth < 1:
             raise KdkError(f"--fail-nth {a.fail_nth}: N counts from 1")
-        sweep = k.fail_nth(a.module, a.fail_nth, a.params)
+        sweep = k.loader.fault_inject(a.module, a.params, a.fail_nth)
         print(table(sweep))
         return 1 if sweep.failed else 0
     res = k.load(a.module, a.params)
@@ -153,7 +155,9 @@ def cmd_list(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_new(k: Kdk, a: argparse.Namespace) -> int:
-    made = k.new(a.name, char=a.char)
+    from .modules.scaffold import new_module
+
+    made = new_module(a.name, k.project, a.char)
     folder = made[0].parent
     say(f"made {folder}: " + ", ".join(p.name for p in made))
     say(f"next: kdk load {folder.name}; kdk test {folder.name}")
@@ -263,9 +267,9 @@ def cmd_inspect(k: Kdk, a: argparse.Namespace) -> int:
     from .modules import inspect
 
     if a.disasm:
-        print(k.disassemble(a.module, a.disasm, a.kernel), end="")
+        print(k.loader.disassemble(a.module, a.disasm, a.kernel), end="")
         return 0
-    ins = k.inspect(a.module, a.kernel)
+    ins = k.loader.inspect(a.module, a.kernel)
     print(json.dumps(ins.as_json(), indent=1) if a.json else inspect.format_text(ins))
     return 0
 

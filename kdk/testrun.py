@@ -233,7 +233,7 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
             name = ko.name.removesuffix(".ko")
             print(f"sweeping {name} ...", flush=True)
             try:
-                sweep = k.fault_sweep(str(ko) if len(kos) > 1 else str(folder.path))
+                sweep = k.loader.fault_inject(str(ko) if len(kos) > 1 else str(folder.path))
             except KernelCrash as e:  # the VM was booted again: the next module goes on
                 sweep = Sweep(name, problems=[f"the kernel crashed: {e}"])
             except MissingDependency:  # no fault injection in this kernel: said once
@@ -243,7 +243,7 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
             print(table(sweep), flush=True)
             sweeps.append(sweep)
     print("kmemleak: scanning for what the failed loads leaked ...", flush=True)
-    if not k.fault_leaks(sweeps):
+    if not k.loader.fault_leaks(sweeps):
         print("kmemleak: not checked, this kernel has none (kdk kernel build --debug has it)")
     for sweep in sweeps:
         if any(p.startswith("leak:") for s in sweep.steps for p in s.problems):

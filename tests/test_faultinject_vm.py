@@ -23,8 +23,8 @@ def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(
     debug_vm: Kdk, tmp_path: Path
 ) -> None:
     folder = usermods.badunwind(tmp_path)
-    sweep = debug_vm.fault_sweep(str(folder))
-    debug_vm.fault_leaks([sweep])
+    sweep = debug_vm.loader.fault_inject(str(folder))
+    debug_vm.loader.fault_leaks([sweep])
     print(table(sweep))
     assert sweep.failed
     failed = [s for s in sweep.steps if s.problems]
@@ -49,7 +49,7 @@ def test_a_broken_unwind_fails_the_sweep_with_its_steps_named(
     # found (the slabs' state moves the points by a few from load to load);
     # a load of the search for that point that had a problem is listed too
     # (badunwind's broken unwind can be hit there)
-    steps = debug_vm.fail_nth(str(folder), 2).steps
+    steps = debug_vm.loader.fault_inject(str(folder), nth=2).steps
     (again,) = [s for s in steps if s.n == 2]
     assert again.injected and again.site
     assert all(s.problems for s in steps if s is not again)

@@ -351,7 +351,7 @@ def test_one_connection_serves_every_command(vm: Kdk) -> None:
 
 
 def test_a_malformed_answer_from_a_guest_agent_is_one_error(vm: Kdk) -> None:
-    with vm.session() as g:
+    with vm.guest_session.guest() as g:
         agent = g.start(["sh", "-c", "read line; echo 'not json'; sleep 5"], "the test agent")
         with pytest.raises(KdkError, match="the test agent sent a malformed answer: 'not json'"):
             agent.ask({"op": "x"}, 10)

@@ -26,7 +26,7 @@ from ..state import VMRecord
 from . import deps, faultinject, loading, taint
 from .build import Built, build, built_modules, main_module
 from .info import check_vermagic, modinfo
-from .inspect import Inspection, inspect
+from .inspect import Inspection, disassemble, inspect
 
 LOAD_TIMEOUT = 60.0  # an unload whose rmmod hangs is reported, not waited on forever
 
@@ -78,6 +78,10 @@ class Loader:
         """What a module's .ko holds and what it needs from the guest kernel
         (or `kernel`), read on the host before any load (kdk inspect)."""
         return inspect(self.module_file(spec, kernel), self.target_kernel(kernel))
+
+    def disassemble(self, spec: str, function: str, kernel: str | None = None) -> str:
+        """`function` of a module's .ko as objdump shows it (kdk inspect --disasm)."""
+        return disassemble(self.module_file(spec, kernel), function)
 
     def load(self, spec: str, params: Sequence[str] = ()) -> LoadResult:
         """Build if needed, check vermagic, load what the module needs from

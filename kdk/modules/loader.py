@@ -46,6 +46,34 @@ class LoadResult:
     times: list[tuple[str, float]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Load:
+    """A load of a module, planned (Loader._prepare)."""
+
+    rec: VMRecord
+    ko: Path
+    built: Built | None  # None: a .ko given as a file
+    plan: deps.Plan
+    target: loading.Insmod
+    providers: list[loading.Insmod]  # what it needs from its folder, in order
+    staged: bool  # the .ko files go to the guest by tar (not under the shared project)
+
+    def script(self, params: Sequence[str], run: str = "") -> str:
+        """The guest's load script (kdk.modules.loading); `run`: the
+        command that loads the target instead of insmod."""
+        return loading.load_script(
+            self.target, self.providers, self.plan.kernel_modules, list(params), self.staged, run
+        )
+
+    def stdin(self) -> bytes | None:
+        """The staged .ko files as a tar archive for the script's stdin."""
+        return loading.stage([*self.plan.providers, self.ko]) if self.staged else None
+
+    @property
+    def timeout(self) -> float:
+        return loading.script_timeout(1 + len(self.providers))
+
+
 class Loader:
     """Builds and loads the project's modules into the session's guest."""
 
@@ -89,25 +117,20 @@ class Loader:
         kernel log lines all that produced. LoadFailed carries the kernel's
         error text and those lines when an insmod fails."""
         started = time.monotonic()
-        rec, ko, built, plan, target, providers, staged = self._prepare(spec)
-        script = loading.load_script(target, providers, plan.kernel_modules, list(params), staged)
-        stdin = loading.stage([*plan.providers, ko]) if staged else None
+        load = self._prepare(spec)
+        rec, target, providers = load.rec, load.target, load.providers
         log: list[kmsg.Record] = []
         tainted: list[str] = []
         try:
             with self.session.watched(rec):
                 planned = time.monotonic()
-                result = self.session.capture(
-                    rec, script, loading.script_timeout(1 + len(providers)), stdin
-                )
+                result = self.session.capture(rec, load.script(params), load.timeout, load.stdin())
                 ran = time.monotonic()
                 log = kmsg.parse(result.stdout.decode(errors="replace"))
                 m = re.search(rb"^kdk-taint (\d+) (\d+)$", result.stdout, re.M)
                 tainted = taint.new_flags(int(m.group(1)), int(m.group(2))) if m else []
-        except (
-            KernelCrash,
-            KernelReport,
-        ) as e:  # the load's own lines and taint belong to the report
+        except (KernelCrash, KernelReport) as e:
+            # the load's own lines and taint belong to the report
             said = f"loading {target.name} tainted the kernel: {', '.join(tainted)}"
             e.details = "\n".join(filter(None, [_format(log), said if tainted else "", e.details]))
             raise
@@ -117,7 +140,8 @@ class Loader:
             raise loading.load_error(
                 result.exit_code, target, providers, stderr, lines, list(params)
             )
-        needs = [*plan.kernel_modules, *(p.name for p in providers)]
+        needs = [*load.plan.kernel_modules, *(p.name for p in providers)]
+        built = load.built
         rebuilt = built is not None and built.rebuilt
         in_guest = loading.guest_times(result.stdout.decode(errors="replace"))
         times = [
@@ -125,11 +149,9 @@ class Loader:
             ("ssh: the command's channel", ran - planned - sum(t for _, t in in_guest)),
             *(("guest: " + phase, t) for phase, t in in_guest),
         ]
-        return LoadResult(target.name, ko, log, rebuilt, tainted, built, needs, times)
+        return LoadResult(target.name, load.ko, log, rebuilt, tainted, built, needs, times)
 
-    def _prepare(
-        self, spec: str
-    ) -> tuple[VMRecord, Path, Built | None, deps.Plan, loading.Insmod, list[loading.Insmod], bool]:
+    def _prepare(self, spec: str) -> _Load:
         """What a load of `spec` needs: the VM, the .ko (built if needed),
         its plan, the target's and providers' insmod steps, whether staged."""
         prebuilt = spec.endswith(".ko") and Path(spec).is_file()
@@ -149,7 +171,7 @@ class Loader:
         plan = self._plan(rec, ko, siblings, kernel, make)
         staged = not ko.is_relative_to(self.project)
         target, *providers = [_insmod_step(f, rec.kernel, staged) for f in [ko, *plan.providers]]
-        return rec, ko, built, plan, target, providers, staged
+        return _Load(rec, ko, built, plan, target, providers, staged)
 
     def fault_inject(
         self, spec: str, params: Sequence[str] = (), nth: int | None = None
@@ -157,21 +179,18 @@ class Loader:
         """Loads of `spec` (after what it needs) with the N-th allocation of
         its init made to fail: N = `nth`, else a sweep (kdk.modules.faultinject).
         KernelCrash when the kernel crashed (the VM is booted again)."""
-        rec, ko, _, plan, target, providers, staged = self._prepare(spec)
+        load = self._prepare(spec)
+        rec, target = load.rec, load.target
         cache = self.builds.parent / "cache" / "fault-inject"
-        copy = faultinject.stripped(ko, cache)
+        copy = faultinject.stripped(load.ko, cache)
         run = faultinject.command(
             faultinject.program(cache), str(copy), target.name, list(params), nth
         )
-        script = loading.load_script(
-            target, providers, plan.kernel_modules, list(params), staged, run
-        )
-        stdin = loading.stage([*plan.providers, ko]) if staged else None
-        timeout = loading.script_timeout(1 + len(providers)) + faultinject.SCRIPT_TIMEOUT
+        timeout = load.timeout + faultinject.SCRIPT_TIMEOUT
         result = None
         try:
             with self.session.watched(rec):
-                result = self.session.capture(rec, script, timeout, stdin)
+                result = self.session.capture(rec, load.script(params, run), timeout, load.stdin())
         except KernelReport:  # each step's own log names its reports (faultinject.parse)
             if result is None:
                 raise
@@ -180,7 +199,9 @@ class Loader:
             raise faultinject.no_fault_injection(rec.kernel)
         if not result.ok and not out.startswith("{"):
             stderr = result.stderr.decode(errors="replace")
-            raise loading.load_error(result.exit_code, target, providers, stderr, [], list(params))
+            raise loading.load_error(
+                result.exit_code, target, load.providers, stderr, [], list(params)
+            )
         return faultinject.parse(out, target.name)
 
     def fault_leaks(self, sweeps: list[faultinject.Sweep]) -> bool:

@@ -18,7 +18,6 @@ import datetime
 import os
 import platform
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from bench_kernel import kernel_rows, peer_env  # noqa: E402
+from bench_run import Row, failed, timed_run  # noqa: E402
 from bench_suite import OLD, TARGET, suite_rows  # noqa: E402
 
 from kdk.api import Kdk  # noqa: E402
@@ -48,14 +48,6 @@ HELLO_C = PROJECT / "kmods" / "hello" / "hello.c"
 TEST_RUN_TWO_VMS = "7h. `kdk test -j 2`, the same tests in the running VM and a second one"
 TEST_DEVICES = ("--device", "edu", "--can", "2")  # what the drivers' and labs' tests ask for
 DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown) +(\S+)", re.M)  # pytest --durations
-TAIL_LINES = 40  # of a failed command's output, shown when the bench stops
-
-
-def failed(argv: list[str], code: int | None, output: str) -> SystemExit:
-    """How the bench stops when a command it runs fails: the command, its
-    exit status and the tail of what it printed (stdout and stderr)."""
-    tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
-    return SystemExit(f"bench: {shlex.join(argv)} exited {code}; its last output:\n{tail}")
 
 
 def kdk(*args: str, expect: int = 0, **env: str) -> float:
@@ -66,24 +58,14 @@ def kdk(*args: str, expect: int = 0, **env: str) -> float:
 def kdk_output(*args: str, expect: int = 0, **env: str) -> tuple[float, str]:
     """Seconds one `kdk` command takes, and what it printed (stdout and
     stderr); it must exit with `expect`."""
-    t = time.monotonic()
     argv = [sys.executable, "-m", "kdk.cli", *args]
-    r = subprocess.run(
-        argv,
-        env=dict(os.environ, KDK_VM=VM, **env),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    if r.returncode != expect:
-        raise failed(["kdk", *args], r.returncode, r.stdout)
-    return time.monotonic() - t, r.stdout
+    env = dict(os.environ, KDK_VM=VM, **env)
+    return timed_run(argv, env=env, expect=expect, shown=["kdk", *args])
 
 
 # The line `kdk -v load` and `kdk -v trace` print: where the time went.
 TOOK = re.compile(r"^kdk: took (.*)$", re.M)
 PHASE = re.compile(r"(.+?) (\d+\.\d+) s(?:, |$)")
-Row = tuple[str, list[float], float | None]
 REST = "the rest: Python's start, kdk's imports, the end"
 
 
@@ -290,13 +272,9 @@ def timed_test_run(*args: str) -> tuple[float, dict[str, float]]:
     faulty's oops tests, each of which boots the VM again."""
     argv = [sys.executable, "-m", "kdk.cli", "test", *args]
     env = dict(os.environ, KDK_VM=VM, PYTEST_ADDOPTS="--durations=0 --durations-min=0")
-    t = time.monotonic()
-    r = subprocess.run(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    took = time.monotonic() - t
-    if r.returncode != 0:
-        raise failed(["kdk", "test", *args], r.returncode, r.stdout)
+    took, out = timed_run(argv, env=env, shown=["kdk", "test", *args])
     parts: dict[str, float] = {}
-    for m in DURATION.finditer(r.stdout):
+    for m in DURATION.finditer(out):
         seconds, phase, nodeid = float(m.group(1)), m.group(2), m.group(3)
         folder = nodeid.split("/", 1)[0]
         oops = ["oops"] if "test_an_oops_is_reported" in nodeid else []
@@ -390,18 +368,7 @@ def vng_cycle(release: str, ko: Path, accel_name: str) -> float:
     accel = [] if accel_name == "kvm" else ["--disable-kvm"]
     cmd = f"insmod {ko} && rmmod hello && dmesg | grep hello"
     argv = ["vng", *accel, "-r", f"/boot/vmlinuz-{release}", "--", "sh", "-c", cmd]
-    t = time.monotonic()
-    r = subprocess.run(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-    )
-    if r.returncode != 0:
-        raise failed(argv, r.returncode, r.stdout)
-    return time.monotonic() - t
+    return timed_run(argv, env=env)[0]
 
 
 def machine() -> str:
@@ -493,11 +460,11 @@ def main() -> int:
     k.down()
     rows += test_run_rows()
     rows += newer_kernel_rows(a.n)
-    rows += kernel_rows(k, a.n, a.kernel_cold, kdk, failed)
+    rows += kernel_rows(k, a.n, a.kernel_cold, kdk)
     if not a.no_vagrant:
         rows += vagrant_rows(a.n)
     if a.suite:
-        rows += suite_rows(PROJECT, kernel, failed)
+        rows += suite_rows(PROJECT, kernel)
     rows.insert(0, ("0. `kdk up`, first ever (nothing cached)", [first_up()], None))
     rows.append((PEER, peer, None))
     med = {name: statistics.median(t) for name, t, _ in rows}

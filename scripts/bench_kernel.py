@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_run import Row, timed_run
+
 from kdk.api import Kdk
 from kdk.kbuild.build import DEBIAN_SOURCE, cache_root
 
-Rows = list[tuple[str, list[float], float | None]]
-Failed = Callable[[list[str], int | None, str], SystemExit]
 DEBUG_FRAGMENT = Path(__file__).resolve().parent.parent / "kdk/kbuild/fragments/debug.config"
 CHANGED_FILE = "kernel/panic.c"  # a file of the kernel proper, in every config
 
@@ -42,18 +41,7 @@ def peer_env() -> dict[str, str]:
     return dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""))
 
 
-def timed(argv: list[str], cwd: Path | None, env: dict[str, str], failed: Failed) -> float:
-    """Seconds `argv` takes; the bench stops when it fails."""
-    t = time.monotonic()
-    r = subprocess.run(
-        argv, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    if r.returncode != 0:
-        raise failed(argv, r.returncode, r.stdout)
-    return time.monotonic() - t
-
-
-def cold_rows(failed: Failed) -> Rows:
+def cold_rows() -> list[Row]:
     """kdk's cold debug build, then vng's of the same tree, one after the other."""
     source = cache_root() / "sources"
     kdk_build = [sys.executable, "-m", "kdk.cli", "kernel", "build", "--debug"]
@@ -62,11 +50,11 @@ def cold_rows(failed: Failed) -> Rows:
         (root / "kdk").mkdir()
         (root / "kdk" / "sources").symlink_to(source)
         env = {k: v for k, v in os.environ.items() if k != "CCACHE_DIR"}
-        ours = timed(kdk_build, None, dict(env, XDG_CACHE_HOME=str(root)), failed)
+        ours = timed_run(kdk_build, env=dict(env, XDG_CACHE_HOME=str(root)))[0]
         tree = root / "vng-src"
         shutil.copytree(source / DEBIAN_SOURCE, tree, symlinks=True)
         vng = ["vng", "--build", "--config", str(DEBUG_FRAGMENT)]
-        theirs = timed(vng, tree, peer_env(), failed)
+        theirs = timed_run(vng, env=peer_env(), cwd=tree)[0]
     return [
         ("12a. `kdk kernel build --debug`, cold (empty cache and ccache)", [ours], 900.0),
         (
@@ -77,10 +65,10 @@ def cold_rows(failed: Failed) -> Rows:
     ]
 
 
-def kernel_rows(k: Kdk, n: int, cold: bool, kdk: Callable[..., float], failed: Failed) -> Rows:
+def kernel_rows(k: Kdk, n: int, cold: bool, kdk: Callable[..., float]) -> list[Row]:
     """The rows of this file's docstring; `kdk` runs one kdk command (the
-    bench's VM), `failed` is how the bench stops."""
-    rows = cold_rows(failed) if cold else []
+    bench's VM)."""
+    rows = cold_rows() if cold else []
     build = ("kernel", "build", "--debug")
     kdk(*build)  # the cached build, made when missing or out of date
     rows.append(

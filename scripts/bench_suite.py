@@ -30,9 +30,9 @@ import re
 import subprocess
 import sys
 import sysconfig
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from bench_run import Row, timed_run
 
 from kdk.kernel import Kernel, host_kernels
 
@@ -41,9 +41,6 @@ TARGET = 0.75  # today's time for the same tests, at most this share of the old
 RUN_TIMEOUT = 2700.0  # seconds for one side's pytest (the old one: 370 s, 800 s under load)
 DOWN_TIMEOUT = 120.0
 SUMMARY = re.compile(r"^=* ?(\d+ \w.*) in [\d.]+s")
-
-Row = tuple[str, list[float], float | None]
-Failed = Callable[[list[str], int | None, str], SystemExit]  # bench.failed
 
 
 def export(project: Path, commit: str, dest: Path) -> Path:
@@ -126,28 +123,15 @@ def only_kernel(keep: Kernel) -> list[str]:
 
 
 def timed_pytest(
-    tree: Path, env: dict[str, str], args: list[str], prefix: list[str], failed: Failed
+    tree: Path, env: dict[str, str], args: list[str], prefix: list[str]
 ) -> tuple[float, str]:
     """Wall seconds of one pytest run in `tree` and its summary ("167
     passed"). It must pass: else the bench stops with the output's tail
     (exit status None: it ran over RUN_TIMEOUT).
     The side's VM is stopped afterwards whatever happened."""
     argv = [*prefix, python(tree), "-m", "pytest", *args]
-    t = time.monotonic()
     try:
-        r = subprocess.run(
-            argv,
-            cwd=tree,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
-        took = time.monotonic() - t
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode(errors="replace")
-        raise failed(argv, None, out) from e
+        took, out = timed_run(argv, env=env, cwd=tree, timeout=RUN_TIMEOUT)
     finally:
         subprocess.run(
             [python(tree), "-m", "kdk.cli", "down"],
@@ -156,13 +140,11 @@ def timed_pytest(
             capture_output=True,
             timeout=DOWN_TIMEOUT,
         )
-    if r.returncode != 0:
-        raise failed(argv, r.returncode, r.stdout)
-    lines = [m.group(1) for line in r.stdout.splitlines() if (m := SUMMARY.match(line))]
+    lines = [m.group(1) for line in out.splitlines() if (m := SUMMARY.match(line))]
     return took, lines[-1] if lines else "?"
 
 
-def suite_rows(project: Path, kernel: Kernel, failed: Failed) -> list[Row]:
+def suite_rows(project: Path, kernel: Kernel) -> list[Row]:
     """11a: e20c3af's suite on its code; 11b: those of its tests that still
     exist, on HEAD's code; both cold, on `kernel` (the host's default)."""
     root = project / ".kdk" / "bench-suite"
@@ -180,8 +162,8 @@ def suite_rows(project: Path, kernel: Kernel, failed: Failed) -> list[Row]:
         check_imports_own_kdk(new, new_env)
         old_ids = node_ids(old, old_env)
         ids = still_there(old_ids, node_ids(new, new_env))
-        old_took, old_sum = timed_pytest(old, old_env, [], only_kernel(kernel), failed)
-        new_took, new_sum = timed_pytest(new, new_env, ids, [], failed)
+        old_took, old_sum = timed_pytest(old, old_env, [], only_kernel(kernel))
+        new_took, new_sum = timed_pytest(new, new_env, ids, [])
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=True)
     same = f"{len(ids)} of {OLD}'s {len(old_ids)} still exist"

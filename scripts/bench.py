@@ -413,6 +413,13 @@ def main() -> int:
         help="only the rows that set the two backends side by side (QEMU's 1 and"
         " 3, Vagrant's 10a-10d: ~10 min), into --out (give another file)",
     )
+    ap.add_argument(
+        "--kernels",
+        action="store_true",
+        help="only the rows of the kernel kdk builds (12c-12f; 12a/12b with"
+        " --kernel-cold) beside the distribution kernel's 1 and 3, their peers"
+        " (~10 min), into --out (give another file)",
+    )
     a = ap.parse_args()
 
     k = Kdk(vm=VM)
@@ -422,6 +429,15 @@ def main() -> int:
         kdk("up")
         accel = str(k.status()["accel"])
         write(a.out, table(kernel.release, accel, a.n, "", backend_rows(k, a.n)))
+        return 0
+    if a.kernels:
+        kdk("up")
+        accel = str(k.status()["accel"])
+        rows = [cold_up_row(k, a.n)]
+        kdk("load", "hello")
+        rows += warm_load_rows(a.n)
+        rows += kernel_rows(k, a.n, a.kernel_cold, kdk)
+        write(a.out, table(kernel.release, accel, a.n, "", rows))
         return 0
     # The peer first: if it cannot run here, say so before the long part.
     ko = build(find_module("hello", PROJECT), kernel, k.state / "builds").main_module("hello")

@@ -118,6 +118,43 @@ def test_a_sweep_has_a_row_per_swept_step_from_the_inits_first_point() -> None:
     ]
 
 
+def leak_of(pid: int, size: int, frames: list[str]) -> str:
+    """A kmemleak list entry of the object allocated by `pid` at `frames`."""
+    lines = [f"unreferenced object 0xffff888008fc{pid:04x} (size {size}):"]
+    lines += [f'  comm "fail_nth", pid {pid}, jiffies 4294907966', "  backtrace:"]
+    lines += [f"    [<00000000{i:08x}>] {f}" for i, f in enumerate(frames)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_leak_inside_the_kernel_call_that_failed_is_the_kernels_own() -> None:
+    """The step's allocation failed inside misc_register: what misc_register
+    allocated before and did not free on its error path is a note; what the
+    init allocated itself and did not free is the step's failure."""
+    out = output(
+        {"event": "init", "at": 262},
+        step(262, 301, -1, 12, True, kmsg(FAULT)),
+        {"event": "swept", "n": 262},
+    )
+    sweep = faultinject.parse(out, "kdkmisc")
+    assert faultinject.failed_call(sweep.steps[0].site) == "misc_register"
+    inside = ["kvasprintf_const+0x9e/0x190", "kobject_set_name_vargs+0x5a/0x130"]
+    inside += ["dev_set_name+0x9b/0xd0", "misc_register+0x1e2/0x4c0", "0xffffffffa0008016"]
+    own = ["kmalloc_trace+0x2a/0xd0", "0xffffffffa0008009", "do_one_initcall+0xe6/0x3f0"]
+    allocator = ["__kmem_cache_alloc_node+0x140/0x210"]
+    faultinject.attribute_leaks(
+        leak_of(301, 16, [*allocator, *inside]) + leak_of(301, 64, [*allocator, *own]),
+        [sweep],
+    )
+    assert sweep.steps[0].problems == [
+        "leak: 64 bytes allocated at 0xffffffffa0008009 < do_one_initcall+0xe6"
+    ]
+    assert sweep.notes == [
+        "step 1: 16 bytes leaked inside misc_register, the call whose allocation failed"
+        " (kvasprintf_const+0x9e < kobject_set_name_vargs+0x5a < dev_set_name+0x9b):"
+        " the kernel's own error path, not counted"
+    ]
+
+
 def test_a_module_that_does_not_load_is_said_not_swept() -> None:
     sweep = faultinject.parse(output(step(20000, 300, -1, 19, False)), "kdkedu")
     assert sweep.steps == [] and not sweep.failed

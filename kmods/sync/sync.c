@@ -49,6 +49,13 @@
  *    releases it, in the same task.  Lockdep: "lock held when returning to
  *    user space".
  * Lockdep reports one problem per boot, then turns itself off.
+ *
+ * And a data race, for KCSAN (kdk kernel build --kcsan): writing to
+ * /sys/kernel/debug/kdk_sync/race has a thread and the writer each do
+ * "counter++" SYNC_RACE_LOOPS times on sync_racy_counter with no lock
+ * (sync_race_inc()).  KCSAN: "data-race in sync_race_inc".  On any kernel
+ * the log says how many increments were lost ("race: 151234 of 200000
+ * increments"); the counter is the module's own, so nothing else suffers.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -111,6 +118,11 @@ static struct timer_list sync_timer;
 static DECLARE_COMPLETION(sync_timer_done);
 static DEFINE_MUTEX(sync_irq_run_lock);	/* one irq_unsafe write at a time */
 static DEFINE_MUTEX(sync_held_lock);
+
+/* the race file's counter: nothing protects it, which is the bug */
+#define SYNC_RACE_LOOPS		100000
+static unsigned long sync_racy_counter;
+static DEFINE_MUTEX(sync_race_run_lock);	/* one race write at a time */
 
 static struct completion sync_start;
 static struct dentry *sync_dir;
@@ -375,6 +387,55 @@ static const struct file_operations hold_fops = {
 	.llseek		= noop_llseek,
 };
 
+static noinline void sync_race_inc(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < SYNC_RACE_LOOPS; i++) {
+		sync_racy_counter++;	/* the bug: a plain, unlocked ++ */
+		cpu_relax();	/* a barrier: one load and store per turn */
+	}
+}
+
+static int sync_race_fn(void *data)
+{
+	sync_race_inc();
+	kthread_complete_and_exit(data, 0);
+}
+
+static int sync_race(void)
+{
+	DECLARE_COMPLETION_ONSTACK(done);
+	struct task_struct *t;
+
+	sync_racy_counter = 0;
+	t = kthread_run(sync_race_fn, &done, "kdk_sync/race");
+	if (IS_ERR(t))
+		return PTR_ERR(t);
+	sync_race_inc();
+	wait_for_completion(&done);
+	pr_info("race: %lu of %u increments\n", sync_racy_counter,
+		2 * SYNC_RACE_LOOPS);
+	return 0;
+}
+
+static ssize_t race_write(struct file *file, const char __user *ubuf,
+			  size_t count, loff_t *ppos)
+{
+	int ret;
+
+	mutex_lock(&sync_race_run_lock);
+	ret = sync_race();
+	mutex_unlock(&sync_race_run_lock);
+	return ret ? ret : count;
+}
+
+static const struct file_operations race_fops = {
+	.owner	= THIS_MODULE,
+	.write	= race_write,
+	.llseek	= noop_llseek,
+};
+
 static int __init sync_init(void)
 {
 	int ret;
@@ -410,6 +471,7 @@ static int __init sync_init(void)
 	debugfs_create_file("irq_unsafe", 0200, sync_dir, NULL,
 			    &irq_unsafe_fops);
 	debugfs_create_file("hold", 0200, sync_dir, NULL, &hold_fops);
+	debugfs_create_file("race", 0200, sync_dir, NULL, &race_fops);
 	return 0;
 }
 
@@ -426,4 +488,4 @@ module_exit(sync_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("kdk");
-MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t; a lock-order inversion, a sleep in atomic context, an irq-unsafe lock and a lock held into user space on demand");
+MODULE_DESCRIPTION("Threads incrementing counters under a mutex, a spinlock and an atomic_t; a lock-order inversion, a sleep in atomic context, an irq-unsafe lock, a lock held into user space and a data race on demand");

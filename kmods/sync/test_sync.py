@@ -5,6 +5,7 @@ lost, at load and on every run started through debugfs."""
 from __future__ import annotations
 
 import errno
+import re
 from contextlib import AbstractContextManager, nullcontext
 
 import pytest
@@ -121,8 +122,27 @@ def test_the_lock_orders_are_taken_in_sequence_and_never_deadlock(
     assert [r.text for r in vm.dmesg() if r.seq > seq] == [
         f"sync: took the locks in the order {o}" for o in ("ab", "ba", "ab")
     ]
-    if "CONFIG_DEBUG_ATOMIC_SLEEP=y" in kdk_kernel.config.read_text().splitlines():
+    if kdk_kernel.enabled("CONFIG_DEBUG_ATOMIC_SLEEP"):
         with expect_report("sleep in atomic"):
             vm.exec(f"echo 1 > {DIR}/sleep_in_atomic")
     else:
         check_writes(vm, [(f"{DIR}/sleep_in_atomic", b"1", -errno.EOPNOTSUPP)])
+
+
+def test_the_racy_counter_says_how_many_increments_stayed(vm: Kdk, kdk_kernel: Kernel) -> None:
+    """race: a thread and the writer each do 100000 unlocked "counter++";
+    the log says how many of the 200000 stayed (fewer: increments were
+    lost to the race). KCSAN, where the kernel has it, reports the race
+    (tests/test_reports_vm.py has its block)."""
+    vm.load("sync", ["nthreads=1", "iterations=1"])
+    seq = vm.dmesg()[-1].seq
+    expected: AbstractContextManager[object] = (
+        expect_report("KCSAN") if kdk_kernel.enabled("CONFIG_KCSAN") else nullcontext()
+    )
+    with expected:
+        check_writes(vm, [(f"{DIR}/race", b"1", 1)])
+    said = [r.text for r in vm.dmesg() if r.seq > seq and r.text.startswith("sync: race: ")]
+    assert len(said) == 1, said
+    m = re.fullmatch(r"sync: race: (\d+) of 200000 increments", said[0])
+    assert m is not None and 0 < int(m.group(1)) <= 200000, said
+    assert no_worker_left(vm)

@@ -39,16 +39,21 @@ def debug_kernel() -> Kernel:
     return build.build(plan, say, lambda step: say(f"kdk kernel build: {step}")).kernel
 
 
-@pytest.fixture(scope="session")
-def debug_vm(debug_kernel: Kernel) -> Iterator[Kdk]:
-    """A VM of the debug kernel, stopped at the end unless it was up before."""
-    k = Kdk(vm=DEBUG_VM, say=say)
+def kernel_vm(kernel: Kernel, name: str) -> Iterator[Kdk]:
+    """A VM named `name` of `kernel`, stopped at the end unless it was up before."""
+    k = Kdk(vm=name, say=say)
     was_up = k.backend.record() is not None
-    rec, _ = k.up(BootRequest(debug_kernel.release))
-    assert rec.kernel == debug_kernel.release
+    rec, _ = k.up(BootRequest(kernel.release))
+    assert rec.kernel == kernel.release
     yield k
     if not was_up:
         k.down()
+
+
+@pytest.fixture(scope="session")
+def debug_vm(debug_kernel: Kernel) -> Iterator[Kdk]:
+    """A VM of the debug kernel (one per session)."""
+    yield from kernel_vm(debug_kernel, DEBUG_VM)
 
 
 def kdk_cli(

@@ -113,6 +113,31 @@ def test_ubsan_names_the_kind_the_line_and_the_function() -> None:
     assert r.detail == "shift exponent 32 is too large for 32-bit type 'int'"
 
 
+def test_kcsan_names_the_racing_function_and_both_accesses() -> None:
+    """kmods/sync's race file on the KCSAN kernel: a thread and a write(2)
+    both in sync_race_inc."""
+    crashes, [r] = split("console-kcsan-race-kdk-kcsan.log")
+    assert crashes == []
+    assert r.summary() == "KCSAN: data-race in sync_race_inc [sync]"
+    assert r.accesses == [
+        "write of 8 bytes by task 110 at sync_race_inc [sync] < race_write [sync]"
+        " < full_proxy_write",
+        "read of 8 bytes by task 111 at sync_race_inc [sync] < sync_race_fn [sync] < kthread",
+    ]
+    assert r.detail == "value changed: 0x0000000000003d10 -> 0x0000000000003de6"
+
+
+def test_kcsan_with_one_side_unknown_names_its_function() -> None:
+    text = (
+        "BUG: KCSAN: data-race in sync_race_inc+0x1e/0x50 [sync]\n\n"
+        "race at unknown origin, with read to 0xffffffffa00024c0 of 8 bytes by task 111 on cpu 1:\n"
+        " sync_race_inc+0x1e/0x50 [sync]\n"
+    )
+    [r] = reports.parse(text)
+    assert r.summary() == "KCSAN: data-race in sync_race_inc [sync]"
+    assert r.accesses == ["read of 8 bytes by task 111 at sync_race_inc [sync]"]
+
+
 def test_a_report_followed_by_a_crash_keeps_the_crash() -> None:
     """faulty's first uaf wrote over KASAN's quarantine link in the freed
     object: KASAN reported it, then the kernel crashed on the link."""

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BuildFailed, KdkError, MissingDependency
 from ..kernel import Kernel, built_kernels, kernels_cache
@@ -379,6 +380,22 @@ def install(p: Plan, step: Say) -> Kernel:
     )
 
 
+def _last_build(p: Plan) -> dict[str, Any]:
+    """What the last good build of `p`'s folder wrote in its stamp ({} when none)."""
+    try:
+        last = json.loads(p.stamp.read_text())
+    except (OSError, ValueError):
+        return {}
+    return last if isinstance(last, dict) else {}
+
+
+def current(p: Plan) -> Kernel | None:
+    """The kernel `p` makes when its last good build had the same inputs
+    and is there: what `build` would return without building."""
+    done = [k for k in built_kernels() if k.image.parent == p.folder]
+    return done[0] if done and _last_build(p).get("inputs") == p.inputs() else None
+
+
 def build(p: Plan, say: Say, step: Say) -> BuildResult:
     """Configure, compile and install `p`; nothing when the inputs are
     those of the last good build and its kernel is there."""
@@ -386,14 +403,10 @@ def build(p: Plan, say: Say, step: Say) -> BuildResult:
     p.folder.mkdir(parents=True, exist_ok=True)
     busy = f"another `kdk kernel build` of {p.release} is running"
     with file_lock(p.folder / ".lock", 5, busy):
+        if (kernel := current(p)) is not None:
+            return BuildResult(kernel, False, 0, 0.0, 0.0)
         inputs = p.inputs()
-        try:
-            last = json.loads(p.stamp.read_text())
-        except (OSError, ValueError):
-            last = {}
-        done = [k for k in built_kernels() if k.image.parent == p.folder]
-        if last.get("inputs") == inputs and done:
-            return BuildResult(done[0], False, 0, 0.0, 0.0)
+        last = _last_build(p)
         step("configuring")
         configure(p)
         compiled, wall, cpu = make(p, step)

@@ -5,13 +5,16 @@ says so on the console: KASAN (a bad memory access: use-after-free,
 slab-out-of-bounds, double-free, ...), lockdep (a lock order that can
 deadlock, a lock used in and out of interrupts, a lock still held when a
 system call returns), DEBUG_ATOMIC_SLEEP (a function that may sleep
-called where sleeping is not allowed) and UBSAN (undefined behaviour: a
-shift too far, an index out of bounds). The kernel goes on after each: a
+called where sleeping is not allowed), UBSAN (undefined behaviour: a
+shift too far, an index out of bounds) and KCSAN (a data race: two
+threads at the same memory at once, one of them writing, with no lock or
+marked access; `kdk kernel build --kcsan`). The kernel goes on after each: a
 `Report` is not a crash. Each names its check, its kind, the function it
 happened in and that function's module (the first frame of a module on
 its stack: the code under test, not the kernel's machinery), and what the
 check adds: the access and the allocating and freeing stacks (KASAN), the
-locks and where each was taken (lockdep), the source line (UBSAN, sleep).
+locks and where each was taken (lockdep), the source line (UBSAN, sleep),
+the two racing accesses (KCSAN).
 
 `split` tells these apart from the crashes of `oops.parse`, which sees a
 KASAN report or a sleep in atomic context as a "BUG:" like any other.
@@ -34,6 +37,16 @@ KASAN_STACK = re.compile(r"^(Allocated|Freed) by task \d+:")
 SLEEP = re.compile(r"^BUG: (sleeping function called from invalid context) at (\S+)")
 SCHEDULE = re.compile(r"^BUG: (scheduling while atomic): (\S+)")
 UBSAN = re.compile(r"^UBSAN: (\S+) in (\S+?)(?::\d+)?$")
+# "BUG: KCSAN: data-race in sync_race_inc [sync] / sync_race_inc [sync]"
+# (the two functions, without offsets), or one "func+0x1f/0x40 [mod]" when
+# the other side is unknown; then each access, "read-write to 0xffff... of
+# 8 bytes by task 213 on cpu 1:" (or "race at unknown origin, with read to
+# ...") and its stack.
+KCSAN = re.compile(r"^BUG: KCSAN: (.+?) in (.+)$")
+KCSAN_SIDE = re.compile(r"^([\w.$]+)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?:\s+\[(\w+)\])?$")
+KCSAN_ACCESS = re.compile(
+    r"^(?:race at unknown origin, with )?(.+?) to 0x[0-9a-f]+ of (\d+) bytes by (.+?) on cpu \d+:$"
+)
 # lockdep's title follows a row of "=": "WARNING: possible circular
 # locking dependency detected", "WARNING: inconsistent lock state", ...
 LOCKDEP = re.compile(r"^WARNING: (.+?)!?$")
@@ -77,6 +90,7 @@ class Report:
     allocated: list[str] = field(default_factory=list)  # KASAN: top frames
     freed: list[str] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)  # top frames, "func [module]"
+    accesses: list[str] = field(default_factory=list)  # KCSAN: "write of 8 bytes by task 3 at f"
 
     def summary(self) -> str:
         """ "KASAN: use-after-free in faulty_uaf [faulty]" """
@@ -96,6 +110,7 @@ class Report:
                 lines.append(f"  {label}: " + " < ".join(frames))
         if self.trace:
             lines.append("  call trace: " + " < ".join(self.trace))
+        lines += [f"  access: {access}" for access in self.accesses]
         if console_log is not None:
             lines.append(f"  console log: {console_log}")
         return "\n".join(lines)
@@ -116,6 +131,15 @@ def _start(line: str, previous: str) -> Report | None:
     m = UBSAN.match(line)
     if m:
         return Report("UBSAN", m.group(1), line, where=m.group(2))
+    m = KCSAN.match(line)
+    if m:
+        report = Report("KCSAN", m.group(1), line)
+        sides = [KCSAN_SIDE.match(side) for side in m.group(2).split(" / ")]
+        named = [(f.group(1), f.group(2) or "") for f in sides if f is not None]
+        mine = next((f for f in named if f[1]), named[0] if named else None)
+        if mine is not None:
+            report.function, report.module = oops._source(mine)
+        return report
     m = LOCKDEP.match(line)
     if m and RULE.match(previous) and not line.startswith("WARNING: CPU:"):
         return Report("lockdep", m.group(1), line)
@@ -159,6 +183,8 @@ def parse(text: str) -> list[Report]:
             elif part == "chain" and not culprit and not MACHINERY.match(frame[0]):
                 culprit.append(name)
                 cur.chain[-1] += f" taken in {name}"
+            elif part == "access" and cur.accesses[-1].count(" < ") < TOP_FRAMES - 1:
+                cur.accesses[-1] += f" < {name}" if " at " in cur.accesses[-1] else f" at {name}"
             continue
         if line.strip().startswith(("? ", "<TASK>")):
             continue
@@ -167,7 +193,14 @@ def parse(text: str) -> list[Report]:
         stack = KASAN_STACK.match(line)
         chain = CHAIN.match(line)
         registered = REGISTERED.match(line)
-        if access:
+        racing = KCSAN_ACCESS.match(line) if cur.check == "KCSAN" else None
+        if racing:
+            what, size, by = racing.groups()
+            cur.accesses.append(f"{what} of {size} bytes by {by}")
+            part = "access"
+        elif cur.check == "KCSAN" and line.startswith("value changed: "):
+            cur.detail = line
+        elif access:
             size = f" of size {access.group(2)}" if access.group(2) else ""
             cur.detail = f"{access.group(1).lower()}{size} by task {access.group(3)}"
         elif USAGE.match(line) or (

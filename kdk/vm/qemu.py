@@ -129,8 +129,9 @@ def kunit_cmdline(kernel: Kernel) -> list[str]:
 
 def boot_budget(kernel: Kernel) -> tuple[float, float]:
     """(STALLED, BOOT_TIMEOUT) for `kernel`: twice as long for a kernel
-    with KASAN or lockdep, which boots 2-3 times slower under TCG."""
-    slow = kernel.enabled("CONFIG_KASAN") or kernel.enabled("CONFIG_PROVE_LOCKING")
+    with KASAN, lockdep or KCSAN, which boots 2-3 times slower under TCG."""
+    checks = ("CONFIG_KASAN", "CONFIG_PROVE_LOCKING", "CONFIG_KCSAN")
+    slow = any(kernel.enabled(option) for option in checks)
     return (STALLED * 2, BOOT_TIMEOUT * 2) if slow else (STALLED, BOOT_TIMEOUT)
 
 

@@ -18,7 +18,6 @@ unloads cleanly at the end (the sweep's last load, then rmmod).
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import shlex
@@ -223,9 +222,10 @@ def parse(out: str, module: str) -> Sweep:
 def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
     """kmemleak's list: each object allocated by a step's process becomes
     that step's problem, unless it was allocated inside the kernel function
-    the module called whose allocation failed: that function's own error
-    path did not free it, which no module can mend (6.1's class_create
-    leaks its name when kset_register fails). Those are a note of the
+    in which the step's allocation failed (the site's second name): that
+    function's own error path did not free it, which no module can mend
+    (6.1's sysfs_slab_add, under kmem_cache_create, leaks its kobject's
+    name when kernfs fails). Those are a note of the
     sweep. A loop of calls of one kernel function from one place in the
     init, whose earlier calls' objects the init did not free, looks the
     same and is not caught."""
@@ -238,7 +238,7 @@ def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
         below = [f.split("/0x")[0] for f in leak.frames if not ALLOCATOR.match(f)]
         where = " < ".join(below[:3])
         call = failed_call(step.site)
-        if call and _called_from_module(leak.frames, sweep.module) == call:
+        if call and call in _calls_from_module(leak.frames, sweep.module):
             sweep.notes.append(
                 f"step {step.n}: {leak.size} bytes leaked inside {call}, the call whose"
                 f" allocation failed ({where}): the kernel's own error path, not counted"
@@ -256,14 +256,15 @@ def failed_call(site: str) -> str:
     return parts[1] if len(parts) == 3 and parts[0].endswith("]") else ""
 
 
-def _called_from_module(frames: list[str], module: str) -> str:
-    """The function that the module's frame called on a leak's stack: the
-    frame below the module's first, which kmemleak names (the module's own
-    frames are bare addresses once its failed load freed it)."""
-    for below, frame in itertools.pairwise(frames):
-        if frame.startswith("0x") or frame.endswith(f"[{module}]"):
-            return below.split("+")[0]
-    return ""
+def _calls_from_module(frames: list[str], module: str) -> list[str]:
+    """The functions between the allocation and the module's first frame
+    on a leak's stack (kmemleak names them; the module's own frames are
+    bare addresses once its failed load freed it)."""
+    at = next(
+        (i for i, f in enumerate(frames) if f.startswith("0x") or f.endswith(f"[{module}]")),
+        0,
+    )
+    return [f.split("+")[0] for f in frames[:at]]
 
 
 def table(sweep: Sweep) -> str:

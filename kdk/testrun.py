@@ -243,9 +243,12 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
             print(table(sweep), flush=True)
             sweeps.append(sweep)
     print("kmemleak: scanning for what the failed loads leaked ...", flush=True)
+    noted = [len(sweep.notes) for sweep in sweeps]
     if not k.loader.fault_leaks(sweeps):
         print("kmemleak: not checked, this kernel has none (kdk kernel build --debug has it)")
-    for sweep in sweeps:
+    for sweep, before in zip(sweeps, noted, strict=True):
         if any(p.startswith("leak:") for s in sweep.steps for p in s.problems):
             print(table(sweep))
+        else:  # the kernel's own leaks, not counted against the module: said
+            print("".join(f"{sweep.module}: {note}\n" for note in sweep.notes[before:]), end="")
     return sweeps

@@ -225,11 +225,12 @@ def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
     in which the step's allocation failed (the site's second name): that
     function's own error path did not free it, which no module can mend
     (6.1's sysfs_slab_add, under kmem_cache_create, leaks its kobject's
-    name when kernfs fails). Those are a note of the
-    sweep. A loop of calls of one kernel function from one place in the
+    name when kernfs fails). Those are one note of the sweep per function
+    and stack. A loop of calls of one kernel function from one place in the
     init, whose earlier calls' objects the init did not free, looks the
     same and is not caught."""
     steps = {s.pid: (sw, s) for sw in sweeps for s in sw.steps}
+    kernels: dict[tuple[int, str, str], list[int]] = {}  # (sweep, call, where): steps
     for leak in reports.leak_objects(listing):
         pid = PID.search(leak.text)
         sweep, step = steps.get(int(pid.group(1)), (None, None)) if pid else (None, None)
@@ -239,12 +240,15 @@ def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
         where = " < ".join(below[:3])
         call = failed_call(step.site)
         if call and call in _calls_from_module(leak.frames, sweep.module):
-            sweep.notes.append(
-                f"step {step.n}: {leak.size} bytes leaked inside {call}, the call whose"
-                f" allocation failed ({where}): the kernel's own error path, not counted"
-            )
+            kernels.setdefault((sweeps.index(sweep), call, where), []).append(step.n)
         else:
             step.problems.append(f"leak: {leak.size} bytes allocated at {where}")
+    for (index, call, where), ns in kernels.items():
+        which = f"step {ns[0]}" if len(ns) == 1 else f"{len(ns)} steps ({', '.join(map(str, ns))})"
+        sweeps[index].notes.append(
+            f"{which}: leaked inside {call}, the call whose allocation failed ({where}):"
+            " the kernel's own error path, not counted"
+        )
 
 
 def failed_call(site: str) -> str:

@@ -389,11 +389,14 @@ def _last_build(p: Plan) -> dict[str, Any]:
     return last if isinstance(last, dict) else {}
 
 
-def current(p: Plan) -> Kernel | None:
+def current(p: Plan, inputs: str | None = None) -> Kernel | None:
     """The kernel `p` makes when its last good build had the same inputs
-    and is there: what `build` would return without building."""
+    (`inputs`, else read now: a walk of the source tree) and is there:
+    what `build` would return without building."""
     done = [k for k in built_kernels() if k.image.parent == p.folder]
-    return done[0] if done and _last_build(p).get("inputs") == p.inputs() else None
+    if not done:
+        return None
+    return done[0] if _last_build(p).get("inputs") == (inputs or p.inputs()) else None
 
 
 def build(p: Plan, say: Say, step: Say) -> BuildResult:
@@ -403,9 +406,9 @@ def build(p: Plan, say: Say, step: Say) -> BuildResult:
     p.folder.mkdir(parents=True, exist_ok=True)
     busy = f"another `kdk kernel build` of {p.release} is running"
     with file_lock(p.folder / ".lock", 5, busy):
-        if (kernel := current(p)) is not None:
-            return BuildResult(kernel, False, 0, 0.0, 0.0)
         inputs = p.inputs()
+        if (kernel := current(p, inputs)) is not None:
+            return BuildResult(kernel, False, 0, 0.0, 0.0)
         last = _last_build(p)
         step("configuring")
         configure(p)

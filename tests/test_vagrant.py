@@ -225,6 +225,9 @@ def test_plain_vagrant_up_with_the_repository_vagrantfile(
     libvirt = Libvirt()
     libvirt.ensure(print)
     pool = "kdk-test-plain"
+    if libvirt.domain_xml("kdk-test-plain-default") is not None:  # a killed run's
+        libvirt.remove_domain("kdk-test-plain-default")
+    libvirt.remove_pool(pool)  # a killed run's, whose folder was another tmp_path
     libvirt.ensure_pool(pool, tmp_path / "pool")
     env = dict(
         os.environ,
@@ -324,6 +327,56 @@ def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
         destroy = kdk("down", "--destroy")
     assert destroy.returncode == 0, destroy.stderr
     assert not Path("/run/netns", NETNS).exists()
+
+
+def orphan(name: str, console: Path) -> str:
+    """A domain `name` as a kdk killed mid-`up` leaves it: defined, never
+    destroyed, its console log in the state folder of the VM it was for."""
+    return (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+        f"<console type='file'><source path='{console}'/><target type='serial'/></console>"
+        "</devices></domain>"
+    )
+
+
+@real
+def test_a_domain_left_by_a_killed_kdk_is_removed_and_another_projects_is_not(
+    host_net: dict[str, str], tmp_path: Path
+) -> None:
+    vm = VM + "-orphan"
+    domain = f"kdk-{vm}-default"
+    libvirt = Libvirt()
+    libvirt.ensure(print)
+    definition = tmp_path / "domain.xml"
+    try:
+        # Made for a project that exists (its VM folder is there): not kdk's to remove.
+        other = tmp_path / "other" / ".kdk" / "vms" / vm
+        other.mkdir(parents=True)
+        definition.write_text(orphan(domain, other / "console.log"))
+        libvirt.virsh("define", str(definition))
+        up = kdk("up", "--backend", "vagrant", KDK_VM=vm)
+        assert up.returncode == 1
+        assert up.stderr.strip().splitlines()[-1] == (
+            f"kdk: the libvirt domain {domain} is another kdk VM's (its folder {other}): "
+            "`kdk down --destroy` it there, or choose another --vm name"
+        )
+        assert kdk("down", "--destroy", KDK_VM=vm).returncode == 0
+        assert libvirt.domain_xml(domain) is not None  # still there, untouched
+        libvirt.virsh("undefine", domain)
+
+        # Made for a folder removed since (a clone deleted, a run killed): removed.
+        definition.write_text(orphan(domain, tmp_path / "gone" / "console.log"))
+        libvirt.ensure(print)
+        libvirt.virsh("define", str(definition))
+        assert libvirt.domain_xml(domain) is not None
+        assert not Kdk(project=REPO, vm=vm, backend="vagrant").down(destroy=True)
+        # No domain left, so kdk's libvirt stopped: its definitions went with its /etc copy.
+        assert not Path("/run/netns", NETNS).exists()
+        assert not Path("/etc/netns", NETNS).exists()
+    finally:
+        if libvirt.running() and libvirt.domain_xml(domain) is not None:
+            libvirt.virsh("undefine", domain)
 
 
 @real

@@ -276,6 +276,17 @@ class Libvirt:
         self.virsh("pool-delete", name, check=False)
         self.virsh("pool-undefine", name, check=False)
 
+    def domain_xml(self, name: str) -> str | None:
+        """The definition of the domain `name`; None when there is none."""
+        if name not in self.virsh("list", "--all", "--name").split():
+            return None
+        return self.virsh("dumpxml", name)
+
+    def remove_domain(self, name: str) -> None:
+        """The domain `name` stopped and undefined, with its volumes."""
+        self.virsh("destroy", name, check=False)  # fails when it is not running
+        self.virsh("undefine", name, "--remove-all-storage")
+
     def idle(self) -> bool:
         """No domain and no storage pool left: nothing of any kdk VM."""
         return not (

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,12 @@ class VagrantBackend(Backend):
             self.vagrant("destroy", "-f", box=box, timeout=120.0)
             self.libvirt.remove_pool(self.pool)  # with the old box's image in it
             boxes.remove_from_vagrant(box.name)  # Vagrant's copy may be the old one too
+        other = None if (self.state.path / "vagrant").exists() else self._remove_orphan()
+        if other is not None:
+            raise KdkError(
+                f"the libvirt domain {self.domain} is another kdk VM's (its folder "
+                f"{other}): `kdk down --destroy` it there, or choose another --vm name"
+            )
         self.libvirt.ensure_pool(self.pool, self.state.path / "pool")
         log = self.state.console_log
         if log.exists() and log.stat().st_size:  # keep the last boot's (a crash's) log
@@ -278,6 +285,23 @@ class VagrantBackend(Backend):
         )
         self.state.write(rec)
         return rec
+
+    def _remove_orphan(self) -> Path | None:
+        """A domain of this VM's name that no Vagrant machine folder knows
+        (a kdk or test killed before `vagrant destroy`, a state folder
+        removed by hand) is removed when it was made for this VM's state
+        folder or for one that no longer exists. Another project's VM of
+        the same name is not touched: its folder is returned."""
+        xml = self.libvirt.domain_xml(self.domain)
+        if xml is None:
+            return None
+        source = ET.fromstring(xml).find("devices/console/source")
+        owner = None if source is None else Path(source.get("path", "")).parent
+        if owner is not None and owner != self.state.path and owner.exists():
+            return owner
+        self.libvirt.remove_domain(self.domain)
+        self.libvirt.remove_pool(self.pool)
+        return None
 
     def dry_run(self, req: BootRequest, say: Callable[[str], None]) -> list[str]:
         """The vagrant command `up` runs (in the namespace of libvirt's
@@ -317,7 +341,9 @@ class VagrantBackend(Backend):
             self.libvirt.ensure(lambda _: None)
             if machine.exists():
                 self.vagrant("destroy", "-f", timeout=120.0)
-            self.libvirt.remove_pool(self.pool)
+                self.libvirt.remove_pool(self.pool)
+            elif self._remove_orphan() is None:  # another project's VM of this name: left alone
+                self.libvirt.remove_pool(self.pool)  # a pool left without its domain
         self.state.clear()
         for name in (INFO, HOST_KEY_PUB, MADE_FROM):
             self.state.file(name).unlink(missing_ok=True)

@@ -82,6 +82,33 @@ def copy_hello(dest: Path, name: str = "hello") -> ModuleSource:
 
 
 @pytest.mark.kbuild
+def test_a_kernel_built_again_relinks_the_module(tmp_path: Path, host_kernel: Kernel) -> None:
+    """Kbuild relinks an external module only when its own objects change,
+    not when the kernel was built again under the same release (as `kdk
+    kernel build` does): the module's BTF would name the last build's types
+    and the new kernel refuse it. The kernel here: the host's headers
+    linked into a tree of the test's own, whose Module.symvers (written by
+    every kernel build) is written again."""
+    real = host_kernel.build_dir.resolve()
+    tree = tmp_path / "lib" / "modules" / host_kernel.release / "build"
+    tree.mkdir(parents=True)
+    for entry in real.iterdir():
+        if entry.name != "Module.symvers":
+            (tree / entry.name).symlink_to(entry.resolve())
+    shutil.copyfile(real / "Module.symvers", tree / "Module.symvers")
+    kernel = Kernel(host_kernel.release, host_kernel.image, tree.parent)
+    src = copy_hello(tmp_path)
+    stamps = tmp_path / "stamps"
+    assert build(src, kernel, stamps).rebuilt
+    linked = (src.path / "hello.ko").stat().st_mtime_ns
+    assert not build(src, kernel, stamps).rebuilt
+    shutil.copyfile(real / "Module.symvers", tree / "Module.symvers")  # built again
+    assert build(src, kernel, stamps).rebuilt
+    assert (src.path / "hello.ko").stat().st_mtime_ns > linked  # linked again
+    assert not build(src, kernel, stamps).rebuilt
+
+
+@pytest.mark.kbuild
 def test_builds_once_then_only_after_a_change(tmp_path: Path, host_kernel: Kernel) -> None:
     src = copy_hello(tmp_path)
     stamps = tmp_path / "stamps"

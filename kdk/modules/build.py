@@ -109,7 +109,7 @@ def source_digest(folder: Path, kernel: Kernel, outside: Sequence[Path] = ()) ->
     build (a kernel kdk builds keeps its release when built again, and a
     module built for the last build has BTF the new one refuses)."""
     h = hashlib.sha256(kernel.release.encode())
-    outside = [kernel.build_dir / "Module.symvers", *outside]  # written by each kernel build
+    h.update(kernel_build_id(kernel).encode())
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -118,12 +118,22 @@ def source_digest(folder: Path, kernel: Kernel, outside: Sequence[Path] = ()) ->
                 st = path.stat()
                 h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     for path in outside:
-        try:
-            st = path.stat()
-            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{path}: gone\n".encode())
+        h.update(_file_state(path).encode())
     return h.hexdigest()
+
+
+def _file_state(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path}: gone\n"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}\n"
+
+
+def kernel_build_id(kernel: Kernel) -> str:
+    """Changes with each build of the kernel's tree: its Module.symvers,
+    which every kernel build writes again."""
+    return _file_state(kernel.build_dir / "Module.symvers")
 
 
 def outside_sources(folder: Path) -> list[Path]:
@@ -245,6 +255,13 @@ def _build(
         raise MissingDependency(
             f"no headers for {kernel.release}: install linux-headers-{kernel.release}"
         )
+    if old.get("kernel") != kernel_build_id(kernel):
+        # Kbuild relinks an external module only when its own objects change,
+        # not when the kernel it links against was built again: its BTF would
+        # then name the last build's types and the new kernel refuse it
+        # ("failed to validate module BTF: -22").
+        for ko in built_modules(src.path):
+            ko.unlink(missing_ok=True)
     argv, cwd = make_argv(src.path, kernel)
     try:
         code, text = (make or host_make)(argv, cwd)
@@ -262,6 +279,7 @@ def _build(
     outside = outside_sources(src.path)
     record = {
         "digest": source_digest(src.path, kernel, outside),
+        "kernel": kernel_build_id(kernel),
         "modules": [str(k) for k in kos],
         "outside": [str(p) for p in outside],
     }

@@ -11,7 +11,7 @@ from kdk.api import Kdk
 from kdk.klog import kmsg as klog
 from kdk.modules import faultinject
 
-from .conftest import kdk_cli
+from .conftest import DATA, kdk_cli
 
 FAULT = [
     "FAULT_INJECTION: forcing a failure.",
@@ -173,6 +173,58 @@ def test_a_leak_deeper_in_the_call_that_failed_is_the_kernels_own_too() -> None:
         "2 steps (15, 17): leaked inside sysfs_slab_add, the call whose allocation failed"
         " (kvasprintf_const+0xce < kobject_set_name_vargs+0x44 < kobject_init_and_add+0xbb):"
         " the kernel's own error path, not counted"
+    ]
+
+
+def test_a_warning_of_the_kernel_after_it_hid_the_failure_is_the_kernels_own() -> None:
+    """A real step of kdkedu's sweep with its edu device: the failed
+    allocation was one of /proc/irq/N's files, which 6.1's request_irq
+    goes on without (kdkedu's probe succeeded), and at rmmod free_irq
+    warns that the file is missing. The same warning counts when the
+    kernel told the module (its load failed), or when it is in the
+    module's own function."""
+    fault = (DATA / "kmsg-kdkedu-fault-in-request-irq.txt").read_text().splitlines()
+    warning = (DATA / "kmsg-kdkedu-irq-proc-warning.txt").read_text().splitlines()
+
+    def swept(n: int) -> dict[str, object]:
+        return {"event": "swept", "n": n}
+
+    def unload(n: int, lines: list[str]) -> dict[str, object]:
+        return {"event": "unload", "n": n, "rc": 0, "errno": 0, "log": kmsg(lines)}
+
+    at = "remove_proc_entry+0x21f/0x3f0"  # where it warned; made the module's own below
+    own = [
+        ln.replace(
+            f"fs/proc/generic.c:734 {at}", "kdkedu.c:300 kdkedu_remove+0x2f/0x90 [kdkedu]"
+        ).replace(f"0010:{at}", "0010:kdkedu_remove+0x2f/0x90 [kdkedu]")
+        for ln in warning
+    ]
+    out = output(
+        {"event": "init", "at": 100},
+        step(202, 400, 0, 0, True, kmsg(fault)),
+        unload(202, warning),
+        step(204, 401, 0, 0, True, kmsg(fault)),
+        unload(204, warning),
+        step(206, 402, -1, 12, True, kmsg([*fault, *warning])),
+        step(208, 403, 0, 0, True, kmsg(fault)),
+        unload(208, own),
+        *(swept(n) for n in (202, 204, 206, 208)),
+    )
+    sweep = faultinject.parse(out, "kdkedu")
+    assert sweep.steps[0].site == (
+        "kdkedu_probe+0x3ca [kdkedu] > devm_request_threaded_irq > __proc_create"
+    )
+    problems = [(s.n, s.problems) for s in sweep.steps]
+    assert problems == [
+        (103, []),
+        (105, []),
+        (107, ["warned: WARNING at fs/proc/generic.c:734 in remove_proc_entry"]),
+        (109, ["warned: WARNING at kdkedu.c:300 in kdkedu_remove [kdkedu]"]),
+    ]
+    assert sweep.notes == [
+        "2 steps (103, 105): WARNING at fs/proc/generic.c:734 in remove_proc_entry, after"
+        " devm_request_threaded_irq went on without what it failed to allocate: the kernel's"
+        " own error path, not counted"
     ]
 
 

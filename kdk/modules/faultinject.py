@@ -159,13 +159,30 @@ def site(records: list[kmsg.Record], module: str) -> str:
     return " > ".join([below[at], *called])
 
 
-def _check(step: Step, records: list[kmsg.Record]) -> None:
+def _check(step: Step, records: list[kmsg.Record], module: str, loaded: Step | None) -> list[str]:
     """The step's problems found in its kernel log: a crash or a warning,
-    a report of the kernel's checks."""
+    a report of the kernel's checks. A warning in a function of the kernel
+    after `loaded`, a load the kernel let succeed although the step's
+    allocation failed inside one of its functions, is the kernel's own:
+    the module was told nothing failed, so it did what the sweep's last,
+    clean load checks (6.1's request_irq goes on without the /proc/irq
+    files it failed to make, and free_irq then warns that they are
+    missing). Those warnings are returned, not counted."""
     text = "\n".join(r.format() for r in records)
     crashes, found = reports.split(text)
-    step.problems += [f"{c.what}: {c.summary()}" for c in crashes]
+    hidden = loaded is not None and loaded.errno == 0 and bool(failed_call(loaded.site))
+    own = []
+    for c in crashes:
+        if hidden and c.what == "warned" and not (c.module == module and not c.caller):
+            own.append(c.summary())
+        else:
+            step.problems.append(f"{c.what}: {c.summary()}")
     step.problems += [r.summary() for r in found]
+    return own
+
+
+def _steps(ns: list[int]) -> str:
+    return f"step {ns[0]}" if len(ns) == 1 else f"{len(ns)} steps ({', '.join(map(str, ns))})"
 
 
 def parse(out: str, module: str) -> Sweep:
@@ -181,12 +198,20 @@ def parse(out: str, module: str) -> Sweep:
     init = min([init, *(n for n in in_init if n in swept_at)]) if init else 0
     sweep.init_at = init
     by_n: dict[int, Step] = {}
+    kernels: dict[tuple[str, str], list[int]] = {}  # (call, warning): steps
+
+    def check(step: Step, records: list[kmsg.Record], loaded: Step | None) -> None:
+        own = _check(step, records, module, loaded)
+        if loaded is not None:
+            for warning in own:
+                kernels.setdefault((failed_call(loaded.site), warning), []).append(loaded.n)
+
     for e in events:
         records = kmsg.parse(e.get("log", ""))
         if e["event"] == "step" and e["n"] and init:
             step = Step(e["n"] - init + 1, e["pid"], e["errno"], e["injected"])
             step.site = site(records, module) if e["injected"] else ""
-            _check(step, records)
+            check(step, records, step)
             if e["rc"] and not e["injected"]:
                 step.problems.append(
                     "the load failed without the fault: an earlier step left something behind"
@@ -200,7 +225,7 @@ def parse(out: str, module: str) -> Sweep:
                 what = f"rmmod after step {e['n'] - init + 1} failed: {errno_text(e['errno'])}"
                 (where.problems if where else sweep.problems).append(what)
             unload = Step(0, 0, 0, False)
-            _check(unload, records)
+            check(unload, records, where)
             (where.problems if where else sweep.problems).extend(unload.problems)
         elif e["event"] == "drivers":
             for driver, devices in e["drivers"]:
@@ -214,6 +239,11 @@ def parse(out: str, module: str) -> Sweep:
             )
         elif e["event"] == "capped":
             sweep.problems.append(f"still failing after {e['cap']} points: not swept further")
+    for (call, warning), ns in kernels.items():
+        sweep.notes.append(
+            f"{_steps(sorted(set(ns)))}: {warning}, after {call} went on without what it"
+            " failed to allocate: the kernel's own error path, not counted"
+        )
     swept = {e["n"] - init + 1 for e in events if e["event"] == "swept"}
     sweep.steps = [by_n[n] for n in sorted(by_n) if (n in swept and n >= 1) or by_n[n].problems]
     return sweep
@@ -244,9 +274,8 @@ def attribute_leaks(listing: str, sweeps: list[Sweep]) -> None:
         else:
             step.problems.append(f"leak: {leak.size} bytes allocated at {where}")
     for (index, call, where), ns in kernels.items():
-        which = f"step {ns[0]}" if len(ns) == 1 else f"{len(ns)} steps ({', '.join(map(str, ns))})"
         sweeps[index].notes.append(
-            f"{which}: leaked inside {call}, the call whose allocation failed ({where}):"
+            f"{_steps(ns)}: leaked inside {call}, the call whose allocation failed ({where}):"
             " the kernel's own error path, not counted"
         )
 

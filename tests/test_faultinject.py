@@ -232,6 +232,12 @@ def test_a_module_that_does_not_load_is_said_not_swept() -> None:
     sweep = faultinject.parse(output(step(20000, 300, -1, 19, False)), "kdkedu")
     assert sweep.steps == [] and not sweep.failed
     assert sweep.notes == ["not swept: kdkedu does not load here (-ENODEV (19))"]
+    btf = kmsg(["failed to validate module [kdkedu] BTF: -22"])
+    sweep = faultinject.parse(output(step(20000, 300, -1, 22, False, btf)), "kdkedu")
+    assert sweep.notes == [
+        "not swept: kdkedu does not load here (-EINVAL (22): "
+        "failed to validate module [kdkedu] BTF: -22)"
+    ]
 
 
 def test_a_kernel_without_fault_injection_is_one_line_and_a_failure(vm: Kdk) -> None:

@@ -74,6 +74,21 @@ def test_what_the_kernel_refused_before_init_is_the_reason(line: str) -> None:
     assert insmod_reason(INSERT + "Invalid parameters", log, ["x=1"]) == f"-EINVAL (22): {line}"
 
 
+def test_a_module_built_against_another_build_of_the_kernel_is_told_so() -> None:
+    """kdkedu.ko linked before the debug kernel was built again (the lines
+    of that real load)."""
+    log = [
+        "kdkedu: loading out-of-tree module taints kernel.",
+        "BPF: \t type_id=126 bits_offset=4480",
+        "BPF: Invalid name",
+        "failed to validate module [kdkedu] BTF: -22",
+    ]
+    assert insmod_reason(INSERT + "Invalid parameters", log) == (
+        "-EINVAL (22): failed to validate module [kdkedu] BTF: -22 "
+        "(built against another build of this kernel: build it again)"
+    )
+
+
 def test_a_kernel_internal_errno_is_explained_after_the_parameters() -> None:
     reason = insmod_reason(INSERT + "Unknown error 517", [], ["err=517"])
     assert reason.startswith("init returned -EPROBE_DEFER (517) (parameters: err=517): a resource")

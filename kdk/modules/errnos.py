@@ -67,8 +67,12 @@ LINUX_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK"}
 REFUSED = re.compile(
     r"(invalid for parameter|too large for parameter|Unknown parameter `|can only take \d+ "
     r"arguments|string parameter too long|string doesn't fit in|disagrees about version "
-    r"of symbol|no symbol version for|version magic '|Unknown symbol \S+ \(err)"
+    r"of symbol|no symbol version for|version magic '|Unknown symbol \S+ \(err|"
+    r"failed to validate module \[\S+\] BTF)"
 )
+# A module's BTF names the types of the kernel build it was linked against:
+# one built against another build of a kernel of the same release is refused.
+BTF_REFUSED = "failed to validate module ["
 UNKNOWN_SYMBOL = "Unknown symbol in module"
 # The kernel's log line for each symbol it could not resolve at insmod.
 SYMBOL_LINE = re.compile(r"^(\S+): Unknown symbol (\S+) \(err (-?\d+)\)")
@@ -127,7 +131,8 @@ def insmod_reason(stderr: str, log: list[str], params: Sequence[str] = ()) -> st
         return name_errno(reason)
     refused = next((ln for ln in log if REFUSED.search(ln)), None)
     if refused is not None:
-        return f"{errno_text(code)}: {refused}"
+        why = " (built against another build of this kernel: build it again)"
+        return f"{errno_text(code)}: {refused}" + (why if BTF_REFUSED in refused else "")
     if code == errno.ENOEXEC:  # the kernel's checks of the file, not init
         return f"{reason} ({errno_text(code)})"
     given = f" (parameters: {' '.join(params)})" if params else ""

@@ -28,7 +28,7 @@ from pathlib import Path
 from .. import inguest
 from ..errors import BuildFailed, MissingDependency
 from ..klog import kmsg, oops, reports
-from .errnos import errno_text
+from .errnos import REFUSED, errno_text
 
 PROGRAM = "fail_nth.c"  # built on the host (static), run in the guest
 CAP = 1000  # most points of one init a sweep fails (kdknet has more than 200)
@@ -218,7 +218,10 @@ def parse(out: str, module: str) -> Sweep:
                 )
             by_n[step.n] = step
         elif e["event"] == "step" and e["rc"]:  # the load without faults
-            sweep.notes.append(f"not swept: {module} does not load here ({errno_text(e['errno'])})")
+            why = errno_text(e["errno"])
+            refused = next((r.text for r in records if REFUSED.search(r.text)), "")
+            why += f": {refused}" if refused else ""  # before init: the module's file
+            sweep.notes.append(f"not swept: {module} does not load here ({why})")
         elif e["event"] == "unload":
             where = by_n.get(e["n"] - init + 1)
             if e["rc"]:

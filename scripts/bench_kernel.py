@@ -56,9 +56,9 @@ def cold_rows() -> list[Row]:
         vng = ["vng", "--build", "--config", str(DEBUG_FRAGMENT)]
         theirs = timed_run(vng, env=peer_env(), cwd=tree)[0]
     return [
-        ("12a. `kdk kernel build --debug`, cold (empty cache and ccache)", [ours], 900.0),
+        ("12a. `kdk kernel build --debug`, cold (empty cache and ccache), one run", [ours], 900.0),
         (
-            "12b. virtme-ng: `vng --build --config debug.config`, the same tree, cold",
+            "12b. virtme-ng: `vng --build --config debug.config`, the same tree, cold, one run",
             [theirs],
             None,
         ),

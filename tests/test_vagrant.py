@@ -264,10 +264,20 @@ def test_plain_vagrant_up_with_the_repository_vagrantfile(
 
 
 @real
-def test_kdk_on_the_vagrant_backend(host_net: dict[str, str]) -> None:
+def test_kdk_on_the_vagrant_backend(host_net: dict[str, str], tmp_path: Path) -> None:
+    # A domain of this VM's name left by a kdk killed mid-`up` in a project
+    # deleted since: removed by this up, which makes its own.
+    domain = f"kdk-{VM}-default"
+    libvirt = Libvirt()
+    libvirt.ensure(print)
+    (tmp_path / "domain.xml").write_text(orphan(domain, tmp_path / "gone" / "console.log"))
+    libvirt.virsh("define", str(tmp_path / "domain.xml"))
     up = kdk("up", "--backend", "vagrant")
     try:
         assert up.returncode == 0, up.stderr
+        xml = libvirt.domain_xml(domain)
+        console = VagrantBackend(REPO, REPO / ".kdk", VM).state.console_log
+        assert xml is not None and str(console) in xml  # the new domain, made for this VM
         status = kdk("status", "--json")
         assert '"backend": "vagrant"' in status.stdout and '"libvirt": "kdk"' in status.stdout
 

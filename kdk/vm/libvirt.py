@@ -278,9 +278,7 @@ class Libvirt:
 
     def domain_xml(self, name: str) -> str | None:
         """The definition of the domain `name`; None when there is none."""
-        if name not in self.virsh("list", "--all", "--name").split():
-            return None
-        return self.virsh("dumpxml", name)
+        return self.virsh("dumpxml", name, check=False) or None  # virsh prints nothing then
 
     def remove_domain(self, name: str) -> None:
         """The domain `name` stopped and undefined, with its volumes."""

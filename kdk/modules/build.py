@@ -255,11 +255,13 @@ def _build(
         raise MissingDependency(
             f"no headers for {kernel.release}: install linux-headers-{kernel.release}"
         )
-    if old.get("kernel") != kernel_build_id(kernel):
+    if old.get("kernel") not in (None, kernel_build_id(kernel)):
         # Kbuild relinks an external module only when its own objects change,
         # not when the kernel it links against was built again: its BTF would
         # then name the last build's types and the new kernel refuse it
-        # ("failed to validate module BTF: -22").
+        # ("failed to validate module BTF: -22"). Only then: a first build
+        # for a kernel may run beside another kernel's build of the folder
+        # (kdk test --kernels), which reads the .ko kbuild leaves there.
         for ko in built_modules(src.path):
             ko.unlink(missing_ok=True)
     argv, cwd = make_argv(src.path, kernel)

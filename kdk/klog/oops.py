@@ -155,7 +155,7 @@ class Crash:
         return "\n".join(lines)
 
 
-def _kind(line: str) -> tuple[str, str] | None:
+def report_start(line: str) -> tuple[str, str] | None:
     """(kind, detail) when `line` starts a report; the detail of a SLUB
     report is its cache, that of "BUG: ... in func" the function."""
     slab = SLAB_BUG.match(line)
@@ -176,23 +176,23 @@ def _kind(line: str) -> tuple[str, str] | None:
     return None
 
 
-def _frame(text: str) -> tuple[str, str] | None:
+def parse_frame(text: str) -> tuple[str, str] | None:
     m = FRAME.match(text)
     if m is None or m.group(1):  # '?' frames are guesses from the stack
         return None
     return m.group(2), m.group(3) or ""
 
 
-def _source(frame: tuple[str, str]) -> tuple[str, str]:
+def in_source(frame: tuple[str, str]) -> tuple[str, str]:
     """A frame's function as written in C: faulty_uaf.cold -> faulty_uaf."""
     return PART.sub("", frame[0]), frame[1]
 
 
-def _named(frame: tuple[str, str] | None) -> str:
+def named(frame: tuple[str, str] | None) -> str:
     """ "func [module]", or "func" for the kernel proper."""
     if frame is None:
         return ""
-    func, mod = _source(frame)
+    func, mod = in_source(frame)
     return f"{func} [{mod}]" if mod else func
 
 
@@ -201,20 +201,20 @@ def _kfence_line(crash: Crash, line: str, part: str) -> str:
     line belongs to ("" once the report's stacks are over)."""
     stack = KFENCE_STACK.match(line)
     obj = KFENCE_OBJECT.match(line)
-    frame = _frame(line)
+    frame = parse_frame(line)
     if stack:
         return stack.group(1)
     if obj:
         crash.cache = obj.group(1)
     elif line.startswith("CPU:"):
         return ""
-    elif frame and _source(frame)[0] not in SLAB_MACHINERY:
+    elif frame and in_source(frame)[0] not in SLAB_MACHINERY:
         if part == "access" and len(crash.trace) < TOP_FRAMES:
             crash.trace.append(f"{frame[0]} [{frame[1]}]" if frame[1] else frame[0])
         elif part == "allocated" and not crash.allocated:
-            crash.allocated = _named(frame)
+            crash.allocated = named(frame)
         elif part == "freed" and not crash.freed:
-            crash.freed = _named(frame)
+            crash.freed = named(frame)
     return part
 
 
@@ -240,7 +240,7 @@ def parse(text: str) -> list[Crash]:
                 crashes.append(cur)
             in_trace = False
             continue
-        kind = _kind(line)
+        kind = report_start(line)
         if kind is not None:
             # "Oops:" and "invalid opcode" follow the BUG line of the same
             # report, as 6.12's WARNING follows its SLUB report
@@ -258,9 +258,9 @@ def parse(text: str) -> list[Crash]:
                     if overwritten and cur.kind == "Object corrupt":
                         cur.kind = overwritten
                 elif kind[1]:
-                    frame = _frame(kind[1])
+                    frame = parse_frame(kind[1])
                     if frame:
-                        cur.function, cur.module = _source(frame)
+                        cur.function, cur.module = in_source(frame)
                 kfence = "access" if cur.kind.startswith("BUG: KFENCE:") else ""
             overwritten = ""
             in_trace = False
@@ -272,13 +272,13 @@ def parse(text: str) -> list[Crash]:
             continue
         track = SLAB_TRACK.match(line) if cur.cache else None
         if track:
-            name = _named(_frame(track.group(2)))
+            name = named(parse_frame(track.group(2)))
             if track.group(1) == "Allocated":
                 cur.allocated = name
             else:
                 cur.freed = name
         elif line.startswith("RIP: 0010:") and not cur.function and not cur.cache:
-            frame = _frame(line.removeprefix("RIP: 0010:"))
+            frame = parse_frame(line.removeprefix("RIP: 0010:"))
             if frame:
                 cur.function, cur.module = frame
         elif line.startswith("Call Trace:"):
@@ -286,12 +286,12 @@ def parse(text: str) -> list[Crash]:
         elif line.startswith("---[ end trace"):
             in_trace = False
         elif in_trace:
-            frame = _frame(line)
+            frame = parse_frame(line)
             skip = MACHINERY | SLAB_MACHINERY if cur.cache else MACHINERY
-            if frame and _source(frame)[0] not in skip and len(cur.trace) < TOP_FRAMES:
+            if frame and in_source(frame)[0] not in skip and len(cur.trace) < TOP_FRAMES:
                 cur.trace.append(f"{frame[0]} [{frame[1]}]" if frame[1] else frame[0])
                 if not cur.function:
-                    cur.function, cur.module = _source(frame)
+                    cur.function, cur.module = in_source(frame)
     for crash in crashes:
         if not crash.module:  # blame the first module on the stack, if any
             func, _, mod = next((f for f in crash.trace if "[" in f), "").partition(" ")

@@ -121,9 +121,9 @@ def _start(line: str, previous: str) -> Report | None:
     m = KASAN.match(line)
     if m:
         report = Report("KASAN", m.group(1), line)
-        frame = oops._frame(m.group(2))
+        frame = oops.parse_frame(m.group(2))
         if frame:
-            report.function, report.module = oops._source(frame)
+            report.function, report.module = oops.in_source(frame)
         return report
     m = SLEEP.match(line) or SCHEDULE.match(line)
     if m:
@@ -138,7 +138,7 @@ def _start(line: str, previous: str) -> Report | None:
         named = [(f.group(1), f.group(2) or "") for f in sides if f is not None]
         mine = next((f for f in named if f[1]), named[0] if named else None)
         if mine is not None:
-            report.function, report.module = oops._source(mine)
+            report.function, report.module = oops.in_source(mine)
         return report
     m = LOCKDEP.match(line)
     if m and RULE.match(previous) and not line.startswith("WARNING: CPU:"):
@@ -147,7 +147,7 @@ def _start(line: str, previous: str) -> Report | None:
 
 
 def _lock(m: re.Match[str]) -> str:
-    return f"{m.group(2)} (at {oops._named(oops._frame(m.group(3)))})"
+    return f"{m.group(2)} (at {oops.named(oops.parse_frame(m.group(3)))})"
 
 
 def parse(text: str) -> list[Report]:
@@ -167,12 +167,12 @@ def parse(text: str) -> list[Report]:
             continue
         if cur is None:
             continue
-        if oops._kind(line) is not None or oops.PANIC.match(line):
+        if oops.report_start(line) is not None or oops.PANIC.match(line):
             cur = None  # a crash follows: not this report's
             continue
-        frame = oops._frame(line)
+        frame = oops.parse_frame(line)
         if frame is not None and part:
-            name = oops._named(frame)
+            name = oops.named(frame)
             if part == "trace" and len(cur.trace) < TOP_FRAMES:
                 if not MACHINERY.match(frame[0]) or frame[1]:
                     cur.trace.append(name)
@@ -269,14 +269,14 @@ def leaks(text: str, modules: set[str]) -> list[Report]:
     through one of `modules`, as reports naming the module's function."""
     found: list[Report] = []
     for leak in leak_objects(text):
-        named = [f for f in map(oops._frame, leak.frames) if f is not None]
+        named = [f for f in map(oops.parse_frame, leak.frames) if f is not None]
         mine = next((f for f in named if f[1] in modules), None)
         if mine is None:
             continue
         report = Report("kmemleak", "unreferenced object", leak.text.splitlines()[0])
-        report.function, report.module = oops._source(mine)
+        report.function, report.module = oops.in_source(mine)
         report.detail = f"{leak.size} bytes at {leak.address}"
         start = named.index(mine)
-        report.allocated = [oops._named(f) for f in named[start : start + TOP_FRAMES]]
+        report.allocated = [oops.named(f) for f in named[start : start + TOP_FRAMES]]
         found.append(report)
     return found

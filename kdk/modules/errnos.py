@@ -62,17 +62,17 @@ KMOD_WORDS = {
 STRERROR = {os.strerror(n): n for n in errno.errorcode} | KMOD_WORDS
 # The kernel's names where Python's errno module gives an alias.
 LINUX_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK"}
+# A module's BTF names the types of the kernel build it was linked against:
+# one built against another build of a kernel of the same release is refused.
+BTF_REFUSED = "failed to validate module ["
 # The kernel's log lines when it refuses a module before its init runs
 # (kernel/params.c, kernel/module/): the errno is then the kernel's, not init's.
 REFUSED = re.compile(
     r"(invalid for parameter|too large for parameter|Unknown parameter `|can only take \d+ "
     r"arguments|string parameter too long|string doesn't fit in|disagrees about version "
     r"of symbol|no symbol version for|version magic '|Unknown symbol \S+ \(err|"
-    r"failed to validate module \[\S+\] BTF)"
+    rf"{re.escape(BTF_REFUSED)}\S+\] BTF)"
 )
-# A module's BTF names the types of the kernel build it was linked against:
-# one built against another build of a kernel of the same release is refused.
-BTF_REFUSED = "failed to validate module ["
 UNKNOWN_SYMBOL = "Unknown symbol in module"
 # The kernel's log line for each symbol it could not resolve at insmod.
 SYMBOL_LINE = re.compile(r"^(\S+): Unknown symbol (\S+) \(err (-?\d+)\)")

@@ -290,16 +290,16 @@ class VagrantBackend(Backend):
         """A domain of this VM's name that no Vagrant machine folder knows
         (a kdk or test killed before `vagrant destroy`, a state folder
         removed by hand) is removed when it was made for this VM's state
-        folder or for one that no longer exists. Another project's VM of
-        the same name is not touched: its folder is returned."""
+        folder or for one that no longer exists, and so is a pool left
+        without its domain. Another project's VM of the same name is not
+        touched: its folder is returned."""
         xml = self.libvirt.domain_xml(self.domain)
-        if xml is None:
-            return None
-        source = ET.fromstring(xml).find("devices/console/source")
-        owner = None if source is None else Path(source.get("path", "")).parent
-        if owner is not None and owner != self.state.path and owner.exists():
-            return owner
-        self.libvirt.remove_domain(self.domain)
+        if xml is not None:
+            source = ET.fromstring(xml).find("devices/console/source")
+            owner = None if source is None else Path(source.get("path", "")).parent
+            if owner is not None and owner != self.state.path and owner.exists():
+                return owner
+            self.libvirt.remove_domain(self.domain)
         self.libvirt.remove_pool(self.pool)
         return None
 
@@ -342,8 +342,8 @@ class VagrantBackend(Backend):
             if machine.exists():
                 self.vagrant("destroy", "-f", timeout=120.0)
                 self.libvirt.remove_pool(self.pool)
-            elif self._remove_orphan() is None:  # another project's VM of this name: left alone
-                self.libvirt.remove_pool(self.pool)  # a pool left without its domain
+            else:  # another project's VM of this name is left alone
+                self._remove_orphan()
         self.state.clear()
         for name in (INFO, HOST_KEY_PUB, MADE_FROM):
             self.state.file(name).unlink(missing_ok=True)

@@ -173,19 +173,33 @@ def test_expect_report_fails_a_test_without_that_report(debug_vm: Kdk) -> None:
 def test_unload_with_leaks_names_what_the_module_leaked(debug_vm: Kdk) -> None:
     """kmemleak lists an object only when two scans found it unreferenced:
     `kdk unload --leaks` scans twice, before rmmod (the module's symbols
-    then still name its functions), and clears the list after."""
+    then still name its functions), and clears the list after. kmemleak
+    misses a few leaks (3 and 6 of 88 in two runs here, whose pointer it
+    still found a copy of), so the module leaks three objects, and at
+    least one is named."""
     debug_vm.load("faulty")
-    sh(debug_vm, f"echo leak > {FAULTY}")  # its own process: no stale pointer on a live stack
+    for _ in range(3):  # each its own process: no stale pointer on a live stack
+        sh(debug_vm, f"echo leak > {FAULTY}")
     sh(debug_vm, "sleep 5")  # kmemleak's minimum age
     with expect_report("kmemleak") as found:
         debug_vm.unload("faulty", leaks=True)
-    assert found[0].details.splitlines()[-3:] == [
-        "kernel report: kmemleak: unreferenced object in faulty_leak [faulty]",
-        found[0].details.splitlines()[-2],  # "  64 bytes at 0x<address>"
-        "  allocated by: faulty_leak [faulty] < trigger_write [faulty] < vfs_write",
-    ]
-    assert found[0].details.splitlines()[-2].startswith("  64 bytes at 0xffff")
+    lines = found[0].details.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("kernel report: kmemleak")]
+    assert 1 <= len(starts) <= 3 and starts[-1] == len(lines) - 3
+    for i in starts:
+        assert lines[i : i + 3] == [
+            "kernel report: kmemleak: unreferenced object in faulty_leak [faulty]",
+            lines[i + 1],  # "  64 bytes at 0x<address>"
+            "  allocated by: faulty_leak [faulty] < trigger_write [faulty] < vfs_write",
+        ]
+        assert lines[i + 1].startswith("  64 bytes at 0xffff")
     assert not debug_vm.exec("test -d /sys/module/faulty").ok  # unloaded all the same
-    # listed once: the next unload --leaks of a module that leaked nothing is clean
+    # listed once: the next unload --leaks of a module that leaked nothing
+    # is clean, or names only a leak that kmemleak missed above
+    listed = {lines[i + 1] for i in starts}
     debug_vm.load("faulty")
-    assert debug_vm.unload("faulty", leaks=True).log[-1].text == "faulty: unloaded"
+    try:
+        assert debug_vm.unload("faulty", leaks=True).log[-1].text == "faulty: unloaded"
+    except KernelReport as e:
+        again = {line for line in e.details.splitlines() if line.startswith("  64 bytes at ")}
+        assert again and not again & listed

@@ -59,11 +59,17 @@ def _config_options(config: Path, mtime_ns: int) -> frozenset[str]:
     return frozenset(found)
 
 
+def user_cache() -> Path:
+    """kdk's part of the user's cache: what serves every project (kernels,
+    their sources and ccache, Vagrant boxes, the module build locks)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kdk"
+
+
 def kernels_cache() -> Path:
     """Where `kdk kernel build` keeps its kernels: the user's cache, not a
     project (they are big and serve every project)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kdk" / "kernels"
+    return user_cache() / "kernels"
 
 
 def built_kernels(cache: Path | None = None) -> list[Kernel]:

@@ -28,7 +28,8 @@ from pathlib import Path
 from bench_run import Row, timed_run
 
 from kdk.api import Kdk
-from kdk.kbuild.build import DEBIAN_SOURCE, cache_root
+from kdk.kbuild.build import DEBIAN_SOURCE
+from kdk.kernel import user_cache
 
 DEBUG_FRAGMENT = Path(__file__).resolve().parent.parent / "kdk/kbuild/fragments/debug.config"
 CHANGED_FILE = "kernel/panic.c"  # a file of the kernel proper, in every config
@@ -43,7 +44,7 @@ def peer_env() -> dict[str, str]:
 
 def cold_rows() -> list[Row]:
     """kdk's cold debug build, then vng's of the same tree, one after the other."""
-    source = cache_root() / "sources"
+    source = user_cache() / "sources"
     kdk_build = [sys.executable, "-m", "kdk.cli", "kernel", "build", "--debug"]
     with tempfile.TemporaryDirectory(prefix="kdk-bench-kernel-", dir=Path.home()) as tmp:
         root = Path(tmp)
@@ -74,7 +75,7 @@ def kernel_rows(k: Kdk, n: int, cold: bool, kdk: Callable[..., float]) -> list[R
     rows.append(
         ("12c. `kdk kernel build --debug`, nothing changed", [kdk(*build) for _ in range(n)], 10.0)
     )
-    changed = cache_root() / "sources" / DEBIAN_SOURCE / CHANGED_FILE
+    changed = user_cache() / "sources" / DEBIAN_SOURCE / CHANGED_FILE
     text = changed.read_text()
     times = []
     try:

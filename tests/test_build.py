@@ -215,12 +215,16 @@ def test_each_kernel_keeps_its_own_build(tmp_path: Path) -> None:
 
 
 @pytest.mark.kbuild
-def test_one_build_of_a_folder_at_a_time(tmp_path: Path, host_kernel: Kernel) -> None:
-    """A build waits while another holds its folder's lock: its make starts
+def test_one_build_of_a_folder_at_a_time(
+    tmp_path: Path, host_kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build waits while another holds its folder's lock, whatever VM
+    (stamps folder) or kernel that other build is for: its make starts
     only after the holder lets go. Without the lock, make would start
     within the hold (reading a small folder's sources takes milliseconds)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src = copy_hello(tmp_path)
-    stamps = tmp_path / "stamps"
+    stamps = tmp_path / "vm-b" / "builds"  # another VM holds it, its own stamps elsewhere
     key = hashlib.sha1(str(src.path).encode()).hexdigest()
     make_started, released = threading.Event(), threading.Event()
     during_hold: list[bool] = []
@@ -231,7 +235,8 @@ def test_one_build_of_a_folder_at_a_time(tmp_path: Path, host_kernel: Kernel) ->
         return host_make(argv, cwd)
 
     worker = threading.Thread(target=build, args=(src, host_kernel, stamps), kwargs={"make": make})
-    with file_lock(stamps / f"{key}.lock", 1, "held by the test"):  # as another kdk would
+    lock = tmp_path / "cache" / "kdk" / "locks" / f"build-{key}.lock"
+    with file_lock(lock, 1, "held by the test"):  # as another kdk would
         worker.start()
         make_started.wait(3)  # held 3 s, or until a make started in spite of the lock
         released.set()

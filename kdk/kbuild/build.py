@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildFailed, KdkError, MissingDependency
-from ..kernel import Kernel, built_kernels, kernels_cache
+from ..kernel import Kernel, built_kernels, kernels_cache, user_cache
 from ..locks import file_lock
 from . import config
 
@@ -69,11 +69,6 @@ class BuildResult:
     cpu_seconds: float  # user + system CPU of make and its children
 
 
-def cache_root() -> Path:
-    """kdk's part of the user's cache (the kernels folder's parent)."""
-    return kernels_cache().parent
-
-
 def _apt_install(packages: list[str], why: str, say: Say) -> None:
     if shutil.which("apt-get") is None:
         raise MissingDependency(f"{why}: install {' '.join(packages)}")
@@ -103,7 +98,7 @@ def debian_source(say: Say) -> Path:
         _apt_install([DEBIAN_SOURCE], "the kernel source kdk builds by default", say)
     st = DEBIAN_TARBALL.stat()
     stamp = f"{st.st_size}:{st.st_mtime_ns}"
-    sources = cache_root() / "sources"
+    sources = user_cache() / "sources"
     tree = sources / DEBIAN_SOURCE
     done = sources / f"{DEBIAN_SOURCE}.unpacked"
     if tree.is_dir() and done.exists() and done.read_text() == stamp:
@@ -252,7 +247,7 @@ def _ccache_env() -> dict[str, str]:
     for two kernels with debug info."""
     env = dict(os.environ)
     if "CCACHE_DIR" not in env:
-        folder = cache_root() / "ccache"
+        folder = user_cache() / "ccache"
         folder.mkdir(parents=True, exist_ok=True)
         conf = folder / "ccache.conf"
         if not conf.exists():

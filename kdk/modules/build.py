@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
-from ..kernel import Kernel, module_name
+from ..kernel import Kernel, module_name, user_cache
 from ..locks import file_lock
 from ..make import BUILD_TIMEOUT, Make, host_make
 from ..project import ModuleSource
@@ -232,10 +232,11 @@ def build(
     loads: a build of the same folder for another kernel (a second VM, a
     kernel matrix) does not replace them, and going back to a kernel needs
     no rebuild. Each kernel has its own stamp. One build of a folder runs
-    at a time (others wait: pytest-xdist workers, two VMs)."""
+    at a time, whatever its VM or kernel (others wait: pytest-xdist
+    workers, two VMs, kdk test --kernels): the lock is in the user's cache."""
     key = hashlib.sha1(str(src.path).encode()).hexdigest()
     busy = f"another kdk kept building {src.name} for over {BUILD_TIMEOUT:g} s"
-    with file_lock(stamps / f"{key}.lock", BUILD_TIMEOUT + 30, busy):
+    with file_lock(user_cache() / "locks" / f"build-{key}.lock", BUILD_TIMEOUT + 30, busy):
         return _build(src, kernel, stamps, key, force, make)
 
 
@@ -259,9 +260,8 @@ def _build(
         # Kbuild relinks an external module only when its own objects change,
         # not when the kernel it links against was built again: its BTF would
         # then name the last build's types and the new kernel refuse it
-        # ("failed to validate module BTF: -22"). Only then: a first build
-        # for a kernel may run beside another kernel's build of the folder
-        # (kdk test --kernels), which reads the .ko kbuild leaves there.
+        # ("failed to validate module BTF: -22"). Only then: otherwise the
+        # .ko of the folder's build for another kernel is relinked for nothing.
         for ko in built_modules(src.path):
             ko.unlink(missing_ok=True)
     argv, cwd = make_argv(src.path, kernel)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KdkError, MissingDependency
+from ..kernel import user_cache
 
 RECIPE = Path(__file__).resolve().parents[2] / "vm" / "box"
 POINTER = "box.json"  # in the project's state folder, read by the Vagrantfile
@@ -45,8 +46,7 @@ class Box:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kdk" / "boxes"
+    return user_cache() / "boxes"
 
 
 def parse_policy(text: str) -> list[str]:

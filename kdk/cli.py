@@ -507,7 +507,13 @@ def parser() -> argparse.ArgumentParser:
         help="make's jobs (default: the number of CPUs)",
     )
     te = add("test", cmd_test, "run the tests of modules/drivers (default: all) in the running VM")
-    te.add_argument("modules", nargs="*", metavar="NAME", help="module or driver names")
+    te.add_argument(
+        "modules",
+        nargs="*",
+        metavar="NAME",
+        help="module or driver names (with --fault-inject, each may be followed by "
+        "PARAM=VALUE words: its loads' parameters)",
+    )
     te.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
     te.add_argument("--ktap", action="store_true", help="print the KTAP of the KUnit suites run")
     te.add_argument(

@@ -26,6 +26,7 @@ from .api import Kdk
 from .errors import KdkError, KernelCrash, MissingDependency
 from .kernel import Kernel, select_kernels
 from .modules import kunit
+from .modules.build import main_module
 from .modules.faultinject import Sweep, table
 from .project import ModuleSource, find_module
 
@@ -210,16 +211,35 @@ def matrix_table(runs: list[KernelRun]) -> str:
     )
 
 
+def sweep_targets(words: list[str], project: Path) -> list[tuple[ModuleSource, list[str]]]:
+    """`kdk test --fault-inject`'s NAMEs, each with the PARAM=VALUE words
+    after it (its loads' parameters)."""
+    targets: list[tuple[ModuleSource, list[str]]] = []
+    for word in words:
+        if "=" in word and os.sep not in word:
+            if not targets:
+                raise KdkError(
+                    f"{word}: a parameter goes after its module: "
+                    "kdk test --fault-inject NAME PARAM=VALUE..."
+                )
+            targets[-1][1].append(word)
+        else:
+            targets.append((find_module(word, project), []))
+    return targets
+
+
 def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
     """`kdk test --fault-inject`: every module of the named folders (all of
-    kmods/ and drivers/ when none is named) swept, one after the other,
-    each table printed when its sweep is done; then kmemleak's one scan,
-    and the tables again for the sweeps it found leaks in."""
-    folders = [find_module(n, k.project) for n in names] or [
-        m for m in k.modules() if m.path.parent.name in ("kmods", "drivers")
+    kmods/ and drivers/ when none is named; only the module a name picks in
+    a folder of several) swept with the parameters given after its name,
+    one after the other, each table printed when its sweep is done; then
+    kmemleak's one scan, and the tables again for the sweeps it found
+    leaks in."""
+    targets = sweep_targets(names, k.project) or [
+        (m, []) for m in k.modules() if m.path.parent.name in ("kmods", "drivers")
     ]
     sweeps = []
-    for folder in folders:
+    for folder, params in targets:
         try:
             kos = k.build(str(folder.path)).modules
         except KdkError as e:  # e.g. it needs a kernel option this kernel lacks
@@ -229,11 +249,12 @@ def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
             sweeps.append(Sweep(folder.name, notes=[f"not swept: {why}"]))
             print(table(sweeps[-1]), flush=True)
             continue
-        for ko in kos:
+        chosen = [main_module(kos, folder.module, named=True)] if folder.module else kos
+        for ko in chosen:
             name = ko.name.removesuffix(".ko")
             print(f"sweeping {name} ...", flush=True)
             try:
-                sweep = k.loader.fault_inject(str(ko) if len(kos) > 1 else str(folder.path))
+                sweep = k.loader.fault_inject(str(ko) if len(kos) > 1 else str(folder.path), params)
             except KernelCrash as e:  # the VM was booted again: the next module goes on
                 sweep = Sweep(name, problems=[f"the kernel crashed: {e}"])
             except MissingDependency:  # no fault injection in this kernel: said once

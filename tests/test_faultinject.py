@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kdk.api import Kdk
+from kdk.errors import KdkError
 from kdk.klog import kmsg as klog
 from kdk.modules import faultinject
+from kdk.testrun import sweep_targets
 
-from .conftest import DATA, kdk_cli
+from .conftest import DATA, PROJECT, kdk_cli
 
 FAULT = [
     "FAULT_INJECTION: forcing a failure.",
@@ -238,6 +242,19 @@ def test_a_module_that_does_not_load_is_said_not_swept() -> None:
         "not swept: kdkedu does not load here (-EINVAL (22): "
         "failed to validate module [kdkedu] BTF: -22)"
     ]
+
+
+def test_a_sweeps_names_take_the_parameters_after_them() -> None:
+    """`kdk test --fault-inject kdkgpio_irq line=2 hello`: kdkgpio_irq (one
+    module of its folder) with line=2, hello with none; a parameter before
+    any name is one clear line."""
+    (gpio, gpio_params), (hello, hello_params) = sweep_targets(
+        ["kdkgpio_irq", "line=2", "hello"], PROJECT
+    )
+    assert (gpio.name, gpio.module, gpio_params) == ("kdkgpio", "kdkgpio_irq", ["line=2"])
+    assert (hello.name, hello.module, hello_params) == ("hello", "", [])
+    with pytest.raises(KdkError, match=r"^line=2: a parameter goes after its module: "):
+        sweep_targets(["line=2", "hello"], PROJECT)
 
 
 def test_a_kernel_without_fault_injection_is_one_line_and_a_failure(vm: Kdk) -> None:

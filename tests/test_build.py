@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from kdk.locks import file_lock
 from kdk.make import host_make
 from kdk.modules.build import (
     build,
+    build_lock,
     built_modules,
     compiler_output,
     drives_kbuild,
@@ -225,7 +225,6 @@ def test_one_build_of_a_folder_at_a_time(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src = copy_hello(tmp_path)
     stamps = tmp_path / "vm-b" / "builds"  # another VM holds it, its own stamps elsewhere
-    key = hashlib.sha1(str(src.path).encode()).hexdigest()
     make_started, released = threading.Event(), threading.Event()
     during_hold: list[bool] = []
 
@@ -235,7 +234,8 @@ def test_one_build_of_a_folder_at_a_time(
         return host_make(argv, cwd)
 
     worker = threading.Thread(target=build, args=(src, host_kernel, stamps), kwargs={"make": make})
-    lock = tmp_path / "cache" / "kdk" / "locks" / f"build-{key}.lock"
+    lock = build_lock(src.path)
+    assert lock.is_relative_to(tmp_path / "cache")  # the user's cache, not a VM's stamps
     with file_lock(lock, 1, "held by the test"):  # as another kdk would
         worker.start()
         make_started.wait(3)  # held 3 s, or until a make started in spite of the lock

@@ -234,10 +234,20 @@ def build(
     no rebuild. Each kernel has its own stamp. One build of a folder runs
     at a time, whatever its VM or kernel (others wait: pytest-xdist
     workers, two VMs, kdk test --kernels): the lock is in the user's cache."""
-    key = hashlib.sha1(str(src.path).encode()).hexdigest()
+    key = _folder_key(src.path)
     busy = f"another kdk kept building {src.name} for over {BUILD_TIMEOUT:g} s"
-    with file_lock(user_cache() / "locks" / f"build-{key}.lock", BUILD_TIMEOUT + 30, busy):
+    with file_lock(build_lock(src.path), BUILD_TIMEOUT + 30, busy):
         return _build(src, kernel, stamps, key, force, make)
+
+
+def _folder_key(folder: Path) -> str:
+    """What names a module folder's stamps, kept builds and lock."""
+    return hashlib.sha1(str(folder).encode()).hexdigest()
+
+
+def build_lock(folder: Path) -> Path:
+    """The lock that one build of `folder` holds, whatever its VM or kernel."""
+    return user_cache() / "locks" / f"build-{_folder_key(folder)}.lock"
 
 
 def _build(

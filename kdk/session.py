@@ -123,13 +123,14 @@ class Session:
     def capture(
         self, rec: VMRecord, command: str, timeout: float, stdin: bytes | None = None
     ) -> Result:
-        """A command whose output is wanted whole (a load's script), to run
-        inside `watched`. The shared connection when there is one; else, in
-        a new process, the VM's OpenSSH master (kdk.guest.mux), which saves
-        a connect."""
+        """A script of kdk's own whose output is wanted whole (a load's), to
+        run inside `watched`. The shared connection when there is one; else,
+        in a new process, the VM's OpenSSH master (kdk.guest.mux), which
+        saves a connect, under its SCRIPT_SHELL."""
         if self._guest is None:
             ep, state = self.backend.endpoint(rec), self.backend.state.path
-            res = mux.run(ep, state, command, timeout, feed=stdin or b"", capture=True)
+            fed = stdin or b""
+            res = mux.run(ep, state, command, timeout, feed=fed, capture=True, script=True)
             if res is not None:
                 return res
         feed = None if stdin is None else io.BytesIO(stdin)

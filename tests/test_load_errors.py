@@ -105,6 +105,42 @@ def test_rmmod_and_insmod_s_own_failures_keep_their_words() -> None:
     assert insmod_reason(missing, []) == "No such file or directory"
 
 
+BUSYBOX_INSERT = "insmod: can't insert '/m/initfail.ko': "
+
+
+@pytest.mark.parametrize(
+    ("words", "params", "said"),
+    [
+        ("Invalid argument", ["err=22"], "init returned -EINVAL (22) (parameters: err=22)"),
+        ("No such device", [], "init returned -ENODEV (19)"),
+        ("Unknown error 517", [], "init returned -EPROBE_DEFER (517): a resource"),
+        # busybox's own words for ENOENT: an init that returned it, or a symbol
+        ("unknown symbol in module, or unknown parameter", [], "init returned -ENOENT (2)"),
+        ("invalid module format", [], "Invalid module format (-ENOEXEC (8))"),
+        ("No such file or directory", [], BUSYBOX_INSERT + "No such file or directory"),
+    ],
+)
+def test_busybox_s_insmod_words_name_the_same_errno_as_kmod_s(
+    words: str, params: list[str], said: str
+) -> None:
+    """The guest's insmod is busybox's where it has one (one program
+    started, not kmod's with libcrypto): its words, from busybox 1.35."""
+    assert insmod_reason(BUSYBOX_INSERT + words, [], params).startswith(said)
+
+
+def test_busybox_s_unknown_symbol_and_rmmod_words() -> None:
+    log = ["initfail: Unknown symbol kdkprov_add (err -2)"]
+    unknown = BUSYBOX_INSERT + "unknown symbol in module, or unknown parameter"
+    assert insmod_reason(unknown, log) == (
+        "Unknown symbol in module: kdkprov_add (exported by no loaded module)"
+    )
+    busy = "rmmod: can't unload module 'x': Resource temporarily unavailable"
+    err = loading.unload_error(1, "x", busy, [])
+    assert str(err) == "rmmod x failed: the module is in use (delete_module: -EAGAIN (11))"
+    gone = "rmmod: can't unload module 'x': Device or resource busy"
+    assert insmod_reason(gone, []) == "Device or resource busy"
+
+
 def test_an_init_that_has_not_returned_is_told_with_its_stack_and_what_to_do() -> None:
     err = loading.load_error(loading.INIT_HUNG, TARGET, [], STUCK, ["initfail: init waits"], [])
     assert isinstance(err, InitHung) and err.exit_code == 5

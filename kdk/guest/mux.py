@@ -15,6 +15,7 @@ absence tells that from the command's own 255.
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from shlex import quote
 
 from ..errors import GuestHung, GuestTimeout
+from ..inguest import BUSYBOX
 from ..state import HOST_ALIAS, KNOWN_HOSTS, process_alive
 from .netns import exec_prefix
 from .ssh import ANSWER_WITHIN, QUIET, Endpoint, Result, command_line
@@ -30,9 +32,22 @@ from .ssh import ANSWER_WITHIN, QUIET, Endpoint, Result, command_line
 CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
 LOGIN = "ssh.ctl.login"  # the pid of the ssh that starts the master (logging in)
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this does not bind
-# How a command that `timeout` ended exits: 124 (TERM), or killed 2 s later
-# with `timeout` itself (ssh says 255 for a command that died of a signal).
+# How a command that `timeout` ended exits: 124 (coreutils', TERM), or
+# killed 2 s later with `timeout` itself, or busybox's (which execs the
+# command, so it dies of the signal): ssh says 255 for a command that died
+# of a signal.
 TIMED_OUT = (124, 255)
+# The guest's `timeout`: busybox's when it has one (BUSYBOX). A dynamically
+# linked program (coreutils', dash) costs ~90 ms to start under TCG, a
+# static busybox ~20 ms. A command runs under /bin/sh, by its path:
+# busybox's timeout would run its own sh (ash) for "sh", and that shell
+# runs busybox's applets for the programs a command names (dd, ls, ...).
+TIMEOUT = f"{BUSYBOX}; exec $b timeout -k 2"
+SHELL = "/bin/sh"
+# kdk's own scripts (a load's, an unload's) run under busybox's sh where
+# there is busybox (dash elsewhere): they are written for both, and name by
+# path a program that must not be busybox's applet (/bin/dd, /sbin/modprobe).
+SCRIPT_SHELL = "$b sh"
 
 
 def ssh_argv(ssh: str, ep: Endpoint, state: Path) -> list[str]:
@@ -134,12 +149,14 @@ def run(
     tty_in: bool = False,
     feed: bytes | None = None,
     capture: bool = False,
+    script: bool = False,
 ) -> Result | None:
     """Run `command` on the master; None when there is no master. Its
     stdin is this process's (none when that is a terminal, `tty_in`), or
     `feed`; its stdout and stderr are this process's, or captured into
-    the Result (`capture`). GuestTimeout after `timeout` s, GuestHung when
-    the master ended meanwhile."""
+    the Result (`capture`). `script`: a script of kdk's own, for
+    SCRIPT_SHELL. GuestTimeout after `timeout` s, GuestHung when the master
+    ended meanwhile."""
     ssh = shutil.which("ssh")
     if ssh is None:
         return None
@@ -149,7 +166,10 @@ def run(
     line = command_line(command)
     # The master holds this process's stdout and stderr while the command
     # runs, even after this ssh is killed: the guest ends it on time itself.
-    remote = line if timeout is None else f"exec timeout -k 2 {timeout:g} sh -c {quote(line)}"
+    # Whole seconds: busybox's timeout counts them (it ends "1.5" after 1 s).
+    bound = math.ceil(timeout) if timeout is not None else 0
+    shell = SCRIPT_SHELL if script else SHELL
+    remote = line if timeout is None else f"{TIMEOUT} {bound} {shell} -c {quote(line)}"
     argv = [
         *ssh_argv(ssh, ep, state),
         "-S",

@@ -50,8 +50,21 @@ KERNEL_ERRNOS: dict[int, tuple[str, str]] = {
     531: ("ENOGRACE", "NFS file lock reclaim refused"),
 }
 UNKNOWN_ERROR = re.compile(r"Unknown error (\d+)")
-# insmod's message when the kernel refused the module; its words for the errno follow.
-NOT_INSERTED = re.compile(r"could not insert module .*: (.+)$")
+# insmod's message when the kernel refused the module, kmod's or busybox's
+# (which kdk runs where the guest has it); its words for the errno follow.
+# Busybox's says "can't insert" also when it could not read the file: its
+# words are then a plain strerror(), and for ENOENT only then (see BUSYBOX_WORDS).
+NOT_INSERTED = re.compile(r"(?:could not insert module .*|can't insert '.*'): (.+)$")
+# busybox's rmmod's message: its words for the errno follow.
+NOT_UNLOADED = re.compile(r"can't unload module '.*': (.+)$")
+# busybox's insmod words these errnos its own way: kmod's words for them.
+BUSYBOX_WORDS = {
+    "invalid module format": "Invalid module format",  # ENOEXEC
+    "unknown symbol in module, or unknown parameter": "Unknown symbol in module",  # ENOENT
+    "module has wrong symbol version": "Unknown symbol in module",  # ESRCH
+}
+UNREADABLE = os.strerror(errno.ENOENT)  # busybox's insmod found no file
+IN_USE = os.strerror(errno.EAGAIN)  # busybox's rmmod, of a module in use (EWOULDBLOCK)
 # kmod's insmod words these errnos its own way (ESRCH too: "Unknown symbol in module").
 KMOD_WORDS = {
     "Invalid module format": errno.ENOEXEC,
@@ -122,11 +135,20 @@ def insmod_reason(stderr: str, log: list[str], params: Sequence[str] = ()) -> st
     text = stderr.strip()
     last = text.splitlines()[-1] if text else "no message"
     inserted = NOT_INSERTED.search(last)
-    reason = last.rsplit(": ", 1)[-1] if "ERROR" in last else last
+    if inserted and inserted.group(1) == UNREADABLE and "ERROR" not in last:
+        inserted = None  # busybox's insmod could not open the file
+    unloaded = NOT_UNLOADED.search(last)
+    if unloaded and unloaded.group(1) == IN_USE:
+        return f"the module is in use (delete_module: {errno_text(errno.EAGAIN)})"
+    said = inserted or unloaded
+    if said:
+        reason = BUSYBOX_WORDS.get(said.group(1), said.group(1))
+    else:
+        reason = last.rsplit(": ", 1)[-1] if "ERROR" in last else last
     missing = unknown_symbols(log)
     if reason == UNKNOWN_SYMBOL and missing:
         return f"{reason}: {', '.join(missing)} (exported by no loaded module)"
-    code = _errno(inserted.group(1)) if inserted else None
+    code = _errno(reason) if inserted else None
     if code is None:
         return name_errno(reason)
     refused = next((ln for ln in log if REFUSED.search(ln)), None)

@@ -52,7 +52,7 @@ stuck() {
     echo "kdk-stuck $*" >&2
     for d in /proc/[0-9]*; do
         { read -r c < $d/comm; } 2>/dev/null || continue
-        case $c in insmod|modprobe) ;; *) continue ;; esac
+        case $c in insmod|modprobe) ;; busybox) c=insmod ;; *) continue ;; esac
         k=; { while read -r l; do k="$k
 $l"; done < $d/stack; } 2>/dev/null
         case $k in *"[$1]"*) printf 'kdk-task %s %s%s\n' "${d#/proc/}" "$c" "$k" >&2 ;; esac
@@ -60,17 +60,21 @@ $l"; done < $d/stack; } 2>/dev/null
     while read -r m l; do [ "$m" != "$1" ] || echo "kdk-module $m $l" >&2; done < /proc/modules
 }"""
 # `load M FILE ARGS...`: insmod FILE ARGS, whose module is M, waiting $T s
-# at most: insmod runs in the background beside a `sleep $T` (busybox's
-# when there is one, see BUSYBOX), and ends it when it is done first.
-# Its exit code, or INIT_HUNG once `stuck` reported M. insmod's stderr goes
+# at most: insmod runs in the background beside a `sleep $T`, and ends it
+# when it is done first. insmod, rmmod and sleep are busybox's when there is
+# one (see BUSYBOX): kmod's link libcrypto and cost ~90 ms more each under
+# TCG. Busybox's insmod exits with the errno, kmod's with 1: the status is
+# 1 either way (an errno could read as one of the script's own codes), or
+# INIT_HUNG once `stuck` reported M (busybox's insmod is its comm, named
+# insmod there). insmod's stderr goes
 # through a pipe of the shell's own, never to the script's: the connection
 # that runs the script would wait for every process that holds its output,
 # the stuck insmod too.
 LOAD_FUNCTION = f"""load() {{
     n=$1; shift
     $b sleep $T </dev/null >/dev/null 2>&1 & t=$!
-    {{ e=$(insmod "$@" 2>&1); r=$?; kill $t 2>/dev/null
-        [ -z "$e" ] || printf '%s\\n' "$e" >&2; exit $r; }} &
+    {{ e=$($b insmod "$@" 2>&1); r=$?; kill $t 2>/dev/null
+        [ -z "$e" ] || printf '%s\\n' "$e" >&2; [ $r = 0 ] || exit 1; }} &
     w=$!
     if wait $t 2>/dev/null && coming $n; then stuck $n $T; kill $w; return {INIT_HUNG}; fi
     wait $w
@@ -90,9 +94,11 @@ def staged_path(ko: Path) -> str:
 
 
 def stage(kos: list[Path]) -> bytes:
-    """A tar archive of the files, for `tar -x` into STAGE_DIR in the guest."""
+    """A tar archive of the files, for `tar -x` into STAGE_DIR in the guest
+    (ustar: busybox's tar, which a load script runs under busybox's sh,
+    reads it whole)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for ko in kos:
             tar.add(ko, arcname=ko.name)
     return buf.getvalue()
@@ -128,7 +134,7 @@ def load_script(
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
     lines += [STUCK_FUNCTIONS, LOAD_FUNCTION, f"T={init_timeout():g}", "rc=0", mark("log position")]
     for m in kernel_modules:
-        lines.append(f"[ -d {_sysfs(m)} ] || modprobe -q {q(m)} || rc={MODPROBE_FAILED}")
+        lines.append(f"[ -d {_sysfs(m)} ] || /sbin/modprobe -q {q(m)} || rc={MODPROBE_FAILED}")
     for i, p in enumerate(providers):
         failed = f"{{ rc=$?; [ $rc = {INIT_HUNG} ] || rc={PROVIDER_FAILED + i}; }}"
         load = f"load {q(p.name)} {q(p.path)}"
@@ -138,7 +144,7 @@ def load_script(
     lines += [
         mark("what it needs"),
         _not_coming(target.name),
-        f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || rmmod {name} || rc={RELOAD_FAILED}",
+        f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || $b rmmod {name} || rc={RELOAD_FAILED}",
         mark("rmmod"),
         f"[ $rc != 0 ] || {run or f'load {name} {q(target.path)} {shlex.join(params)}'} || rc=$?",
         mark("insmod"),
@@ -275,7 +281,7 @@ def unload_script(
     unless `target`'s init has not returned (exit INIT_HUNG). With `leaks`,
     kmemleak's list is printed first (between LEAKS_BEGIN and LEAKS_END)."""
     unused = (
-        f'[ "$(cat {_sysfs(p)}/refcnt 2>/dev/null)" != 0 ] || rmmod {q(p)}'
+        f'n=; {{ read -r n < {_sysfs(p)}/refcnt; }} 2>/dev/null; [ "$n" != 0 ] || $b rmmod {q(p)}'
         for p in reversed(providers)
     )
     return "\n".join(
@@ -288,8 +294,8 @@ def unload_script(
             f"if coming {q(target)}; then stuck {q(target)}; rc={INIT_HUNG}; else",
             " && ".join(
                 [
-                    *(f"{{ [ ! -d {_sysfs(d)} ] || rmmod {q(d)}; }}" for d in dependents),
-                    f"rmmod {q(target)}",
+                    *(f"{{ [ ! -d {_sysfs(d)} ] || $b rmmod {q(d)}; }}" for d in dependents),
+                    f"$b rmmod {q(target)}",
                     *(f"{{ {u}; }}" for u in unused),
                 ]
             ),

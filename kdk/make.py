@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import BuildFailed
+
 BUILD_TIMEOUT = 600.0  # seconds; a build still running then is reported, not waited on
 
 # Runs a make command (argv, folder to run it in or None) somewhere; (exit
@@ -26,3 +28,17 @@ def host_make(argv: list[str], cwd: Path | None) -> tuple[int, str]:
         argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT
     )
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def static_program(src: Path, exe: Path) -> Path:
+    """A C program of kdk's own for the guest (kdk/inguest), built on the
+    host into `exe`, statically (the guest, or an initramfs without a C
+    library, runs it as it is); built again when the source is newer."""
+    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["gcc", "-O2", "-Wall", "-static", "-o", str(exe), str(src)]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode:
+        raise BuildFailed(f"building {src.name} failed", res.stderr)
+    return exe

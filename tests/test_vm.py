@@ -74,6 +74,13 @@ def test_exec_timeout_is_an_error_not_a_hang(vm: Kdk) -> None:
     assert time.monotonic() - t < 20
 
 
+def test_a_command_with_a_timeout_runs_the_guest_s_programs_not_busybox_s(vm: Kdk) -> None:
+    """The guest's `timeout` is busybox's (quicker to start), whose own sh
+    would run busybox's applets: a user's command runs under /bin/sh."""
+    r = kdk_cli("exec", "--timeout", "30", "--", "dd", "--version")
+    assert r.returncode == 0 and "coreutils" in r.stdout
+
+
 def test_guest_commands_run_in_a_clean_environment(vm: Kdk) -> None:
     r = vm.exec(["sh", "-c", "echo $HOME; ls -A $HOME; env"])
     lines = r.stdout.decode().splitlines()

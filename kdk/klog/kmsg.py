@@ -22,11 +22,17 @@ DUMP = "{ dd if=/dev/kmsg iflag=nonblock bs=16384 2>/dev/null || :; }"
 # and each costs ~50 ms in a guest under TCG). SKIP_OLD's dd leaves fd 3
 # non-blocking, so the dd that reads the new records may be the static
 # busybox's (`$b`, see kdk.inguest.BUSYBOX), which knows no iflag=nonblock.
-# SKIP_OLD's is coreutils', by its path: the script may run under
-# busybox's sh, which runs its own applet for a plain `dd`.
+# SKIP_OLD moves fd 3 to the end with kdk's kmsg_end (kdk/inguest/kmsg_end.c,
+# which the init puts in /run/kdk): no old record read, one static program.
+# Where it is not (a Vagrant box), coreutils' dd reads them, by its path:
+# the script may run under busybox's sh, which runs its own applet for `dd`.
 # A reader whose next record was overwritten meanwhile gets EPIPE once, then
 # the oldest record left: dd runs again then.
-SKIP_OLD = "exec 3</dev/kmsg; { /bin/dd <&3 iflag=nonblock bs=16384 >/dev/null 2>&1 || :; }"
+KMSG_END = "/run/kdk/kmsg_end"
+SKIP_OLD = (
+    f"exec 3</dev/kmsg; if [ -x {KMSG_END} ]; then {KMSG_END} <&3; else "
+    "{ /bin/dd <&3 iflag=nonblock bs=16384 >/dev/null 2>&1 || :; }; fi"
+)
 NEW_RECORDS = (
     "exec 4>&1; e=$($b dd <&3 bs=16384 2>&1 >&4)\n"
     'case $e in *"Broken pipe"*) $b dd <&3 bs=16384 2>/dev/null ;; esac'

@@ -28,6 +28,7 @@ from pathlib import Path
 from .. import inguest
 from ..errors import BuildFailed, MissingDependency
 from ..klog import kmsg, oops, reports
+from ..make import static_program
 from .errnos import REFUSED, errno_text
 
 PROGRAM = "fail_nth.c"  # built on the host (static), run in the guest
@@ -84,15 +85,7 @@ def program(cache: Path) -> Path:
     """fail_nth.c built for the guest (static: the guest runs it as it is),
     in `cache` (kdk's fault-injection folder), rebuilt when the source is
     newer."""
-    src, exe = inguest.path(PROGRAM), cache / "fail_nth"
-    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
-        return exe
-    cache.mkdir(parents=True, exist_ok=True)
-    argv = ["gcc", "-O2", "-Wall", "-static", "-o", str(exe), str(src)]
-    res = subprocess.run(argv, capture_output=True, text=True)
-    if res.returncode:
-        raise BuildFailed(f"building {src.name} failed", res.stderr)
-    return exe
+    return static_program(inguest.path(PROGRAM), cache / "fail_nth")
 
 
 def stripped(ko: Path, cache: Path) -> Path:

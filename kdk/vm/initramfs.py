@@ -1,4 +1,5 @@
-"""The guest's initramfs: busybox, kdk's stage-1 init and the modules it needs.
+"""The guest's initramfs: busybox, kdk's stage-1 init, the modules it needs,
+and kdk's own static programs for the guest (KMSG_END).
 
 The module list is a recipe (names only), plus the drivers of the VM's
 emulated devices (kdk.vm.devices); the files and their order come from the
@@ -21,11 +22,16 @@ from pathlib import Path
 from .. import inguest
 from ..errors import KdkError, MissingDependency
 from ..kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
+from ..make import static_program
 
 RECIPE = inguest.path("initramfs.modules")
 STAGE1 = inguest.path("init")
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
-FORMAT = "kdk-initramfs-1"
+# Moves a /dev/kmsg reader to the log's end (kdk.klog.kmsg.SKIP_OLD); the
+# init copies it to the guest's /run/kdk: a program run from the project's
+# or the host's 9p share is read again at each start (~80 ms under TCG).
+KMSG_END = inguest.path("kmsg_end.c")
+FORMAT = "kdk-initramfs-2"
 
 
 def recipe_modules(text: str) -> list[str]:
@@ -96,13 +102,15 @@ def _resolved_modules(kernel: Kernel, extra: Sequence[str] = ()) -> list[Path]:
 
 
 def _entries(
-    kernel: Kernel, busybox: Path, extra: Sequence[str]
+    kernel: Kernel, busybox: Path, extra: Sequence[str], programs: Path
 ) -> Iterator[tuple[str, int, bytes, tuple[int, int]]]:
     for d in ("bin", "dev", "proc", "sys", "mnt", "newroot", "modules"):
         yield d, stat.S_IFDIR | 0o755, b"", (0, 0)
     yield "dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)
     yield "bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), (0, 0)
     yield "init", stat.S_IFREG | 0o755, STAGE1.read_bytes(), (0, 0)
+    kmsg_end = static_program(KMSG_END, programs / "kmsg_end")
+    yield "bin/kmsg_end", stat.S_IFREG | 0o755, kmsg_end.read_bytes(), (0, 0)
     for i, path in enumerate(_resolved_modules(kernel, extra)):
         name = f"modules/{i:02d}-{module_name(path.name)}.ko"
         yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)
@@ -116,6 +124,7 @@ def cache_key(kernel: Kernel, busybox: Path, extra: Sequence[str] = ()) -> str:
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(STAGE1.read_bytes())
+    h.update(KMSG_END.read_bytes())
     h.update(RECIPE.read_bytes())
     h.update(" ".join(extra).encode())
     return h.hexdigest()[:16]
@@ -148,6 +157,6 @@ def initramfs(kernel: Kernel, cache_dir: Path, extra: Sequence[str] = ()) -> Pat
     for old in stale(cache_dir, kernel.release, variant):
         old.unlink()
     tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox, extra))))
+    tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox, extra, cache_dir / "programs"))))
     tmp.replace(target)
     return target

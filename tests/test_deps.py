@@ -3,15 +3,19 @@ kernel errnos and missing symbols named, on stored real insmod messages."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from kdk.kernel import Kernel
 from kdk.klog import kmsg
+from kdk.modules import info
 from kdk.modules.build import build
 from kdk.modules.deps import (
     Siblings,
+    Symvers,
     UnresolvedSymbol,
     kernel_symbols,
     parse_symvers,
@@ -38,6 +42,22 @@ def test_module_symvers_says_image_or_module() -> None:
     }
 
 
+def test_symvers_looked_up_says_what_it_says_parsed() -> None:
+    """A load looks up only the symbols it needs (deps.Symvers); a name
+    found in another field of a line (a module's path, the export's kind)
+    is not a symbol."""
+    text = (
+        "0x4c9d28b0\tphys_base\tvmlinux\tEXPORT_SYMBOL\t\n"
+        "0x12345678\tusb_register_driver\tdrivers/usb/core/usbcore\tEXPORT_SYMBOL_GPL\t\n"
+        "0x9abcdef0\tusbcore\tdrivers/usb/core/usbcore\tEXPORT_SYMBOL\tUSB\n"
+    )
+    symvers = Symvers(text)
+    assert dict(symvers) == parse_symvers(text)
+    assert symvers["usbcore"] == "usbcore" and symvers["phys_base"] == "vmlinux"
+    for other_field in ("vmlinux", "EXPORT_SYMBOL", "USB", "0x4c9d28b0", "phys"):
+        assert other_field not in symvers
+
+
 @pytest.fixture(scope="module")
 def pair_kos(tmp_path_factory: pytest.TempPathFactory, host_kernel: Kernel) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("deps")
@@ -58,6 +78,27 @@ def test_the_provider_loads_first_and_its_user_unloads_first(
     assert plan(prov, folder, kernel).providers == []
     assert folder.dependents(prov) == [user] and folder.dependents(user) == []
     assert plan(user, folder, kernel).kernel_modules == []  # only the image's symbols
+
+
+@pytest.mark.kbuild
+def test_a_ko_s_facts_are_read_once_while_the_file_stays_the_same(
+    pair_kos: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ko = tmp_path / "kdkprov.ko"
+    shutil.copy(pair_kos["kdkprov"], ko)
+    first = info.ko_facts(ko)
+    assert "kdkprov_add" in first.exports and dict(first.modinfo)["name"] == "kdkprov"
+
+    def parsed(ko: Path) -> info.KoFacts:
+        raise AssertionError(f"{ko} parsed again")
+
+    monkeypatch.setattr(info, "_read_facts", parsed)
+    assert info.ko_facts(ko) == first  # from the user's cache
+    st = ko.stat()
+    os.utime(ko, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # rebuilt, as far as it can tell
+    with pytest.raises(AssertionError, match="parsed again"):
+        info.ko_facts(ko)
 
 
 @pytest.mark.kbuild

@@ -38,6 +38,7 @@ from kdk.errors import KdkError  # noqa: E402
 from kdk.kernel import select_kernel  # noqa: E402
 from kdk.modules.build import build  # noqa: E402
 from kdk.project import find_module  # noqa: E402
+from kdk.vm.qemu import probe_kvm  # noqa: E402
 
 VM = "bench"
 COLD_CYCLE = "1b. `kdk up` + `kdk load hello` + `kdk down`, from a stopped VM"
@@ -540,6 +541,18 @@ def warm_load_rows(n: int) -> list[Row]:
     return [(WARM_LOAD, repeat(n, lambda: load.timed("load", "hello")), 0.4), *load.rows("3a")]
 
 
+def kvm_line(accel: str) -> list[str]:
+    """What a KVM user would see: measured where KVM runs, else why not."""
+    if accel == "kvm":
+        return ["- KVM: usable here, so every figure is KVM's"]
+    ok, why = probe_kvm(select_kernel())
+    state = "usable, but not chosen" if ok else f"not usable here ({why})"
+    return [
+        f"- KVM: {state}: every figure is TCG's (full emulation). What a KVM user sees"
+        " was not measured, and is not guessed here."
+    ]
+
+
 def table(release: str, accel: str, n: int, peer: str, rows: list[Row]) -> list[str]:
     """The file's head and its table of `rows` (name, times, target)."""
     lines = [
@@ -550,6 +563,7 @@ def table(release: str, accel: str, n: int, peer: str, rows: list[Row]) -> list[
         "",
         f"- machine: {machine()}",
         f"- guest kernel: {release}, accel: {accel}",
+        *kvm_line(accel),
         f"- each kdk figure: median of {n} runs of the `kdk` command (a new process each,"
         f" except 2b){peer}",
         "",

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .. import inguest
-from ..errors import KdkError, MissingDependency
+from ..errors import BuildFailed, KdkError, MissingDependency
 from ..kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
 from ..make import static_program
 
@@ -109,8 +109,11 @@ def _entries(
     yield "dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)
     yield "bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), (0, 0)
     yield "init", stat.S_IFREG | 0o755, STAGE1.read_bytes(), (0, 0)
-    kmsg_end = static_program(KMSG_END, programs / "kmsg_end")
-    yield "bin/kmsg_end", stat.S_IFREG | 0o755, kmsg_end.read_bytes(), (0, 0)
+    try:
+        kmsg_end = static_program(KMSG_END, programs / "kmsg_end").read_bytes()
+        yield "bin/kmsg_end", stat.S_IFREG | 0o755, kmsg_end, (0, 0)
+    except (BuildFailed, OSError):  # no gcc or static libc here: the scripts use dd
+        pass
     for i, path in enumerate(_resolved_modules(kernel, extra)):
         name = f"modules/{i:02d}-{module_name(path.name)}.ko"
         yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)

@@ -56,6 +56,9 @@ def test_symvers_looked_up_says_what_it_says_parsed() -> None:
     assert symvers["usbcore"] == "usbcore" and symvers["phys_base"] == "vmlinux"
     for other_field in ("vmlinux", "EXPORT_SYMBOL", "USB", "0x4c9d28b0", "phys"):
         assert other_field not in symvers
+    parsed = Symvers(text)
+    assert len(parsed) == 3 and parsed["usbcore"] == "usbcore"  # from the parsed dict now
+    assert "vmlinux" not in parsed
 
 
 @pytest.fixture(scope="module")

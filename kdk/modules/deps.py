@@ -73,6 +73,8 @@ class Symvers(Mapping[str, str]):
         self._parsed: dict[str, str] | None = None
 
     def __getitem__(self, symbol: str) -> str:
+        if self._parsed is not None:  # iterated already (kdk inspect: every symbol)
+            return self._parsed[symbol]
         at = 0
         while (at := self.text.find(f"\t{symbol}\t", at) + 1) > 0:
             start = self.text.rfind("\n", 0, at) + 1

@@ -166,10 +166,11 @@ def run(
     line = command_line(command)
     # The master holds this process's stdout and stderr while the command
     # runs, even after this ssh is killed: the guest ends it on time itself.
-    # Whole seconds: busybox's timeout counts them (it ends "1.5" after 1 s).
-    bound = math.ceil(timeout) if timeout is not None else 0
-    shell = SCRIPT_SHELL if script else SHELL
-    remote = line if timeout is None else f"{TIMEOUT} {bound} {shell} -c {quote(line)}"
+    remote = line
+    if timeout is not None:
+        # Whole seconds: busybox's timeout counts them (it ends "1.5" after 1 s).
+        shell = SCRIPT_SHELL if script else SHELL
+        remote = f"{TIMEOUT} {math.ceil(timeout)} {shell} -c {quote(line)}"
     argv = [
         *ssh_argv(ssh, ep, state),
         "-S",

@@ -75,6 +75,22 @@ def test_the_agent_imports_only_what_it_uses_of_pyroute2(vm: Kdk, net_agent: Age
     assert net_agent.get(vm).call("hello")["pyroute2"] == "IPRoute and netns"
 
 
+def test_sessions_are_processes_of_their_own_with_one_import(
+    vm: Kdk, net_agent: AgentKeeper
+) -> None:
+    first, second = net_agent.get(vm), NetAgent(vm.guest())
+    try:
+        assert first.pid != second.pid
+        assert (first.start_seconds, first.import_seconds) == (
+            second.start_seconds,
+            second.import_seconds,
+        )
+        assert second.server_age >= second.start_seconds  # it found the server ready
+    finally:
+        second.close()
+    assert first.call("hello")["pid"] == first.pid  # one session's end is not another's
+
+
 def test_leftovers_of_a_killed_run_are_removed_once(vm: Kdk, net_agent: AgentKeeper) -> None:
     agent = net_agent.get(vm)
     agent.call("netns", name=f"{PREFIX}killed-run")

@@ -21,7 +21,6 @@ from kdk.trace.bpf import (
     clearable,
     histogram_text,
     log2_bucket,
-    relay_command,
     table_names,
 )
 from kdk.trace.functions import (
@@ -121,14 +120,6 @@ def test_a_program_is_kept_compiled_only_when_all_its_maps_can_be_emptied() -> N
     perf = "BPF_HASH(counts, u32, u64);\nBPF_PERF_OUTPUT(events);\nint f(void *c) { return 0; }"
     assert clearable(perf) is None
     assert clearable("int f(void *c) { return 0; }") == []
-
-
-def test_the_relay_to_the_guests_bpf_server_is_valid_for_dash() -> None:
-    script = relay_command("print('server')\n")
-    res = subprocess.run(["dash", "-n"], input=script, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert script.endswith(".sock") and "exec nc -UN /run/kdk/bpf-" in script
-    assert relay_command("x") != relay_command("y")  # a changed server starts its own
 
 
 def test_nc_missing_in_the_guest_names_its_package() -> None:

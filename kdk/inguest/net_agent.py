@@ -1,11 +1,15 @@
 """The guest side of kdk.net.topology: network namespaces built with pyroute2.
 
-Runs in the guest as `/usr/bin/python3 -I -u -c <this file>` for as long as
-the host keeps its SSH channel open, so pyroute2 is imported once (seconds
-under emulation), not once per step. Each request on stdin is one JSON
-object with an "op"; each answer on stdout is one JSON object, or
-{"error": "..."} when the step failed. Standard library and Debian's
-python3-pyroute2 (0.7 series) only.
+A server that stays up in the guest: `/usr/bin/python3 -I -S -u -c <this
+file> --serve PREFIX` listens on the unix socket PREFIX.sock, writes its
+pid to PREFIX.pid, and imports pyroute2 once (seconds under emulation).
+The first session of a boot starts it (kdk.inguest.relay). Each connection
+(kdk.net.topology relays one SSH channel to it with `nc -U`) is one
+host's session, served by a child forked for it with pyroute2 imported:
+each request is one JSON object with an "op"; each answer is one JSON
+object, or {"error": "..."} when the step failed. The session ends with
+its input, and the programs it started with it. Standard library and
+Debian's python3-pyroute2 (0.7 series) only.
 
 Namespaces are bind mounts under /run/netns (as `ip netns` makes them).
 Netlink work in a namespace uses a socket opened while this process was
@@ -19,6 +23,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +40,11 @@ MNT_DETACH = 2
 NUD_PERMANENT = 0x80  # a neighbour entry that never expires (linux/neighbour.h)
 PR_SET_PDEATHSIG = 1
 libc = ctypes.CDLL(None, use_errno=True)
+
+if sys.flags.no_site:  # python3 -S: site's .pth files (read over 9p) skipped, its paths not
+    import site
+
+    sys.path += [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 
 def import_pyroute2() -> tuple[Any, Any, str]:
@@ -60,6 +70,13 @@ def import_pyroute2() -> tuple[Any, Any, str]:
         package.__path__ = list(spec.submodule_search_locations or [])
         package.__spec__ = spec
         sys.modules["pyroute2"] = package
+        # pyroute2.lab wraps IPRoute's methods in mocks for pyroute2's own
+        # tests (lab.use_mock, never set here) and imports unittest.mock
+        # and asyncio for it: 0.9 s under TCG. Its LAB_API, with mocks
+        # off, is a base class that adds nothing: so is this one.
+        lab = types.ModuleType("pyroute2.lab")
+        lab.LAB_API = type("LAB_API", (), {})  # type: ignore[attr-defined]
+        sys.modules["pyroute2.lab"] = lab
         os.environ["PATH"] = ""
         from pyroute2 import netns as ns
         from pyroute2.iproute.linux import IPRoute as ipr
@@ -80,23 +97,41 @@ def import_pyroute2() -> tuple[Any, Any, str]:
     return ipr, ns, imported
 
 
-IMPORT_START = time.monotonic()
-try:
-    IPRoute, netns, IMPORTED = import_pyroute2()
-except ImportError:
-    sys.stdout.write(
-        json.dumps(
-            {
-                "error": "pyroute2 is missing in the guest: install "
-                "Debian's python3-pyroute2 on the host"
-            }
-        )
-        + "\n"
-    )
-    sys.exit(1)
+MISSING = "pyroute2 is missing in the guest: install Debian's python3-pyroute2 on the host"
 
 
-IMPORT_SECONDS = round(time.monotonic() - IMPORT_START, 2)
+class Pyroute2:
+    """What the server imported once, for every session it forks: IPRoute
+    and the netns module (None while pyroute2 is missing)."""
+
+    IPRoute: Any = None
+    netns: Any = None
+    what = ""  # see import_pyroute2
+    seconds = 0.0  # the import's
+    ready = 0.0  # seconds from the server's start to the import's end
+    born = time.monotonic()  # when the server started (serve sets it)
+
+    @classmethod
+    def load(cls) -> None:
+        """Import pyroute2 if not done yet (again after it was missing: a
+        package installed meanwhile is found)."""
+        if cls.IPRoute is not None:
+            return
+        started = time.monotonic()
+        try:
+            cls.IPRoute, cls.netns, cls.what = import_pyroute2()
+        except ImportError:
+            return
+        cls.seconds = round(time.monotonic() - started, 2)
+        cls.ready = round(time.monotonic() - cls.born, 2)
+
+
+def _born() -> float:
+    """When this process started, on time.monotonic's clock (the uptime's)."""
+    with open("/proc/self/stat") as f:
+        started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        return time.monotonic() - (float(f.read().split()[0]) - started)
 
 
 def _check(ret: int) -> None:
@@ -135,22 +170,19 @@ def _started(start: Any, argv: list[str], **kwargs: Any) -> Any:
 class Agent:
     def __init__(self) -> None:
         self.root = os.open("/proc/self/ns/net", os.O_RDONLY)
-        self.iprs: dict[str | None, Any] = {None: IPRoute()}
+        self.iprs: dict[str | None, Any] = {None: Pyroute2.IPRoute()}
         self.procs: dict[int, tuple[subprocess.Popen[bytes], str, str, str | None]] = {}
 
     def op_hello(self) -> dict[str, Any]:
-        """Who answers, and where its start-up went: seconds from the
-        process's start to now, and of those, importing pyroute2 (and
-        what of it: see import_pyroute2)."""
-        with open("/proc/self/stat") as f:
-            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        with open("/proc/uptime") as f:
-            alive = float(f.read().split()[0]) - started
+        """Who answers (this session's pid), and the server's start: its
+        age, the seconds from its start to pyroute2 imported, the import's
+        share of them and what it imported (see import_pyroute2)."""
         return {
             "pid": os.getpid(),
-            "alive_s": round(alive, 2),
-            "import_s": IMPORT_SECONDS,
-            "pyroute2": IMPORTED,
+            "server_age_s": round(time.monotonic() - Pyroute2.born, 2),
+            "ready_s": Pyroute2.ready,
+            "import_s": Pyroute2.seconds,
+            "pyroute2": Pyroute2.what,
         }
 
     # -- netlink -------------------------------------------------------------
@@ -160,7 +192,7 @@ class Agent:
             assert ns is not None
             _enter(ns)
             try:
-                self.iprs[ns] = IPRoute()
+                self.iprs[ns] = Pyroute2.IPRoute()
             finally:
                 _setns(self.root)
         return self.iprs[ns]
@@ -184,7 +216,7 @@ class Agent:
             _check(libc.unshare(CLONE_NEWNET))
             try:
                 _check(libc.mount(b"/proc/self/ns/net", path.encode(), None, MS_BIND, None))
-                ipr = self.iprs[name] = IPRoute()  # bound to the new namespace
+                ipr = self.iprs[name] = Pyroute2.IPRoute()  # bound to the new namespace
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                 if not ipv6:  # /proc/sys/net is the namespace of the writer
                     for conf in ("default", "all"):
@@ -357,12 +389,12 @@ class Agent:
             ipr = self.iprs.pop(name, None)
             if ipr is not None:
                 ipr.close()
-            netns.remove(name)
+            Pyroute2.netns.remove(name)
         return {"deleted": names}
 
     def op_clean(self, prefix: str) -> dict[str, Any]:
         """Delete every namespace whose name starts with `prefix`."""
-        names = sorted(n for n in netns.listnetns() if n.startswith(prefix))
+        names = sorted(n for n in Pyroute2.netns.listnetns() if n.startswith(prefix))
         return self.op_delete(names)
 
     def _kill_inside(self, name: str, timeout: float) -> None:
@@ -419,19 +451,63 @@ def _netns_of(pid: int) -> str:
         return ""
 
 
-def main() -> None:
-    agent = Agent()
-    for line in sys.stdin:
-        req = json.loads(line)
-        op = req.pop("op")
-        try:
-            answer = getattr(agent, "op_" + op)(**req)
-        except Missing as e:  # the host names the package
-            answer = {"missing": str(e)}
-        except Exception as e:  # the host gets every failure as one line
-            answer = {"error": f"{op}: {type(e).__name__}: {e}"}
-        sys.stdout.write(json.dumps(answer) + "\n")
-    agent.op_kill(list(agent.procs))  # the host went away: so do our programs
+def session(conn: socket.socket) -> None:
+    """One host's session, in a child of the server: its requests, until
+    its input ends; then the programs it started are killed."""
+    with conn.makefile("r") as rfile, conn.makefile("w") as wfile:
+
+        def say(answer: dict[str, Any]) -> None:
+            wfile.write(json.dumps(answer) + "\n")
+            wfile.flush()
+
+        if Pyroute2.IPRoute is None:
+            say({"error": MISSING})
+            return
+        agent = Agent()
+        for line in rfile:
+            req = json.loads(line)
+            op = req.pop("op")
+            try:
+                answer = getattr(agent, "op_" + op)(**req)
+            except Missing as e:  # the host names the package
+                answer = {"missing": str(e)}
+            except Exception as e:  # the host gets every failure as one line
+                answer = {"error": f"{op}: {type(e).__name__}: {e}"}
+            try:
+                say(answer)
+            except OSError:  # the host went away
+                break
+        agent.op_kill(list(agent.procs))
 
 
-main()
+def serve(prefix: str) -> None:
+    """Listen on PREFIX.sock, then import pyroute2; fork a session for
+    each connection (a connection made meanwhile waits for the import)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(prefix + ".sock")
+    except OSError:  # another server was started at the same moment: it serves
+        return
+    listener.listen(16)
+    with open(prefix + ".pid.new", "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.rename(prefix + ".pid.new", prefix + ".pid")
+    os.chdir(os.environ.get("HOME", "/"))
+    Pyroute2.born = _born()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions reaped as they end
+    Pyroute2.load()
+    while True:
+        conn, _ = listener.accept()
+        Pyroute2.load()
+        if os.fork() == 0:
+            try:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess waits for its own
+                session(conn)
+            finally:
+                os._exit(0)
+        conn.close()
+
+
+if sys.argv[1:2] == ["--serve"]:
+    serve(sys.argv[2])

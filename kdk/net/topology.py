@@ -6,8 +6,9 @@
         a.addr("veth0", "10.10.0.1/24"); b.addr("veth0", "10.10.0.2/24")
         print(a.run(["ping", "-c1", "10.10.0.2"]).stdout)
 
-The agent (kdk/inguest/net_agent.py) is one Python process in the guest
-that imports pyroute2 once and lives as long as its SSH channel. Every
+The agent (kdk/inguest/net_agent.py) is a server in the guest that imports
+pyroute2 once a boot; each NetAgent is a session of it that lives as long
+as its SSH channel. Every
 namespace gets a unique name (`kdk-<hex>-<role>`); a Topology removes its
 namespaces when the block ends, whether the test passed or failed:
 processes in them are killed first, and their end waited for.
@@ -18,6 +19,7 @@ processes in them are killed first, and their end waited for.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,22 +31,31 @@ from ..guest.ssh import Guest, JsonProcess, Result
 
 PREFIX = "kdk-"  # every namespace kdk makes; `kdk net clean` removes them
 AGENT = inguest.path("net_agent.py")
+AGENT_PYTHON = "/usr/bin/python3 -I -S -u"
 START_TIMEOUT = 60.0  # python3 + pyroute2 import under TCG: ~4 s, more on a busy machine
 STEP_TIMEOUT = 30.0
 
 
 class NetAgent:
-    """The net agent in the guest, over its own SSH connection."""
+    """A session of the net agent in the guest, over its own SSH channel.
+
+    The agent is a server that stays up in the guest with pyroute2
+    imported (kdk/inguest/net_agent.py), started by the first session of
+    a boot; each NetAgent is a session of its own there, forked for it."""
 
     def __init__(self, guest: Guest) -> None:
         self._guest = guest
-        self._proc: JsonProcess | None = guest.start(
-            ["/usr/bin/python3", "-I", "-u", "-c", AGENT.read_text()], "the guest's net agent"
-        )
+        relay = inguest.relay("net", AGENT_PYTHON, AGENT.read_text())
+        self._proc: JsonProcess | None = guest.start(["sh", "-c", relay], "the guest's net agent")
+        asked = time.monotonic()
         hello = self.call("hello", _timeout=START_TIMEOUT)
         self.pid = int(hello["pid"])
-        # where its start went: from the process's start, and importing pyroute2
-        self.start_seconds, self.import_seconds = float(hello["alive_s"]), float(hello["import_s"])
+        # where its start went: the wait for the answer (the server's start
+        # first in a boot), the server's own start to ready, and of that
+        # its import of pyroute2
+        self.wait_seconds = time.monotonic() - asked
+        self.server_age = float(hello["server_age_s"])
+        self.start_seconds, self.import_seconds = float(hello["ready_s"]), float(hello["import_s"])
 
     @property
     def alive(self) -> bool:
@@ -60,6 +71,9 @@ class NetAgent:
         except KdkError:
             self.close()
             raise
+        if answer.get("error") == "nc":  # from the relay (kdk.inguest.relay)
+            self.close()
+            raise MissingDependency(not_installed("nc"))
         if "error" in answer:
             raise NetError(str(answer["error"]))
         if "missing" in answer:

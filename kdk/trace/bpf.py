@@ -23,9 +23,7 @@ again. Each program talks to it over its own SSH channel, relayed by `nc -U`.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import inguest
 from ..errors import KdkError, MissingDependency
-from ..inguest import BUSYBOX
 from ..session import Session
 
 if TYPE_CHECKING:
@@ -45,27 +42,6 @@ RUNNER = inguest.path("bpf_runner.py")
 ATTACH_TIMEOUT = 180.0  # a cold compile under TCG takes seconds; a stuck one is an error
 BCC_PACKAGES = "bpfcc-tools and python3-bpfcc"
 NC_PACKAGE = "netcat-openbsd"
-
-
-def relay_command(runner: str) -> str:
-    """Guest shell that connects its stdin and stdout to the BPF server,
-    starting it first when it is not running. Its files in /run/kdk are
-    named by a hash of the server's text, so a changed kdk starts its own."""
-    prefix = "/run/kdk/bpf-" + hashlib.sha256(runner.encode()).hexdigest()[:12]
-    s = shlex.quote(prefix)
-    missing = shlex.quote('{"error": "nc", "detail": "no nc in the guest"}')
-    return "\n".join(
-        [
-            f"command -v nc >/dev/null || {{ echo {missing}; exit 1; }}",
-            f'{{ read -r p < {s}.pid && kill -0 "$p"; }} 2>/dev/null || {{',
-            f"    rm -f {s}.sock {s}.pid",
-            f"    python3 -u -c {shlex.quote(runner)} --serve {s} </dev/null >{s}.log 2>&1 &",
-            f"    {BUSYBOX}",
-            f"    while [ ! -e {s}.pid ] && kill -0 $! 2>/dev/null; do $b sleep 0.05; done",
-            "}",
-            f"exec nc -UN {s}.sock",
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +120,8 @@ class Program:
         }
         started = time.monotonic()
         self._runner = guest.start(
-            ["sh", "-c", relay_command(RUNNER.read_text())], "the BPF program in the guest"
+            ["sh", "-c", inguest.relay("bpf", "python3 -u", RUNNER.read_text())],
+            "the BPF program in the guest",
         )
         answer = self._runner.ask(job, ATTACH_TIMEOUT)
         if "error" in answer:

@@ -85,7 +85,6 @@ def test_sessions_are_processes_of_their_own_with_one_import(
             second.start_seconds,
             second.import_seconds,
         )
-        assert second.server_age >= second.start_seconds  # it found the server ready
     finally:
         second.close()
     assert first.call("hello")["pid"] == first.pid  # one session's end is not another's

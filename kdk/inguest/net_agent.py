@@ -109,7 +109,7 @@ class Pyroute2:
     what = ""  # see import_pyroute2
     seconds = 0.0  # the import's
     ready = 0.0  # seconds from the server's start to the import's end
-    born = time.monotonic()  # when the server started (serve sets it)
+    born = 0.0  # when the server started, on time.monotonic's clock (serve sets it)
 
     @classmethod
     def load(cls) -> None:
@@ -174,12 +174,11 @@ class Agent:
         self.procs: dict[int, tuple[subprocess.Popen[bytes], str, str, str | None]] = {}
 
     def op_hello(self) -> dict[str, Any]:
-        """Who answers (this session's pid), and the server's start: its
-        age, the seconds from its start to pyroute2 imported, the import's
-        share of them and what it imported (see import_pyroute2)."""
+        """Who answers (this session's pid), and the server's start: the
+        seconds from its start to pyroute2 imported, the import's share of
+        them and what it imported (see import_pyroute2)."""
         return {
             "pid": os.getpid(),
-            "server_age_s": round(time.monotonic() - Pyroute2.born, 2),
             "ready_s": Pyroute2.ready,
             "import_s": Pyroute2.seconds,
             "pyroute2": Pyroute2.what,

@@ -54,7 +54,6 @@ class NetAgent:
         # first in a boot), the server's own start to ready, and of that
         # its import of pyroute2
         self.wait_seconds = time.monotonic() - asked
-        self.server_age = float(hello["server_age_s"])
         self.start_seconds, self.import_seconds = float(hello["ready_s"]), float(hello["import_s"])
 
     @property

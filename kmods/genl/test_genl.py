@@ -5,19 +5,24 @@ errno of each kind of bad request."""
 from __future__ import annotations
 
 import errno
-import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from kdk.api import Kdk
+from kdk.guest.ssh import JsonProcess
 from kdk.testing import sh
 
 pytestmark = pytest.mark.module("genl")
 
-# argv[1]: JSON [[cmd, [[attr, value], ...]], ...]; prints one JSON line
-# per request: {"MSG": ..., "VALUE": ...} from the reply, or {"errno": N}.
+# One python3 in the guest for the whole module: pyroute2's import takes
+# seconds under emulation, so it is paid once, not for every batch. Each
+# input line is a batch, JSON [[cmd, [[attr, value], ...]], ...], sent on
+# a socket bound afresh (a reload registers the family under a new id);
+# the answer is one JSON line: {"bind_errno": N}, or {"replies": [...]}
+# with {"MSG": ..., "VALUE": ...} from each reply, or {"errno": N}.
 # The attribute numbers are genl_uapi.h's; 9 is one the family lacks.
 CLIENT = """
 import json, sys
@@ -29,34 +34,71 @@ class kdkmsg(genlmsg):
     nla_map = ((1, "MSG", "asciiz"), (2, "ADD", "uint32"),
                (3, "VALUE", "uint64"), (9, "BOGUS", "uint32"))
 
-sock = GenericNetlinkSocket()
-try:
-    sock.bind("kdk_genl", kdkmsg)
-except NetlinkError as e:
-    print(json.dumps({"bind_errno": e.code}))
-    sys.exit()
-for cmd, attrs in json.loads(sys.argv[1]):
-    msg = kdkmsg()
-    msg["cmd"], msg["version"], msg["attrs"] = cmd, 1, attrs
+def batch(sock, reqs):
+    for cmd, attrs in reqs:
+        msg = kdkmsg()
+        msg["cmd"], msg["version"], msg["attrs"] = cmd, 1, attrs
+        try:
+            reply = sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST)
+        except NetlinkError as e:
+            yield {"errno": e.code}
+            continue
+        yield {name: reply[0].get_attr(name) for name in ("MSG", "VALUE")
+               if reply[0].get_attr(name) is not None}
+
+for line in sys.stdin:
+    sock = GenericNetlinkSocket()
     try:
-        reply = sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST)
+        sock.bind("kdk_genl", kdkmsg)
+        answer = {"replies": list(batch(sock, json.loads(line)))}
     except NetlinkError as e:
-        print(json.dumps({"errno": e.code}))
-        continue
-    print(json.dumps({name: reply[0].get_attr(name) for name in ("MSG", "VALUE")
-                      if reply[0].get_attr(name) is not None}))
-sock.close()
+        answer = {"bind_errno": e.code}
+    finally:
+        sock.close()
+    print(json.dumps(answer), flush=True)
 """
 
 ECHO, COUNTER = 1, 2
+Requests = list[tuple[int, list[tuple[str, Any]]]]
 
 
-def requests(vm: Kdk, reqs: list[tuple[int, list[tuple[str, Any]]]]) -> list[dict[str, Any]]:
-    out = sh(vm, ["python3", "-c", CLIENT, json.dumps(reqs)])
-    return [json.loads(line) for line in out.splitlines()]
+class Client:
+    """The module's client in the guest, started on first use and again
+    after the VM was booted again."""
+
+    def __init__(self) -> None:
+        self.proc: JsonProcess | None = None
+        self.vm_pid = 0
+
+    def answer(self, vm: Kdk, reqs: Requests) -> dict[str, Any]:
+        """The client's answer to one batch."""
+        pid = vm.backend.require().pid
+        if self.proc is None or pid != self.vm_pid:
+            self.close()
+            self.proc = vm.guest().start(["python3", "-c", CLIENT], "the genl client")
+            self.vm_pid = pid
+        return self.proc.ask(reqs, timeout=120)  # the first answer waits for the import
+
+    def requests(self, vm: Kdk, reqs: Requests) -> list[dict[str, Any]]:
+        """The replies to one batch (the family bound)."""
+        answer = self.answer(vm, reqs)
+        assert "replies" in answer, answer
+        return list(answer["replies"])
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.close()
+            self.proc = None
 
 
-def test_load_and_unload_twice(vm: Kdk) -> None:
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    c = Client()
+    yield c
+    c.close()
+
+
+def test_load_and_unload_twice(vm: Kdk, client: Client) -> None:
     for _ in range(2):
         log = vm.load("genl").log
         assert log[-1].text.startswith("genl: family kdk_genl registered, id ")
@@ -65,20 +107,20 @@ def test_load_and_unload_twice(vm: Kdk) -> None:
         assert "Version: 0x1" in family
         assert "max attribs: 4" in family
         assert re.findall(r"#\d+:\s+ID-(0x\d+)", family) == ["0x1", "0x2"]  # the commands
-        assert requests(vm, [(COUNTER, [("ADD", 7)])]) == [{"VALUE": 7}]  # afresh each load
+        assert client.requests(vm, [(COUNTER, [("ADD", 7)])]) == [{"VALUE": 7}]  # afresh each load
         assert vm.unload("genl").log[-1].text == "genl: unloaded"
         assert not vm.exec("genl ctrl get name kdk_genl").ok
-    assert requests(vm, []) == [{"bind_errno": errno.ENOENT}]
+    assert client.answer(vm, []) == {"bind_errno": errno.ENOENT}
 
 
-def test_echo_returns_the_payload(loaded: Kdk) -> None:
+def test_echo_returns_the_payload(loaded: Kdk, client: Client) -> None:
     payloads = ["hello, kernel", "", "x" * 255, "tab\tand spaces  "]
-    got = requests(loaded, [(ECHO, [("MSG", p)]) for p in payloads])
+    got = client.requests(loaded, [(ECHO, [("MSG", p)]) for p in payloads])
     assert got == [{"MSG": p} for p in payloads]
 
 
-def test_counter_adds_and_reads(loaded: Kdk) -> None:
-    got = requests(
+def test_counter_adds_and_reads(loaded: Kdk, client: Client) -> None:
+    got = client.requests(
         loaded,
         [
             (COUNTER, []),
@@ -91,8 +133,8 @@ def test_counter_adds_and_reads(loaded: Kdk) -> None:
     assert got == [{"VALUE": v} for v in (0, 5, 1005, 1006, 1006)]
 
 
-def test_bad_requests_get_an_errno_and_change_nothing(loaded: Kdk) -> None:
-    got = requests(
+def test_bad_requests_get_an_errno_and_change_nothing(loaded: Kdk, client: Client) -> None:
+    got = client.requests(
         loaded,
         [
             (ECHO, []),  # MSG is required

@@ -19,6 +19,8 @@ the kernel's checks (KASAN, lockdep, ...) during a kdk command raises
 KernelReport, which fails the test, unless the test expects it:
 `with expect_report("lockdep") as found:` around the commands. Packet labs
 get `wire`, `net`, `netns_pair` and `netns_bridge` (see kdk.testing.net).
+A guest program that tests share (a client with its imports done) is
+kept in a `kdk.testing.keep.PerBoot`, which starts it again after a reboot.
 A module folder's C file that defines KUnit suites is collected too, one
 test per KUnit case (see kdk.testing.kunit).
 

@@ -26,42 +26,27 @@ import pytest
 from ..api import Kdk
 from ..net.topology import Namespace, NetAgent, Topology
 from ..ui import say
+from .keep import PerBoot
 
 if TYPE_CHECKING:
     from ..net.wire import Wire
 
 
-class AgentKeeper:
-    """The session's net agent, started on first use and again after the
-    VM was booted again (a crash test's reboot ends the old agent)."""
+def start_agent(vm: Kdk) -> NetAgent:
+    """A session of the net agent; namespaces a killed run left are removed, and said."""
+    agent = NetAgent(vm.guest())
+    left = agent.clean()
+    if left:
+        say(f"removed {len(left)} network namespaces left by a killed run: " + " ".join(left))
+    return agent
 
-    def __init__(self) -> None:
-        self.agent: NetAgent | None = None
-        self.vm_pid = 0
 
-    def get(self, vm: Kdk) -> NetAgent:
-        pid = vm.backend.require().pid
-        if self.agent is None or not self.agent.alive or pid != self.vm_pid:
-            self.close()
-            self.agent = NetAgent(vm.guest())
-            self.vm_pid = pid
-            left = self.agent.clean()
-            if left:
-                say(
-                    f"removed {len(left)} network namespaces left by a killed run: "
-                    + " ".join(left)
-                )
-        return self.agent
-
-    def close(self) -> None:
-        if self.agent is not None:
-            self.agent.close()
-            self.agent = None
+AgentKeeper = PerBoot[NetAgent]  # the session's net agent (fixture net_agent)
 
 
 @pytest.fixture(scope="session")
 def net_agent() -> Iterator[AgentKeeper]:
-    keeper = AgentKeeper()
+    keeper = PerBoot(start_agent, alive=lambda agent: agent.alive)
     yield keeper
     keeper.close()
 

@@ -14,6 +14,7 @@ import pytest
 from kdk.api import Kdk
 from kdk.guest.ssh import JsonProcess
 from kdk.testing import sh
+from kdk.testing.keep import PerBoot
 
 pytestmark = pytest.mark.module("genl")
 
@@ -62,40 +63,26 @@ ECHO, COUNTER = 1, 2
 Requests = list[tuple[int, list[tuple[str, Any]]]]
 
 
-class Client:
-    """The module's client in the guest, started on first use and again
-    after the VM was booted again."""
-
-    def __init__(self) -> None:
-        self.proc: JsonProcess | None = None
-        self.vm_pid = 0
-
-    def answer(self, vm: Kdk, reqs: Requests) -> dict[str, Any]:
-        """The client's answer to one batch."""
-        pid = vm.backend.require().pid
-        if self.proc is None or pid != self.vm_pid:
-            self.close()
-            self.proc = vm.guest().start(["python3", "-c", CLIENT], "the genl client")
-            self.vm_pid = pid
-        return self.proc.ask(reqs, timeout=120)  # the first answer waits for the import
-
-    def requests(self, vm: Kdk, reqs: Requests) -> list[dict[str, Any]]:
-        """The replies to one batch (the family bound)."""
-        answer = self.answer(vm, reqs)
-        assert "replies" in answer, answer
-        return list(answer["replies"])
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.close()
-            self.proc = None
+Client = PerBoot[JsonProcess]  # the module's client in the guest, one per boot
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    c = Client()
+    c = PerBoot(lambda vm: vm.guest().start(["python3", "-c", CLIENT], "the genl client"))
     yield c
     c.close()
+
+
+def answer(vm: Kdk, client: Client, reqs: Requests) -> dict[str, Any]:
+    """The client's answer to one batch."""
+    return client.get(vm).ask(reqs, timeout=120)  # the first answer waits for the import
+
+
+def requests(vm: Kdk, client: Client, reqs: Requests) -> list[dict[str, Any]]:
+    """The replies to one batch (the family bound)."""
+    got = answer(vm, client, reqs)
+    assert "replies" in got, got
+    return list(got["replies"])
 
 
 def test_load_and_unload_twice(vm: Kdk, client: Client) -> None:
@@ -107,21 +94,22 @@ def test_load_and_unload_twice(vm: Kdk, client: Client) -> None:
         assert "Version: 0x1" in family
         assert "max attribs: 4" in family
         assert re.findall(r"#\d+:\s+ID-(0x\d+)", family) == ["0x1", "0x2"]  # the commands
-        assert client.requests(vm, [(COUNTER, [("ADD", 7)])]) == [{"VALUE": 7}]  # afresh each load
+        assert requests(vm, client, [(COUNTER, [("ADD", 7)])]) == [{"VALUE": 7}]  # afresh each load
         assert vm.unload("genl").log[-1].text == "genl: unloaded"
         assert not vm.exec("genl ctrl get name kdk_genl").ok
-    assert client.answer(vm, []) == {"bind_errno": errno.ENOENT}
+    assert answer(vm, client, []) == {"bind_errno": errno.ENOENT}
 
 
 def test_echo_returns_the_payload(loaded: Kdk, client: Client) -> None:
     payloads = ["hello, kernel", "", "x" * 255, "tab\tand spaces  "]
-    got = client.requests(loaded, [(ECHO, [("MSG", p)]) for p in payloads])
+    got = requests(loaded, client, [(ECHO, [("MSG", p)]) for p in payloads])
     assert got == [{"MSG": p} for p in payloads]
 
 
 def test_counter_adds_and_reads(loaded: Kdk, client: Client) -> None:
-    got = client.requests(
+    got = requests(
         loaded,
+        client,
         [
             (COUNTER, []),
             (COUNTER, [("ADD", 5)]),
@@ -134,8 +122,9 @@ def test_counter_adds_and_reads(loaded: Kdk, client: Client) -> None:
 
 
 def test_bad_requests_get_an_errno_and_change_nothing(loaded: Kdk, client: Client) -> None:
-    got = client.requests(
+    got = requests(
         loaded,
+        client,
         [
             (ECHO, []),  # MSG is required
             (ECHO, [("MSG", "x" * 256)]),  # longer than 255

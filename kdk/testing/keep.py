@@ -1,0 +1,44 @@
+"""A guest program kept for many tests (kdk.testing's fixtures and a test
+file's own): started on first use, and again when the VM was booted again
+since (a crash test's reboot ended the old one) or the program ended."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from ..api import Kdk
+
+
+class GuestProgram(Protocol):
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=GuestProgram)
+
+
+class PerBoot(Generic[P]):
+    """`start(vm)` run once per boot of the VM, its program shared until then.
+
+    `alive(program)`, when given, says whether it can still serve; one that
+    cannot is closed and started again."""
+
+    def __init__(self, start: Callable[[Kdk], P], alive: Callable[[P], bool] | None = None) -> None:
+        self._start = start
+        self._alive = alive
+        self._program: P | None = None
+        self._vm_pid = 0
+
+    def get(self, vm: Kdk) -> P:
+        pid = vm.backend.require().pid
+        program = self._program
+        if program is None or pid != self._vm_pid or (self._alive and not self._alive(program)):
+            self.close()
+            program = self._program = self._start(vm)
+            self._vm_pid = pid
+        return program
+
+    def close(self) -> None:
+        if self._program is not None:
+            self._program.close()
+            self._program = None

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import KdkError, MissingDependency
+from . import inguest
 from .locks import file_lock
 
 STATE_FILE = "vm.json"
@@ -33,11 +33,8 @@ KNOWN_HOSTS = "known_hosts"
 GDB_SOCKET = "gdb.sock"  # QEMU's gdb stub
 GDB_MARKER = "gdb.attached"  # while `kdk gdb` runs (kdk.debug.gdb): its pid
 HOST_ALIAS = "kdk-guest"
-DROPBEAR_KEY = HOST_KEY + ".dropbear"  # the host key as the guest's dropbear reads it
-# dropbear-bin's programs: the guest's SSH server (the host's, run by the
-# guest's init) and the converter of OpenSSH keys to its format
-DROPBEAR = "/usr/sbin/dropbear"
-DROPBEARCONVERT = "/usr/bin/dropbearconvert"
+GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
+STAGED = ("sshd_config",)
 
 
 @dataclass(frozen=True)
@@ -115,32 +112,23 @@ class StateDir:
         with file_lock(self.path / LOCK_FILE, timeout, busy):
             yield
 
+    def stage_guest_files(self) -> None:
+        """Copy the guest's sshd config into guest/, where
+        the guest (which mounts this folder) reads it from; kdk's own
+        package may live where the guest cannot see it (a user's home)."""
+        target = self.path / GUEST_FILES
+        target.mkdir(parents=True, exist_ok=True)
+        for name in STAGED:
+            shutil.copyfile(inguest.path(name), target / name)
+
     def ensure_keys(self) -> None:
-        """Generate the guest's host key and kdk's client key once per folder,
-        and the host key in dropbear's format (the guest's SSH server);
-        MissingDependency when dropbear is not installed."""
+        """Generate the guest's host key and kdk's client key once per folder."""
         self.path.mkdir(parents=True, exist_ok=True)
         for name in (HOST_KEY, CLIENT_KEY):
             if not (self.path / name).exists():
                 _write_ed25519(self.path / name)
         known = f"{HOST_ALIAS} {(self.path / (HOST_KEY + '.pub')).read_text().strip()}\n"
         (self.path / KNOWN_HOSTS).write_text(known)
-        for program in (DROPBEAR, DROPBEARCONVERT):
-            if not os.access(program, os.X_OK):
-                why = "install the dropbear-bin package (the guest's SSH server)"
-                raise MissingDependency(f"{program} not found: {why}")
-        key, converted = self.path / HOST_KEY, self.path / DROPBEAR_KEY
-        if converted.exists() and converted.stat().st_mtime >= key.stat().st_mtime:
-            return
-        res = subprocess.run(
-            [DROPBEARCONVERT, "openssh", "dropbear", str(key), str(converted)],
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode != 0:
-            converted.unlink(missing_ok=True)
-            said = (res.stderr or res.stdout).strip().splitlines() or [f"exit {res.returncode}"]
-            raise KdkError(f"dropbearconvert could not convert {key}: {said[-1]}")
 
 
 def _write_ed25519(path: Path) -> None:

@@ -8,10 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from kdk import state
-from kdk.errors import MissingDependency
 from kdk.state import StateDir, VMRecord, process_alive
 
 REC = VMRecord("qemu", 123, 2222, "6.1.0-56-amd64", "tcg", 1.0, 5.5)
@@ -54,28 +50,10 @@ def test_keys_are_generated_once_and_private(tmp_path: Path) -> None:
     assert key.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
     assert os.stat(tmp_path / "vm" / "id_ed25519").st_mode & 0o077 == 0
     assert (tmp_path / "vm" / "ssh_host_ed25519_key.pub").read_text().startswith("ssh-ed25519 ")
-    converted = tmp_path / "vm" / "ssh_host_ed25519_key.dropbear"  # for the guest's dropbear
-    assert converted.read_bytes()[4:15] == b"ssh-ed25519"  # a length, then the key's type
-    assert os.stat(converted).st_mode & 0o077 == 0
-    dropbear_key = converted.read_bytes()
     sd.ensure_keys()
     assert (tmp_path / "vm" / "id_ed25519").read_bytes() == key
-    assert converted.read_bytes() == dropbear_key
     known = (tmp_path / "vm" / "known_hosts").read_text()
     assert known.startswith("kdk-guest ssh-ed25519 ")
-
-
-def test_no_dropbear_is_one_line_naming_its_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(state, "DROPBEAR", str(tmp_path / "dropbear"))
-    with pytest.raises(MissingDependency) as err:
-        StateDir(tmp_path / "vm").ensure_keys()
-    assert str(err.value) == (
-        f"{tmp_path / 'dropbear'} not found: "
-        "install the dropbear-bin package (the guest's SSH server)"
-    )
-    assert not (tmp_path / "vm" / "ssh_host_ed25519_key.dropbear").exists()
 
 
 def test_the_lock_lets_one_holder_in_and_the_next_waits_bounded(tmp_path: Path) -> None:

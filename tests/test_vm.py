@@ -352,9 +352,9 @@ def test_host_files_made_after_up_are_seen_by_the_next_command(vm: Kdk) -> None:
 
 def test_one_connection_serves_every_command(vm: Kdk) -> None:
     k = Kdk(vm=vm.backend.state.path.name)
-    # $PPID of a guest command is the SSH server's process for its connection
-    server = {k.exec("echo $PPID").stdout for _ in range(10)}
-    assert len(server) == 1  # (after a reboot it reconnects: see the stopped-guest test)
+    # $PPID of a guest command is sshd's process for its connection
+    sshd = {k.exec("echo $PPID").stdout for _ in range(10)}
+    assert len(sshd) == 1  # (after a reboot it reconnects: see the stopped-guest test)
 
 
 def test_a_malformed_answer_from_a_guest_agent_is_one_error(vm: Kdk) -> None:
@@ -370,7 +370,7 @@ def test_kdk_exec_processes_share_the_vms_connection(vm: Kdk) -> None:
     deadline = time.monotonic() + 30  # `kdk up` does not wait for it to be connected
     while not mux.master_alive(ep, state) and time.monotonic() < deadline:
         time.sleep(0.2)
-    # the login shell's parent is the SSH server's process for the connection: the master's
+    # the login shell's parent is sshd's process for the connection: the master's
     grandparent = ["sh", "-c", 'cut -d" " -f4 /proc/$PPID/stat']
     first, second = (kdk_cli("exec", "--", *grandparent) for _ in range(2))
     assert first.returncode == second.returncode == 0

@@ -9,10 +9,9 @@ and "the guest stopped answering" (`GuestHung`).
 
 Liveness: a guest that says nothing for QUIET seconds during a command (a
 `sleep`, a blocking read) is asked for a sign of life with an SSH keepalive
-request on the same connection. The SSH server's main loop answers it
-(dropbear with a refusal: any answer will do) without starting a process,
-so the answer needs the guest's kernel (scheduler, network stack) and the
-server, and little else: a slow guest on a busy machine
+request on the same connection. sshd's main loop answers it without
+starting a process, so the answer needs the guest's kernel (scheduler,
+network stack) and sshd, and little else: a slow guest on a busy machine
 still answers within a second or two; one that gives no answer in
 ANSWER_WITHIN seconds is hung (QEMU stopped, or a kernel that no longer
 schedules). Every other step that waits for the guest (connecting, opening
@@ -51,7 +50,7 @@ POLL = 0.25  # longest wait between looks at a channel (stderr alone wakes nothi
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach a guest's SSH server."""
+    """How to reach a guest's sshd."""
 
     host: str
     port: int
@@ -200,7 +199,7 @@ class Guest:
 
     def probe(self) -> None:
         """Ask for a sign of life on this connection: an SSH keepalive request,
-        which the SSH server answers without starting anything. GuestHung when no
+        which sshd answers without starting anything. GuestHung when no
         answer comes within ANSWER_WITHIN seconds, VMLost when the connection
         dropped."""
         transport = self._transport()

@@ -476,6 +476,7 @@ class QemuBackend(Backend):
         if not os.access(kernel.image, os.R_OK):
             raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
         self.state.ensure_keys()
+        self.state.stage_guest_files()
         cache = self.state_root / "cache"
         try:
             step("initramfs")

@@ -219,6 +219,24 @@ def load_order(
     return order
 
 
+def load_rounds(
+    deps: dict[str, tuple[str, list[str]]], wanted: list[str], builtin: set[str]
+) -> list[list[str]]:
+    """load_order's module paths in rounds: every dependency of a module
+    is in an earlier round, so the modules of one round may load at once."""
+    rounds: list[list[str]] = []
+    round_of: dict[str, int] = {}
+    for path in load_order(deps, wanted, builtin):
+        name = module_name(path)
+        needs = [module_name(d) for d in deps[name][1]]
+        r = 1 + max((round_of[n] for n in needs if n not in builtin), default=-1)
+        round_of[name] = r
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(path)
+    return rounds
+
+
 def builtin_modules(text: str) -> set[str]:
     """Names listed in modules.builtin."""
     return {module_name(line) for line in text.split()}

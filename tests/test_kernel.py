@@ -14,6 +14,7 @@ from kdk.kernel import (
     default_kernel,
     host_kernels,
     load_order,
+    load_rounds,
     matches,
     module_name,
     parse_modules_dep,
@@ -46,6 +47,19 @@ def test_the_recipe_resolves_on_debian_6_1() -> None:
     order = [module_name(p) for p in load_order(DEPS, wanted, BUILTIN)]
     assert set(wanted) <= set(order)
     assert order.index("failover") < order.index("net_failover") < order.index("virtio_net")
+
+
+def test_rounds_put_every_dependency_in_an_earlier_round() -> None:
+    wanted = ["virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_net"]
+    rounds = [[module_name(p) for p in r] for r in load_rounds(DEPS, wanted, BUILTIN)]
+    first = ["virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring", "9pnet", "netfs"]
+    assert rounds == [
+        [*first, "overlay", "failover"],
+        ["virtio", "fscache", "net_failover"],
+        ["virtio_pci", "9pnet_virtio", "9p", "virtio_net"],
+    ]
+    every = [m for r in rounds for m in r]
+    assert sorted(every) == sorted(module_name(p) for p in load_order(DEPS, wanted, BUILTIN))
 
 
 def test_builtin_modules_are_skipped() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import inguest
 from ..errors import BuildFailed, KdkError, MissingDependency
-from ..kernel import Kernel, builtin_modules, load_order, module_name, parse_modules_dep
+from ..kernel import Kernel, builtin_modules, load_rounds, module_name, parse_modules_dep
 from ..make import static_program
 
 RECIPE = inguest.path("initramfs.modules")
@@ -31,7 +31,7 @@ BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 # init copies it to the guest's /run/kdk: a program run from the project's
 # or the host's 9p share is read again at each start (~80 ms under TCG).
 KMSG_END = inguest.path("kmsg_end.c")
-FORMAT = "kdk-initramfs-2"
+FORMAT = "kdk-initramfs-3"  # 3: modules in rounds, dev/null
 
 
 def recipe_modules(text: str) -> list[str]:
@@ -87,8 +87,9 @@ def _module_bytes(path: Path) -> bytes:
     return raw
 
 
-def _resolved_modules(kernel: Kernel, extra: Sequence[str] = ()) -> list[Path]:
-    """The recipe's modules, then `extra`, and their dependencies, in load order."""
+def _resolved_modules(kernel: Kernel, extra: Sequence[str] = ()) -> list[list[Path]]:
+    """The recipe's modules, `extra`, and their dependencies, in rounds (a
+    module's dependencies in earlier rounds; see kdk.kernel.load_rounds)."""
     dep_file = kernel.modules_dir / "modules.dep"
     try:
         deps = parse_modules_dep(dep_file.read_text())
@@ -98,7 +99,7 @@ def _resolved_modules(kernel: Kernel, extra: Sequence[str] = ()) -> list[Path]:
     builtin_file = kernel.modules_dir / "modules.builtin"
     builtin = builtin_modules(builtin_file.read_text()) if builtin_file.exists() else set()
     wanted = recipe_modules(RECIPE.read_text()) + list(extra)
-    return [kernel.modules_dir / p for p in load_order(deps, wanted, builtin)]
+    return [[kernel.modules_dir / p for p in r] for r in load_rounds(deps, wanted, builtin)]
 
 
 def _entries(
@@ -107,6 +108,9 @@ def _entries(
     for d in ("bin", "dev", "proc", "sys", "mnt", "newroot", "modules"):
         yield d, stat.S_IFDIR | 0o755, b"", (0, 0)
     yield "dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)
+    # under /dev once devtmpfs moved to the new root: the init's background
+    # commands (busybox's sh gives them /dev/null for input) need it
+    yield "dev/null", stat.S_IFCHR | 0o666, b"", (1, 3)
     yield "bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), (0, 0)
     yield "init", stat.S_IFREG | 0o755, STAGE1.read_bytes(), (0, 0)
     try:
@@ -114,8 +118,10 @@ def _entries(
         yield "bin/kmsg_end", stat.S_IFREG | 0o755, kmsg_end, (0, 0)
     except (BuildFailed, OSError):  # no gcc or static libc here: the scripts use dd
         pass
-    for i, path in enumerate(_resolved_modules(kernel, extra)):
-        name = f"modules/{i:02d}-{module_name(path.name)}.ko"
+    # modules/ROUND-NN-NAME.ko: the init loads each round's at once
+    rounds = _resolved_modules(kernel, extra)
+    for i, (r, path) in enumerate((r, p) for r, paths in enumerate(rounds) for p in paths):
+        name = f"modules/{r:02d}-{i:02d}-{module_name(path.name)}.ko"
         yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)
 
 

@@ -219,20 +219,35 @@ def load_order(
     return order
 
 
+# A driver of a bus binds the devices its transport module makes: loaded
+# at once, the two NICs of a VM could be probed in either order (eth0 and
+# eth1 swapped, the guest unreachable), so a module that uses the bus core
+# loads after the transport, when the transport is a module.
+TRANSPORTS = {"virtio": "virtio_pci"}
+
+
 def load_rounds(
     deps: dict[str, tuple[str, list[str]]], wanted: list[str], builtin: set[str]
 ) -> list[list[str]]:
-    """load_order's module paths in rounds: every dependency of a module
-    is in an earlier round, so the modules of one round may load at once."""
-    rounds: list[list[str]] = []
+    """load_order's module paths in rounds: every dependency of a module,
+    and the transport of a bus it drives (TRANSPORTS), is in an earlier
+    round, so the modules of one round may load at once."""
+    order = load_order(deps, wanted, builtin)
+    loaded = {module_name(p) for p in order}
     round_of: dict[str, int] = {}
-    for path in load_order(deps, wanted, builtin):
-        name = module_name(path)
-        needs = [module_name(d) for d in deps[name][1]]
-        r = 1 + max((round_of[n] for n in needs if n not in builtin), default=-1)
-        round_of[name] = r
-        if r == len(rounds):
-            rounds.append([])
+
+    def round_for(name: str) -> int:
+        if name not in round_of:
+            needs = {module_name(d) for d in deps[name][1]}
+            needs |= {t for core, t in TRANSPORTS.items() if core in needs and t != name}
+            earlier = [round_for(n) for n in needs if n in loaded]
+            round_of[name] = 1 + max(earlier, default=-1)
+        return round_of[name]
+
+    rounds: list[list[str]] = []
+    for path in order:
+        r = round_for(module_name(path))
+        rounds.extend([] for _ in range(r + 1 - len(rounds)))
         rounds[r].append(path)
     return rounds
 

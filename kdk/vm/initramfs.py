@@ -31,7 +31,7 @@ BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 # init copies it to the guest's /run/kdk: a program run from the project's
 # or the host's 9p share is read again at each start (~80 ms under TCG).
 KMSG_END = inguest.path("kmsg_end.c")
-FORMAT = "kdk-initramfs-3"  # 3: modules in rounds, dev/null
+FORMAT = "kdk-initramfs-4"  # 3: modules in rounds, dev/null; 4: virtio drivers after virtio_pci
 
 
 def recipe_modules(text: str) -> list[str]:

@@ -16,6 +16,7 @@ from kdk.api import Kdk
 from kdk.errors import WireBusy
 from kdk.net.wire import Wire
 from kdk.vm.link import WIRE, owner
+from kdk.vm.qemu import SSH_NIC_MAC
 
 from .conftest import PROJECT, kdk_cli
 
@@ -23,10 +24,10 @@ pytestmark = pytest.mark.vm
 
 
 def test_the_wire_is_eth1_at_every_boot(vm: Kdk) -> None:
-    # the README and the labs name it: eth0 is the NIC sshd is reached on,
-    # whatever order the initramfs loaded the drivers in
-    names = vm.exec("cat /sys/class/net/eth1/address /sys/class/net/eth0/address").stdout
-    assert names.decode().split() == [WIRE.guest_mac, "52:54:00:12:34:56"]  # QEMU's default
+    # the README and the labs name it, and eth0 is the NIC sshd is reached
+    # on, whatever order the initramfs loaded the drivers in
+    macs = vm.exec(f"cat /sys/class/net/{WIRE.guest_if}/address /sys/class/net/eth0/address")
+    assert macs.stdout.decode().split() == [WIRE.guest_mac, SSH_NIC_MAC]
 
 
 def test_the_guest_answers_arp_icmp_and_tcp(vm: Kdk, tmp_path: Path) -> None:

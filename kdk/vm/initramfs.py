@@ -31,7 +31,7 @@ BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 # init copies it to the guest's /run/kdk: a program run from the project's
 # or the host's 9p share is read again at each start (~80 ms under TCG).
 KMSG_END = inguest.path("kmsg_end.c")
-FORMAT = "kdk-initramfs-4"  # 3: modules in rounds, dev/null; 4: virtio drivers after virtio_pci
+FORMAT = "kdk-initramfs-5"  # modules/ROUND-NAME.ko, /dev/null
 
 
 def recipe_modules(text: str) -> list[str]:
@@ -118,11 +118,11 @@ def _entries(
         yield "bin/kmsg_end", stat.S_IFREG | 0o755, kmsg_end, (0, 0)
     except (BuildFailed, OSError):  # no gcc or static libc here: the scripts use dd
         pass
-    # modules/ROUND-NN-NAME.ko: the init loads each round's at once
-    rounds = _resolved_modules(kernel, extra)
-    for i, (r, path) in enumerate((r, p) for r, paths in enumerate(rounds) for p in paths):
-        name = f"modules/{r:02d}-{i:02d}-{module_name(path.name)}.ko"
-        yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)
+    # modules/ROUND-NAME.ko: the init loads each round's at once
+    for r, paths in enumerate(_resolved_modules(kernel, extra)):
+        for path in paths:
+            name = f"modules/{r:02d}-{module_name(path.name)}.ko"
+            yield name, stat.S_IFREG | 0o644, _module_bytes(path), (0, 0)
 
 
 def cache_key(kernel: Kernel, busybox: Path, extra: Sequence[str] = ()) -> str:

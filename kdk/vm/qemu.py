@@ -53,6 +53,9 @@ FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says w
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 STALLED = 90.0  # a first boot not ready by then is booted again (ready in 4-25 s)
 PROBE_TIMEOUT = 3.0
+# eth0, the NIC QEMU forwards the ssh port to: QEMU's default MAC, pinned
+# (the init addresses eth0; the wire, eth1, has its own: kdk.vm.link)
+SSH_NIC_MAC = "52:54:00:12:34:56"
 # No default devices, config files, display or reboot: only what kdk adds.
 BARE = ("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
 SHARE_OPTIONS = "security_model=none,multidevs=remap"
@@ -234,7 +237,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-netdev",
         f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
         "-device",
-        "virtio-net-pci,netdev=net0,romfile=",
+        f"virtio-net-pci,netdev=net0,mac={SSH_NIC_MAC},romfile=",
         *link.qemu_netdev(cfg.state),
         *devices.qemu_args(cfg.devices),
         "-pidfile",

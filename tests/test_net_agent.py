@@ -75,7 +75,7 @@ def test_each_session_is_a_process_of_its_own_forked_with_pyroute2_imported(
     proc = server(folder / "net")
     try:
         first, second = hello(folder / "net"), hello(folder / "net")
-        assert first["pyroute2"] == second["pyroute2"] == "IPRoute and netns"
+        assert first["pyroute2"] == second["pyroute2"] == "IPRoute"
         pids = {first["pid"], second["pid"]}
         assert len(pids) == 2 and proc.pid not in pids  # forked, one a session
         assert first["import_s"] == second["import_s"]  # imported once
@@ -96,3 +96,37 @@ def test_without_pyroute2_every_session_gets_one_line_naming_it(folder: Path) ->
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# The agent's import of pyroute2, on the host: traffic control's 35 modules
+# are left lazy, and one is executed when a message of its kind is encoded
+# and decoded (nothing is sent: no socket is opened).
+DEFERRED = """import sys
+exec(compile(open(sys.argv[1]).read(), sys.argv[1], 'exec'))
+ipr, what = import_pyroute2()
+def lazy():
+    return sorted(name.rpartition('.')[2] for name, module in sys.modules.items()
+                  if name.startswith('pyroute2.netlink.rtnl.tcmsg.')
+                  and type(module).__name__ == '_LazyModule')
+before = lazy()
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
+msg = tcmsg()
+parms = {'rate': 1000, 'buffer': 10, 'limit': 100}
+msg['attrs'] = [('TCA_KIND', 'tbf'), ('TCA_OPTIONS', {'attrs': [('TCA_TBF_PARMS', parms)]})]
+msg.encode()
+back = tcmsg(msg.data)
+back.decode()
+limit = back.get_attr('TCA_OPTIONS').get_attr('TCA_TBF_PARMS')['limit']
+print(json.dumps([what, before, back.get_attr('TCA_KIND'), limit, lazy()]))
+"""
+
+
+def test_traffic_controls_modules_are_executed_when_used_not_at_the_import() -> None:
+    argv = [*AGENT_PYTHON.split(), "-c", DEFERRED, str(AGENT)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    what, before, kind, limit, after = json.loads(res.stdout)
+    assert what == "IPRoute"
+    assert len(before) == 35 and {"sched_htb", "sched_tbf", "cls_u32"} <= set(before)
+    assert (kind, limit) == ("tbf", 100)  # decoded by sched_tbf, executed for it
+    assert "sched_tbf" not in after and "sched_htb" in after

@@ -72,7 +72,7 @@ def test_a_failing_step_is_one_line_naming_it(net: Topology) -> None:
 def test_the_agent_imports_only_what_it_uses_of_pyroute2(vm: Kdk, net_agent: AgentKeeper) -> None:
     """Past the package's __init__ (the seconds of the first topology after
     boot), and still a working IPRoute: the tests around build with it."""
-    assert net_agent.get(vm).call("hello")["pyroute2"] == "IPRoute and netns"
+    assert net_agent.get(vm).call("hello")["pyroute2"] == "IPRoute"
 
 
 def test_sessions_are_processes_of_their_own_with_one_import(

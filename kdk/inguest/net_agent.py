@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -47,9 +46,9 @@ if sys.flags.no_site:  # python3 -S: site's .pth files (read over 9p) skipped, i
     sys.path += [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 
-def import_pyroute2() -> tuple[Any, Any, str]:
-    """pyroute2's IPRoute and its netns module, importing only those, and
-    what was imported ("IPRoute and netns", else "the whole package").
+def import_pyroute2() -> tuple[Any, str]:
+    """pyroute2's IPRoute, importing only it, and what was imported
+    ("IPRoute", else "the whole package").
 
     The package's own __init__ loads every plugin it names (entry points:
     all installed distributions' metadata is read, over 9p), its NDB and
@@ -77,16 +76,19 @@ def import_pyroute2() -> tuple[Any, Any, str]:
         lab = types.ModuleType("pyroute2.lab")
         lab.LAB_API = type("LAB_API", (), {})  # type: ignore[attr-defined]
         sys.modules["pyroute2.lab"] = lab
+        # Traffic control's message classes: 36 modules (its qdiscs,
+        # classifiers and actions) imported with rtnl's marshal, ~half the
+        # import under TCG; no request of the agent uses them. Each is
+        # executed when first used (importlib's LazyLoader), not before.
+        defer("pyroute2.netlink.rtnl.tcmsg", f"{package.__path__[0]}/netlink/rtnl/tcmsg")
         os.environ["PATH"] = ""
-        from pyroute2 import netns as ns
         from pyroute2.iproute.linux import IPRoute as ipr
 
-        imported = "IPRoute and netns"
+        imported = "IPRoute"
     except Exception:
         for name in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
             del sys.modules[name]
         from pyroute2 import IPRoute as ipr
-        from pyroute2 import netns as ns
 
         imported = "the whole package"
     finally:
@@ -94,7 +96,37 @@ def import_pyroute2() -> tuple[Any, Any, str]:
             os.environ.pop("PATH", None)
         else:
             os.environ["PATH"] = path
-    return ipr, ns, imported
+    return ipr, imported
+
+
+def defer(package: str, folder: str) -> None:
+    """Import the package `package` (its files in `folder`) with each of
+    its modules in sys.modules, and on the package, as a lazy module
+    (importlib's LazyLoader): executed when one of its names is first
+    looked up, not when the package's __init__ imports it."""
+    import importlib
+    import importlib.util
+
+    parent, _, base = package.rpartition(".")
+    init = importlib.util.spec_from_file_location(
+        package, f"{folder}/__init__.py", submodule_search_locations=[folder]
+    )
+    if init is None or init.loader is None:
+        raise ImportError(f"no package {package} in {folder}")
+    pkg = importlib.util.module_from_spec(init)
+    for file in sorted(os.listdir(folder)):
+        name, ext = os.path.splitext(file)
+        spec = importlib.util.spec_from_file_location(f"{package}.{name}", f"{folder}/{file}")
+        if ext != ".py" or name == "__init__" or spec is None or spec.loader is None:
+            continue
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        setattr(pkg, name, module)
+    setattr(importlib.import_module(parent), base, pkg)
+    sys.modules[package] = pkg
+    init.loader.exec_module(pkg)
 
 
 MISSING = "pyroute2 is missing in the guest: install Debian's python3-pyroute2 on the host"
@@ -102,10 +134,9 @@ MISSING = "pyroute2 is missing in the guest: install Debian's python3-pyroute2 o
 
 class Pyroute2:
     """What the server imported once, for every session it forks: IPRoute
-    and the netns module (None while pyroute2 is missing)."""
+    (None while pyroute2 is missing)."""
 
     IPRoute: Any = None
-    netns: Any = None
     what = ""  # see import_pyroute2
     seconds = 0.0  # the import's
     ready = 0.0  # seconds from the server's start to the import's end
@@ -119,7 +150,7 @@ class Pyroute2:
             return
         started = time.monotonic()
         try:
-            cls.IPRoute, cls.netns, cls.what = import_pyroute2()
+            cls.IPRoute, cls.what = import_pyroute2()
         except ImportError:
             return
         cls.seconds = round(time.monotonic() - started, 2)
@@ -151,6 +182,31 @@ def _enter(name: str) -> None:
         _setns(fd)
     finally:
         os.close(fd)
+
+
+def _remove(name: str) -> None:
+    """Remove namespace `name`'s name (as `ip netns delete` does); the
+    kernel frees the namespace once nothing else holds it."""
+    path = os.path.join(NETNS_DIR, name)
+    libc.umount2(path.encode(), MNT_DETACH)  # EINVAL when never mounted: fine
+    os.unlink(path)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _scratch(suffix: str) -> tuple[int, str]:
+    """A new file in /tmp, open for writing, and its path."""
+    while True:
+        path = f"/tmp/kdk-net-{os.getpid()}-{time.monotonic_ns()}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+        except FileExistsError:
+            continue
 
 
 class Missing(Exception):
@@ -224,8 +280,7 @@ class Agent:
             finally:
                 _setns(self.root)
         except BaseException:
-            libc.umount2(path.encode(), MNT_DETACH)
-            os.unlink(path)
+            _remove(name)
             raise
         return {}
 
@@ -315,8 +370,7 @@ class Agent:
 
     def op_spawn(self, ns: str | None, argv: list[str]) -> dict[str, Any]:
         """Start `argv` in the background; its output goes to files."""
-        out = tempfile.mkstemp(prefix="kdk-net-", suffix=".out")
-        err = tempfile.mkstemp(prefix="kdk-net-", suffix=".err")
+        out, err = _scratch(".out"), _scratch(".err")
         try:
             proc = _started(
                 subprocess.Popen,
@@ -388,12 +442,12 @@ class Agent:
             ipr = self.iprs.pop(name, None)
             if ipr is not None:
                 ipr.close()
-            Pyroute2.netns.remove(name)
+            _remove(name)
         return {"deleted": names}
 
     def op_clean(self, prefix: str) -> dict[str, Any]:
         """Delete every namespace whose name starts with `prefix`."""
-        names = sorted(n for n in Pyroute2.netns.listnetns() if n.startswith(prefix))
+        names = sorted(n for n in _listdir(NETNS_DIR) if n.startswith(prefix))
         return self.op_delete(names)
 
     def _kill_inside(self, name: str, timeout: float) -> None:

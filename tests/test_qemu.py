@@ -201,6 +201,12 @@ def test_cached_trees_get_a_share_each_and_are_named_to_the_guest(tmp_path: Path
     shares = [f for f in option(argv, "-fsdev") if f.startswith("local,id=cache")]
     assert all("readonly=on" in f for f in shares) and f"path={tmp_path / 'b-2'}," in shares[2]
     assert f"kdk.cached={tmp_path}/a,{tmp_path}/b-1,{tmp_path}/b-2" in qemu.kernel_cmdline(cfg)
+    # the file the package manager rewrites is named with them (and only with them)
+    assert "kdk.stamp=" not in qemu.kernel_cmdline(cfg)
+    stamped = dataclasses.replace(cfg, stamp=Path("/var/lib/dpkg/status"))
+    assert "kdk.stamp=/var/lib/dpkg/status" in qemu.kernel_cmdline(stamped).split()
+    unused = dataclasses.replace(stamped, cached=())
+    assert "kdk.stamp=" not in qemu.kernel_cmdline(unused)
 
 
 def test_a_guest_not_ready_in_time_is_stopped(tmp_path: Path) -> None:

@@ -350,6 +350,39 @@ def test_host_files_made_after_up_are_seen_by_the_next_command(vm: Kdk) -> None:
         shutil.rmtree(top, ignore_errors=True)
 
 
+def test_cached_trees_are_read_again_once_the_package_manager_changed_them(
+    vm: Kdk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a tree of the test's stands for /usr/lib/python3, and a file of its
+    # own for dpkg's status file (in the state folder: the guest's /tmp is
+    # its own), in a VM booted for them (then stopped)
+    tree, stamp = tmp_path / "tree", vm.backend.state.path / "test-status"
+    tree.mkdir()
+    (tree / "module.py").write_text("old\n")
+    stamp.write_text("1\n")
+    monkeypatch.setattr(qemu, "cached_trees", lambda: (tree,))
+    monkeypatch.setattr(qemu, "STAMP", stamp)
+    kernel = vm.backend.require().kernel
+    vm.down()
+    read = ["sh", "-c", f"cat {tree}/module.py; test -e {tree}/new.py && echo new; :"]
+    try:
+        vm.up(BootRequest(kernel))
+        assert vm.exec(read).stdout == b"old\n"
+        (tree / "module.py").write_text("NEW\n")
+        (tree / "new.py").write_text("")
+        # cached: what was read stays (a new name is looked up: it is seen)
+        assert vm.exec(read).stdout == b"old\nnew\n"
+        stamp.with_name("status-new").write_text("2\n")
+        stamp.with_name("status-new").replace(stamp)  # as dpkg writes it
+        deadline = time.monotonic() + 10  # the guest looks once a second
+        while (seen := vm.exec(read).stdout) != b"NEW\nnew\n":
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+    finally:
+        vm.down()
+        stamp.unlink(missing_ok=True)
+
+
 def test_one_connection_serves_every_command(vm: Kdk) -> None:
     k = Kdk(vm=vm.backend.state.path.name)
     # $PPID of a guest command is sshd's process for its connection

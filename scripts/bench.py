@@ -227,15 +227,19 @@ def net_rows(k: Kdk, n: int) -> list[Row]:
             build_pair(topo)
             return time.monotonic() - t
 
-    # the wait for the agent's first answer, its server's start to ready,
-    # and of that its import of pyroute2
+    # this process's SSH login, the wait for the agent's first answer, its
+    # server's start to ready, and of that its import of pyroute2
+    logins: list[float] = []
     starts: list[tuple[float, float, float]] = []
 
     def first_pair() -> float:
         k.down()
         kdk("up")
         t = time.monotonic()
-        agent = NetAgent(k.guest())
+        guest = k.guest()
+        guest.connect()
+        logins.append(time.monotonic() - t)
+        agent = NetAgent(guest)
         starts.append((agent.wait_seconds, agent.start_seconds, agent.import_seconds))
         try:
             return time.monotonic() - t + pair(agent)
@@ -253,6 +257,7 @@ def net_rows(k: Kdk, n: int) -> list[Row]:
             repeat(3, first_pair),
             2.0,
         ),
+        ("9b0. of which this process's SSH login (paramiko)", logins, None),
         ("9b1. of which waiting for the net agent's first answer", [w for w, _, _ in starts], None),
         (
             "9b2. of which its server's start to ready (python3, pyroute2)",

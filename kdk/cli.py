@@ -548,7 +548,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="N VMs at once, test files shared out among them: the running VM and "
         "N-1 more of its kernel, booted and stopped by the run (with --kernels: "
-        "N kernels at once)",
+        "N kernels at once); under emulation each VM keeps a core busy, so this "
+        "pays only with cores to spare",
     )
     return p
 

@@ -76,7 +76,7 @@ def import_pyroute2() -> tuple[Any, str]:
         lab = types.ModuleType("pyroute2.lab")
         lab.LAB_API = type("LAB_API", (), {})  # type: ignore[attr-defined]
         sys.modules["pyroute2.lab"] = lab
-        # Traffic control's message classes: 36 modules (its qdiscs,
+        # Traffic control's message classes: 35 modules (its qdiscs,
         # classifiers and actions) imported with rtnl's marshal, ~half the
         # import under TCG; no request of the agent uses them. Each is
         # executed when first used (importlib's LazyLoader), not before.
@@ -116,8 +116,10 @@ def defer(package: str, folder: str) -> None:
     pkg = importlib.util.module_from_spec(init)
     for file in sorted(os.listdir(folder)):
         name, ext = os.path.splitext(file)
+        if ext != ".py" or name == "__init__":
+            continue
         spec = importlib.util.spec_from_file_location(f"{package}.{name}", f"{folder}/{file}")
-        if ext != ".py" or name == "__init__" or spec is None or spec.loader is None:
+        if spec is None or spec.loader is None:
             continue
         spec.loader = importlib.util.LazyLoader(spec.loader)
         module = importlib.util.module_from_spec(spec)

@@ -23,7 +23,7 @@ from subprocess import PIPE
 import pytest
 
 from kdk.api import BootRequest, Kdk
-from kdk.errors import KdkError, LoadFailed, VermagicMismatch
+from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
@@ -390,19 +390,54 @@ def test_one_connection_serves_every_command(vm: Kdk) -> None:
     assert len(sshd) == 1  # (after a reboot it reconnects: see the stopped-guest test)
 
 
-def test_a_malformed_answer_from_a_guest_agent_is_one_error(vm: Kdk) -> None:
-    with vm.guest_session.guest() as g:
-        agent = g.start(["sh", "-c", "read line; echo 'not json'; sleep 5"], "the test agent")
+@pytest.mark.parametrize("connected", [True, False], ids=["on its connection", "on the master"])
+def test_a_guest_agent_answers_then_its_errors_are_one_line(vm: Kdk, connected: bool) -> None:
+    wait_for_the_master(vm)
+    g = vm.guest()
+    if connected:
+        g.connect()  # a channel of this connection; else one of the OpenSSH master
+    script = "read line; echo '{\"got\": 1}'; read line; echo 'not json'; echo boom >&2; exit 3"
+    agent = g.start(["sh", "-c", script], "the test agent")
+    assert isinstance(agent, mux.MuxProcess) != connected
+    try:
+        assert agent.ask({"op": "x"}, 10) == {"got": 1}
         with pytest.raises(KdkError, match="the test agent sent a malformed answer: 'not json'"):
-            agent.ask({"op": "x"}, 10)
+            agent.ask({"op": "y"}, 10)
+        with pytest.raises(VMLost, match=r"^the test agent ended: boom$"):
+            agent.ask({"op": "z"}, 10)
+    finally:
         agent.close()
+        g.close()
+
+
+def test_a_guest_agent_on_the_master_tells_a_hung_guest(vm: Kdk) -> None:
+    rec = vm.backend.require()
+    wait_for_the_master(vm)
+    agent = vm.guest().start(["sh", "-c", "read line; exec sleep 60"], "the test agent")
+    assert isinstance(agent, mux.MuxProcess)
+    os.kill(rec.pid, signal.SIGSTOP)  # the whole machine stops answering
+    try:
+        asked = time.monotonic()
+        with pytest.raises(GuestHung, match=r"^guest lost while waiting for the test agent"):
+            agent.ask({"op": "x"}, 60)
+        assert time.monotonic() - asked < 30  # the master's keepalives, not the 60 s
+    finally:
+        agent.close()
+        vm.guest_session.reboot(rec)
+    assert vm.exec("true").ok
+
+
+def wait_for_the_master(vm: Kdk) -> None:
+    """Until the VM's OpenSSH master is logged in (`kdk up` does not wait)."""
+    ep, state = vm.backend.endpoint(vm.backend.require()), vm.backend.state.path
+    deadline = time.monotonic() + 30
+    while not mux.master_alive(ep, state):
+        assert time.monotonic() < deadline, "the OpenSSH master did not log in in 30 s"
+        time.sleep(0.2)
 
 
 def test_kdk_exec_processes_share_the_vms_connection(vm: Kdk) -> None:
-    ep, state = vm.backend.endpoint(vm.backend.require()), vm.backend.state.path
-    deadline = time.monotonic() + 30  # `kdk up` does not wait for it to be connected
-    while not mux.master_alive(ep, state) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_the_master(vm)
     # the login shell's parent is sshd's process for the connection: the master's
     grandparent = ["sh", "-c", 'cut -d" " -f4 /proc/$PPID/stat']
     first, second = (kdk_cli("exec", "--", *grandparent) for _ in range(2))

@@ -86,10 +86,14 @@ class Guest:
         endpoint: Endpoint,
         alive: Callable[[], bool],
         held: Callable[[], bool] = lambda: False,
+        on_master: Callable[[str, str], JsonProcess | None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._alive = alive
         self._held = held  # whether a debugger (kdk gdb) may hold the guest stopped
+        # `start` on an OpenSSH master: (command line, what) -> the process,
+        # None when there is no master
+        self._on_master = on_master
         self._client: paramiko.SSHClient | None = None
         self._probing = threading.Lock()  # one keepalive request at a time
 
@@ -286,8 +290,14 @@ class Guest:
 
     def start(self, command: str | Sequence[str], what: str) -> JsonProcess:
         """Start a long-running guest program that reads one JSON value a
-        line and answers each with one JSON object a line."""
-        return JsonProcess(self, self._open(command), what)
+        line and answers each with one JSON object a line: on the VM's
+        OpenSSH master while this connection is not open (no login of its
+        own: see kdk.guest.mux), else on a channel of this connection."""
+        if self._client is None and self._on_master is not None:
+            proc = self._on_master(command_line(command), what)
+            if proc is not None:
+                return proc
+        return _ChannelProcess(self, self._open(command), what)
 
     def check(self, command: str | Sequence[str], *, timeout: float | None = 60.0) -> Result:
         """Run `command`, raising KdkError with its stderr when it fails."""
@@ -301,11 +311,12 @@ class Guest:
 
 
 class JsonProcess:
-    """A program in the guest spoken to in JSON lines over its own channel."""
+    """A program in the guest spoken to in JSON lines: one request a line
+    in, one JSON object a line out. Its transport (a channel of a paramiko
+    connection, an OpenSSH client on the VM's master) supplies `_send`,
+    `_receive`, `_ended`, `stderr` and `close`."""
 
-    def __init__(self, guest: Guest, chan: paramiko.Channel, what: str) -> None:
-        self._guest = guest
-        self._chan = chan
+    def __init__(self, what: str) -> None:
         self._buf = b""
         self.what = what  # for messages: "the guest process for /dev/x"
 
@@ -313,24 +324,18 @@ class JsonProcess:
         """Send one request, wait up to `timeout` s for its answer; VMLost
         when the program ended or did not answer, GuestHung when the whole
         guest stopped answering, KdkError when the answer is not JSON."""
-        chan = self._chan
         try:
-            chan.sendall(json.dumps(request).encode() + b"\n")
+            self._send(json.dumps(request).encode() + b"\n")
             heard = time.monotonic()
             deadline = heard + timeout
             while b"\n" not in self._buf:
-                if chan.recv_ready() or chan.eof_received or chan.closed:
-                    if not self._guest.connected:
-                        raise self._guest.lost(f"while waiting for {self.what}")
-                    chunk = chan.recv(1 << 20)
-                    if not chunk:
-                        raise VMLost(f"{self.what} ended: {self.stderr() or 'no message'}")
+                chunk, heard = self._receive(heard, deadline)
+                if chunk == b"":
+                    raise self._ended()
+                if chunk is not None:
                     self._buf += chunk
-                    heard = time.monotonic()
                 elif time.monotonic() >= deadline:
                     raise VMLost(f"no answer from {self.what} in {timeout:g} s")
-                else:
-                    heard = self._guest.wait(chan, heard, deadline)
         except OSError as e:
             raise VMLost(f"no answer from {self.what} ({e})") from None
         line, self._buf = self._buf.split(b"\n", 1)
@@ -343,8 +348,50 @@ class JsonProcess:
             raise KdkError(f"{self.what} sent a malformed answer: {text[:100]!r}")
         return answer
 
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _receive(self, heard: float, deadline: float) -> tuple[bytes | None, float]:
+        """What the program wrote next (b"" once it ended), or None when
+        nothing came in a short wait (at most until `deadline`); and when
+        the guest was last heard of (`heard` before)."""
+        raise NotImplementedError
+
+    def _ended(self) -> KdkError:
+        """The error for a program whose output ended."""
+        return VMLost(f"{self.what} ended: {self.stderr() or 'no message'}")
+
     def stderr(self) -> str:
         """What the program printed on stderr, read until it ended (10 s at most)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End the program's input (it sees its end) and let it go."""
+        raise NotImplementedError
+
+
+class _ChannelProcess(JsonProcess):
+    """A JsonProcess on a channel of the Guest's paramiko connection."""
+
+    def __init__(self, guest: Guest, chan: paramiko.Channel, what: str) -> None:
+        super().__init__(what)
+        self._guest = guest
+        self._chan = chan
+
+    def _send(self, data: bytes) -> None:
+        self._chan.sendall(data)
+
+    def _receive(self, heard: float, deadline: float) -> tuple[bytes | None, float]:
+        chan = self._chan
+        if chan.recv_ready() or chan.eof_received or chan.closed:
+            if not self._guest.connected:
+                raise self._guest.lost(f"while waiting for {self.what}")
+            return chan.recv(1 << 20), time.monotonic()
+        if time.monotonic() >= deadline:
+            return None, heard
+        return None, self._guest.wait(chan, heard, deadline)
+
+    def stderr(self) -> str:
         err = b""
         self._chan.settimeout(10.0)
         with contextlib.suppress(OSError):
@@ -353,7 +400,6 @@ class JsonProcess:
         return err.decode(errors="replace").strip()
 
     def close(self) -> None:
-        """Close the channel; the program sees the end of its input."""
         self._chan.close()
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,10 @@ from ..errors import KdkError, MissingDependency
 from ..session import Session
 
 if TYPE_CHECKING:
-    from ..guest.ssh import Guest
+    from ..guest.ssh import JsonProcess
+
+# how a Program starts its guest program: (argv, what) -> the process
+Starter = Callable[[Sequence[str], str], "JsonProcess"]
 
 RUNNER = inguest.path("bpf_runner.py")
 ATTACH_TIMEOUT = 180.0  # a cold compile under TCG takes seconds; a stuck one is an error
@@ -103,7 +106,7 @@ class Program:
 
     def __init__(
         self,
-        guest: Guest,
+        start: Starter,
         text: str,
         probes: Probes,
         cflags: list[str],
@@ -119,7 +122,7 @@ class Program:
             "clear": clearable(text),
         }
         started = time.monotonic()
-        self._runner = guest.start(
+        self._runner = start(
             ["sh", "-c", inguest.relay("bpf", "python3 -u", RUNNER.read_text())],
             "the BPF program in the guest",
         )
@@ -183,8 +186,11 @@ def attached(
     """A BPF program (a .c file, or its text) compiled with bcc in the
     session's guest and attached; detached at the end."""
     text = program.read_text() if isinstance(program, Path) else program
-    with session.guest() as g:
-        prog = Program(g, text, probes, list(cflags))
+    rec = session.backend.require()
+    with session.watched(rec):
+        prog = Program(
+            lambda command, what: session.start(rec, command, what), text, probes, list(cflags)
+        )
         try:
             yield prog
         finally:

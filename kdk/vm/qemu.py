@@ -383,10 +383,12 @@ class QemuBackend(Backend):
     def guest(self) -> Guest:
         """A (not yet connected) SSH connection to the running guest."""
         rec = self.require()
+        ep, state = self.endpoint(rec), self.state.path
         return Guest(
-            self.endpoint(rec),
+            ep,
             lambda: self.state.alive(rec),
-            lambda: gdb_holder(self.state.path) is not None,
+            lambda: gdb_holder(state) is not None,
+            lambda command, what: mux.start(ep, state, command, what),
         )
 
     # -- building for the guest -------------------------------------------

@@ -20,8 +20,9 @@ string) in gets {"tables": {name: [[key, value], ...]}} back; "stop" gets
 the same and ends the connection; so does the end of its input. Then the
 probes are detached; a program with "clear" is kept compiled, those maps
 emptied, for the next job with the same text and cflags (the kernel cannot
-change under a running server). "stop" is answered once that is done, so
-a job that follows at once finds the program kept.
+change under a running server). "stop" is answered before that is done
+(detaching takes ~1 s under TCG); a job for the same program that comes
+meanwhile waits for it, and finds the program kept.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 from typing import Any
 
 KEEP = 8  # compiled programs kept for reuse
+RELEASE_WAIT = 30.0  # longest wait of a job for its program's release
 
 
 class Failed(Exception):
@@ -66,6 +68,10 @@ class Server:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # one compile at a time (fd 2 is redirected)
         self.idle: list[tuple[tuple[str, tuple[str, ...]], Any]] = []
+        # programs whose stopped job still detaches its probes (~1 s under
+        # TCG for 16): a job for one of them waits to reuse it
+        self.releasing: list[tuple[str, tuple[str, ...]]] = []
+        self.released = threading.Condition(self.lock)
         self.bpf: Any = None
         self.import_error = ""
         self.imported = threading.Event()
@@ -82,13 +88,14 @@ class Server:
     def compiled(self, job: dict[str, Any]) -> tuple[Any, bool, float]:
         """A compiled program for the job (a kept one when there is one),
         whether it was reused, and the seconds waiting for bcc's import."""
-        key = (job["text"], tuple(job.get("cflags", [])))
+        key = key_of(job)
         waited = time.monotonic()
         self.imported.wait()
         waited = time.monotonic() - waited
         if self.bpf is None:
             raise Failed("bcc", self.import_error)
         with self.lock:
+            self.released.wait_for(lambda: key not in self.releasing, RELEASE_WAIT)
             for i, (k, b) in enumerate(self.idle):
                 if k == key:
                     del self.idle[i]
@@ -105,10 +112,25 @@ class Server:
                     os.dup2(saved, 2)
                     os.close(saved)
 
+    def will_release(self, job: dict[str, Any]) -> None:
+        """Say that `release` of the job's program comes (a job for the
+        same program waits for it)."""
+        with self.lock:
+            self.releasing.append(key_of(job))
+
     def release(self, job: dict[str, Any], b: Any, attached: list[tuple[str, str]]) -> None:
         """Detach a finished job's probes; keep its program for reuse with
         its maps emptied when the job says they all can be ("clear"), else
         free it."""
+        try:
+            self._release(job, b, attached)
+        finally:
+            with self.lock:
+                if key_of(job) in self.releasing:
+                    self.releasing.remove(key_of(job))
+                self.released.notify_all()
+
+    def _release(self, job: dict[str, Any], b: Any, attached: list[tuple[str, str]]) -> None:
         for kind, event in attached:
             try:
                 if kind == "p":
@@ -125,9 +147,14 @@ class Server:
         for name in job["clear"]:
             b[name].clear()
         with self.lock:
-            self.idle.append(((job["text"], tuple(job.get("cflags", []))), b))
+            self.idle.append((key_of(job), b))
             while len(self.idle) > KEEP:
                 self.idle.pop(0)[1].cleanup()
+
+
+def key_of(job: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """What makes two jobs' programs the same: their text and cflags."""
+    return job["text"], tuple(job.get("cflags", []))
 
 
 def attach(b: Any, job: dict[str, Any]) -> tuple[list[tuple[str, str]], list[list[str]]]:
@@ -197,10 +224,13 @@ def serve(server: Server, conn: socket.socket) -> None:
             )
             for request in rfile:
                 tables = {n: [[plain(k), plain(v)] for k, v in b[n].items()] for n in job["tables"]}
-                if json.loads(request) == "stop":  # answered once released: a
-                    released = True  # trace right after reuses the program
-                    server.release(job, b, attached)
-                    say({"tables": tables})
+                if json.loads(request) == "stop":  # answered before the probes are
+                    released = True  # detached (a job right after waits to reuse it)
+                    server.will_release(job)
+                    try:
+                        say({"tables": tables})
+                    finally:
+                        server.release(job, b, attached)
                     break
                 say({"tables": tables})
         except OSError:  # the host went away

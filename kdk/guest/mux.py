@@ -135,7 +135,7 @@ def _wait_login(state: Path) -> None:
     while not (state / CONTROL).exists() and time.monotonic() < deadline:
         if not process_alive(pid, CONTROL):
             return
-        time.sleep(0.02)
+        time.sleep(0.005)
 
 
 def master_alive(ep: Endpoint, state: Path) -> bool:

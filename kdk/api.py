@@ -123,7 +123,12 @@ class Kdk:
         """A file opened in the guest (kdk.guest.device), closed at the end."""
         from .guest.device import GuestFile
 
-        with self.guest_session.guest() as g, GuestFile(g, path, flags) as f:
+        session = self.guest_session
+        rec = session.backend.require()
+        with (
+            session.watched(rec),
+            GuestFile(lambda c, w: session.start(rec, c, w), path, flags) as f,
+        ):
             yield f
 
     def dmesg(self) -> list[kmsg.Record]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .. import inguest
 
 if TYPE_CHECKING:
-    from .ssh import Guest
+    from .ssh import Starter
 
 AGENT = inguest.path("file_agent.py")
 SLACK = 30.0  # seconds on top of a call's own timeout before the host gives up
@@ -36,9 +36,9 @@ SLACK = 30.0  # seconds on top of a call's own timeout before the host gives up
 class GuestFile:
     """One file open in the guest."""
 
-    def __init__(self, guest: Guest, path: str, flags: int) -> None:
+    def __init__(self, start: Starter, path: str, flags: int) -> None:
         self.path = path
-        self._agent = guest.start(
+        self._agent = start(
             ["python3", "-I", "-S", "-u", "-c", AGENT.read_text()], f"the guest process for {path}"
         )
         self._open = True

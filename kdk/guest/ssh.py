@@ -310,6 +310,10 @@ class Guest:
         return result
 
 
+# how a guest program spoken to in JSON lines is started: (argv, what) -> it
+Starter = Callable[[Sequence[str], str], "JsonProcess"]
+
+
 class JsonProcess:
     """A program in the guest spoken to in JSON lines: one request a line
     in, one JSON object a line out. Its transport (a channel of a paramiko

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +36,7 @@ from ..errors import KdkError, MissingDependency
 from ..session import Session
 
 if TYPE_CHECKING:
-    from ..guest.ssh import JsonProcess
-
-# how a Program starts its guest program: (argv, what) -> the process
-Starter = Callable[[Sequence[str], str], "JsonProcess"]
+    from ..guest.ssh import Starter
 
 RUNNER = inguest.path("bpf_runner.py")
 ATTACH_TIMEOUT = 180.0  # a cold compile under TCG takes seconds; a stuck one is an error

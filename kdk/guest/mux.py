@@ -5,7 +5,10 @@ A `kdk exec` or `kdk load` is a new process: connecting on its own
 guest) costs more than the command. So `kdk up` starts an OpenSSH master
 connection (`ssh -M`) whose control socket lives in the VM's state folder,
 and such a process runs its command on a new channel of it (`ssh -S`),
-with its own stdin, stdout and stderr or with the output captured.
+with its own stdin, stdout and stderr or with the output captured. The
+guest programs kdk speaks to in JSON lines (the net agent, the BPF runner,
+a device's file agent) start there too while the process has no paramiko
+connection of its own (MuxProcess).
 
 The master asks a quiet guest for a sign of life as kdk.guest.ssh does
 (ServerAliveInterval=QUIET) and ends when ANSWER_WITHIN seconds of asking

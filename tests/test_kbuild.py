@@ -198,8 +198,20 @@ def test_a_built_kernel_gets_its_modules_folder_and_kasan_multi_shot(cache: Path
     assert qemu.built_trees(k) == (k.image.parent,)  # no source link in this fake
     plain = fake_build(cache, "6.1.192-kdk", "# CONFIG_KASAN is not set\n")
     assert "kasan_multi_shot" not in qemu.built_cmdline(plain)
+    assert not [p for p in line + qemu.built_cmdline(plain) if p.startswith("slub_debug")]
     host = Kernel("6.1.0-57-amd64", Path("/boot/x"), Path("/lib/modules/6.1.0-57-amd64"))
     assert qemu.built_cmdline(host) == [] and qemu.built_trees(host) == ()
+
+
+def test_a_built_kernel_with_failslab_marks_the_caches_a_sweep_counts(cache: Path) -> None:
+    k = fake_build(cache, "6.1.192-kdk-debug", "CONFIG_FAILSLAB=y\nCONFIG_SLUB_DEBUG=y\n")
+    images, state = (Path("/c/vmlinux"), Path("/c/initrd")), Path("/p/.kdk/vms/default")
+    unmarked = "-,vmap_area,page->ptl,radix_tree_node,kmemleak_object"
+    for debug, flags in ((False, "A"), (True, "FZPUA")):  # one slub_debug= (the last is kept)
+        cfg = qemu.QemuConfig(k, *images, Path("/p"), state, "tcg", 2222, debug=debug)
+        slub = [p for p in qemu.kernel_cmdline(cfg).split() if p.startswith("slub_debug=")]
+        assert slub == [f"slub_debug={flags};{unmarked}"]
+    assert qemu.one_slub_debug(["a", "slub_debug=FZ", "b"]) == ["a", "slub_debug=FZ", "b"]
 
 
 def test_a_kernel_with_kasan_or_lockdep_gets_twice_the_boot_time(cache: Path) -> None:

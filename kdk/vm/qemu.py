@@ -69,6 +69,11 @@ SHARE_OPTIONS = "security_model=none,multidevs=remap"
 # then drops what it cached (see the init), within a second.
 CACHED_TREES = ("/usr/src", "/usr/lib/llvm-*", "/usr/lib/python3", "/usr/lib/python3.*")
 STAMP = Path("/var/lib/dpkg/status")
+# Every slab cache marked for failslab (A) but those whose allocations come
+# on some module loads only (see kdk/inguest/fail_nth.py, which looks for
+# this): a fault-injection sweep counts the marked ones, so that the
+# init's points are the same on every load.
+FAILSLAB = "slub_debug=A;-,vmap_area,page->ptl,radix_tree_node,kmemleak_object"
 
 
 @dataclass(frozen=True)
@@ -92,43 +97,64 @@ class QemuConfig:
 
 def kernel_cmdline(cfg: QemuConfig) -> str:
     """The guest kernel's command line."""
-    return " ".join(
-        [
-            "console=ttyS0",
-            "rdinit=/init",
-            "loglevel=5",  # the console (kdk's crash detector) gets warnings and worse
-            "oops=panic",  # an oops leaves a kernel in doubt: kdk boots a fresh one
-            "softlockup_panic=1",
-            "watchdog_thresh=5",  # a soft lockup is declared after 10 s, not 20
-            "panic=-1",  # reboot at once on panic; -no-reboot then ends QEMU
-            "mitigations=off",
-            "nokaslr",  # stable addresses in oops reports
-            "i8042.noaux",
-            "i8042.nokbd",
-            "tsc=reliable",
-            "no_timer_check",
-            "acpi=noirq",  # IRQ routing from the BIOS table: ACPI's costs 0.13 s a device under TCG
-            "cryptomgr.notests",  # no self-tests of the crypto algorithms: 0.25-0.4 s of a TCG boot
-            f"kdk.project={cfg.project}",
-            f"kdk.state={cfg.state}",
-            *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
-            *([f"kdk.stamp={cfg.stamp}"] if cfg.cached and cfg.stamp else []),
-            link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
-            *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
-            *built_cmdline(cfg.kernel),
-            *kunit_cmdline(cfg.kernel),
-        ]
-    )
+    params = [
+        "console=ttyS0",
+        "rdinit=/init",
+        "loglevel=5",  # the console (kdk's crash detector) gets warnings and worse
+        "oops=panic",  # an oops leaves a kernel in doubt: kdk boots a fresh one
+        "softlockup_panic=1",
+        "watchdog_thresh=5",  # a soft lockup is declared after 10 s, not 20
+        "panic=-1",  # reboot at once on panic; -no-reboot then ends QEMU
+        "mitigations=off",
+        "nokaslr",  # stable addresses in oops reports
+        "i8042.noaux",
+        "i8042.nokbd",
+        "tsc=reliable",
+        "no_timer_check",
+        "acpi=noirq",  # IRQ routing from the BIOS table: ACPI's costs 0.13 s a device under TCG
+        "cryptomgr.notests",  # no self-tests of the crypto algorithms: 0.25-0.4 s of a TCG boot
+        f"kdk.project={cfg.project}",
+        f"kdk.state={cfg.state}",
+        *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
+        *([f"kdk.stamp={cfg.stamp}"] if cfg.cached and cfg.stamp else []),
+        link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
+        *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
+        *built_cmdline(cfg.kernel),
+        *kunit_cmdline(cfg.kernel),
+    ]
+    return " ".join(one_slub_debug(params))
+
+
+def one_slub_debug(params: list[str]) -> list[str]:
+    """`params` with their slub_debug= made one (the kernel keeps the last
+    it is given): the flags of the first blocks together, then every other
+    block ("slub_debug=FZPU" and FAILSLAB: "slub_debug=FZPUA;-,vmap_area,...")."""
+    slub = [p for p in params if p.startswith("slub_debug=")]
+    if len(slub) < 2:
+        return params
+    flags, blocks = "", []
+    for p in slub:
+        first, *rest = p.removeprefix("slub_debug=").split(";")
+        flags += first
+        blocks += rest
+    one = "slub_debug=" + ";".join([flags, *blocks])
+    return [one if p == slub[0] else p for p in params if p not in slub[1:]]
 
 
 def built_cmdline(kernel: Kernel) -> list[str]:
     """What a kernel kdk built adds: where its modules are (the guest binds
-    them at /lib/modules/<release>), and with KASAN every report of a boot,
-    not only the first (kasan_multi_shot)."""
+    them at /lib/modules/<release>), with KASAN every report of a boot,
+    not only the first (kasan_multi_shot), and with failslab the caches
+    whose allocations fault injection counts (FAILSLAB)."""
     if not kernel.built:
         return []
     kasan = kernel.enabled("CONFIG_KASAN")
-    return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
+    failslab = kernel.enabled("CONFIG_FAILSLAB")
+    return [
+        f"kdk.moddir={kernel.modules_dir}",
+        *(["kasan_multi_shot"] if kasan else []),
+        *([FAILSLAB] if failslab else []),
+    ]
 
 
 def kunit_cmdline(kernel: Kernel) -> list[str]:

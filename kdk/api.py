@@ -127,7 +127,7 @@ class Kdk:
         rec = session.backend.require()
         with (
             session.watched(rec),
-            GuestFile(lambda c, w: session.start(rec, c, w), path, flags) as f,
+            GuestFile(session.starter(rec), path, flags) as f,
         ):
             yield f
 

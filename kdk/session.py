@@ -28,7 +28,7 @@ from .errors import (
     VMLost,
 )
 from .guest import mux
-from .guest.ssh import Guest, JsonProcess, Result, command_line
+from .guest.ssh import Guest, JsonProcess, Result, Starter, command_line
 from .klog import oops, reports
 from .state import VMRecord, gdb_holder
 from .vm.backend import Backend
@@ -136,17 +136,21 @@ class Session:
         feed = None if stdin is None else io.BytesIO(stdin)
         return self.connected(rec).run(command, timeout=timeout, stdin=feed)
 
-    def start(self, rec: VMRecord, command: Sequence[str], what: str) -> JsonProcess:
-        """A long-running guest program spoken to in JSON lines (see
-        Guest.start), to run inside `watched`: on the VM's OpenSSH master
-        while this session has no connection (a new process: no login of
-        its own), else on its connection."""
-        if self._guest is None:
-            ep, state = self.backend.endpoint(rec), self.backend.state.path
-            proc = mux.start(ep, state, command_line(command), what)
-            if proc is not None:
-                return proc
-        return self.connected(rec).start(command, what)
+    def starter(self, rec: VMRecord) -> Starter:
+        """How to start long-running guest programs spoken to in JSON lines
+        (see Guest.start) in the guest of `rec`, inside `watched`: on the
+        VM's OpenSSH master while this session has no connection (a new
+        process: no login of its own), else on its connection."""
+
+        def start(command: Sequence[str], what: str) -> JsonProcess:
+            if self._guest is None:
+                ep, state = self.backend.endpoint(rec), self.backend.state.path
+                proc = mux.start(ep, state, command_line(command), what)
+                if proc is not None:
+                    return proc
+            return self.connected(rec).start(command, what)
+
+        return start
 
     def run_here(self, command: Sequence[str], *, timeout: float | None = None) -> int:
         """Run a command in the guest with this process's own stdin, stdout

@@ -18,9 +18,11 @@ def test_debug_turns_on_what_the_kernel_was_built_with(tmp_path: Path) -> None:
     debian61 = kernel_with_config(
         tmp_path, "CONFIG_SLUB_DEBUG=y", "CONFIG_PAGE_POISONING=y", "# CONFIG_KFENCE is not set"
     )
-    assert qemu.debug_cmdline(debian61) == ["slub_debug=FZPU", "page_poison=1"]
+    assert qemu.debug_cmdline(debian61) == ["page_poison=1"]
+    assert qemu.slub_debug(debian61, True) == ["slub_debug=FZPU"]
+    assert qemu.slub_debug(debian61, False) == []
     debian612 = kernel_with_config(tmp_path, "CONFIG_SLUB_DEBUG=y", "CONFIG_KFENCE=y")
-    assert qemu.debug_cmdline(debian612) == ["slub_debug=FZPU", "kfence.sample_interval=100"]
+    assert qemu.debug_cmdline(debian612) == ["kfence.sample_interval=100"]
 
 
 def test_debug_is_on_the_kernel_command_line_only_when_asked(tmp_path: Path) -> None:

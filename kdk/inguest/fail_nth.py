@@ -56,7 +56,7 @@ ATTRS = {
 # next, and a sweep missed one of them in about one sweep of four (4 of
 # 14 here; with those caches left out, the same points in 10 of 10). kdk
 # boots the kernels it builds with those caches unmarked (kdk.vm.qemu.
-# FAILSLAB: slub_debug=A but for them); with cache-filter on, failslab
+# slub_debug: slub_debug=A but for them); with cache-filter on, failslab
 # counts only the marked ones.
 MARKED = re.compile(r"(^|\s)slub_debug=[A-Z]*A[A-Z]*;-,")
 DEBUGFS = "/sys/kernel/debug"

@@ -185,9 +185,7 @@ def attached(
     text = program.read_text() if isinstance(program, Path) else program
     rec = session.backend.require()
     with session.watched(rec):
-        prog = Program(
-            lambda command, what: session.start(rec, command, what), text, probes, list(cflags)
-        )
+        prog = Program(session.starter(rec), text, probes, list(cflags))
         try:
             yield prog
         finally:

@@ -145,7 +145,7 @@ def trace(session: Session, module: str, project: Path) -> Iterator[Trace]:
             kretprobes={f: f"leave_{i}" for i, f in enumerate(functions)},
         )
         prog = Program(
-            lambda command, what: session.start(rec, command, what),
+            session.starter(rec),
             program_text(len(functions)),
             probes,
             [f"-DNFUNCS={len(functions)}"],

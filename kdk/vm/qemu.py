@@ -69,11 +69,10 @@ SHARE_OPTIONS = "security_model=none,multidevs=remap"
 # then drops what it cached (see the init), within a second.
 CACHED_TREES = ("/usr/src", "/usr/lib/llvm-*", "/usr/lib/python3", "/usr/lib/python3.*")
 STAMP = Path("/var/lib/dpkg/status")
-# Every slab cache marked for failslab (A) but those whose allocations come
-# on some module loads only (see kdk/inguest/fail_nth.py, which looks for
-# this): a fault-injection sweep counts the marked ones, so that the
-# init's points are the same on every load.
-FAILSLAB = "slub_debug=A;-,vmap_area,page->ptl,radix_tree_node,kmemleak_object"
+# The slab caches left unmarked for failslab on a kernel kdk built (see
+# slub_debug): their allocations come on some module loads only (see
+# kdk/inguest/fail_nth.py, which looks for the parameter).
+UNMARKED = "vmap_area,page->ptl,radix_tree_node,kmemleak_object"
 
 
 @dataclass(frozen=True)
@@ -118,43 +117,33 @@ def kernel_cmdline(cfg: QemuConfig) -> str:
         *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
         *([f"kdk.stamp={cfg.stamp}"] if cfg.cached and cfg.stamp else []),
         link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
+        *slub_debug(cfg.kernel, cfg.debug),
         *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
         *built_cmdline(cfg.kernel),
         *kunit_cmdline(cfg.kernel),
     ]
-    return " ".join(one_slub_debug(params))
+    return " ".join(params)
 
 
-def one_slub_debug(params: list[str]) -> list[str]:
-    """`params` with their slub_debug= made one (the kernel keeps the last
-    it is given): the flags of the first blocks together, then every other
-    block ("slub_debug=FZPU" and FAILSLAB: "slub_debug=FZPUA;-,vmap_area,...")."""
-    slub = [p for p in params if p.startswith("slub_debug=")]
-    if len(slub) < 2:
-        return params
-    flags, blocks = "", []
-    for p in slub:
-        first, *rest = p.removeprefix("slub_debug=").split(";")
-        flags += first
-        blocks += rest
-    one = "slub_debug=" + ";".join([flags, *blocks])
-    return [one if p == slub[0] else p for p in params if p not in slub[1:]]
+def slub_debug(kernel: Kernel, debug: bool) -> list[str]:
+    """The one slub_debug= (the kernel keeps the last it is given): with
+    `debug`, SLUB's checks (see debug_cmdline); on a kernel kdk built with
+    failslab, every cache marked for it (A) but UNMARKED, so that a
+    fault-injection sweep counts the same points on every load."""
+    flags = "FZPU" if debug and kernel.enabled("CONFIG_SLUB_DEBUG") else ""
+    if kernel.built and kernel.enabled("CONFIG_FAILSLAB"):
+        return [f"slub_debug={flags}A;-,{UNMARKED}"]
+    return [f"slub_debug={flags}"] if flags else []
 
 
 def built_cmdline(kernel: Kernel) -> list[str]:
     """What a kernel kdk built adds: where its modules are (the guest binds
-    them at /lib/modules/<release>), with KASAN every report of a boot,
-    not only the first (kasan_multi_shot), and with failslab the caches
-    whose allocations fault injection counts (FAILSLAB)."""
+    them at /lib/modules/<release>), and with KASAN every report of a boot,
+    not only the first (kasan_multi_shot)."""
     if not kernel.built:
         return []
     kasan = kernel.enabled("CONFIG_KASAN")
-    failslab = kernel.enabled("CONFIG_FAILSLAB")
-    return [
-        f"kdk.moddir={kernel.modules_dir}",
-        *(["kasan_multi_shot"] if kasan else []),
-        *([FAILSLAB] if failslab else []),
-    ]
+    return [f"kdk.moddir={kernel.modules_dir}", *(["kasan_multi_shot"] if kasan else [])]
 
 
 def kunit_cmdline(kernel: Kernel) -> list[str]:
@@ -185,13 +174,12 @@ def built_trees(kernel: Kernel) -> tuple[Path, ...]:
 def debug_cmdline(kernel: Kernel) -> list[str]:
     """What `kdk up --debug` adds to the kernel command line: the checks the
     kernel was built with that a boot parameter turns on (KASAN, lockdep and
-    kmemleak need a kernel built with them). slub_debug: sanity checks (F),
-    red zones (Z), poisoning (P) and who allocated and freed each object (U),
-    on every slab cache; page_poison: freed pages are poisoned and checked
+    kmemleak need a kernel built with them). slub_debug (see slub_debug):
+    sanity checks (F), red zones (Z), poisoning (P) and who allocated and
+    freed each object (U), on every slab cache; page_poison: freed pages are poisoned and checked
     when allocated again; KFENCE (Debian 6.12, not 6.1): guarded sampled
     objects, one every 100 ms."""
     wanted = [
-        ("CONFIG_SLUB_DEBUG", "slub_debug=FZPU"),
         ("CONFIG_PAGE_POISONING", "page_poison=1"),
         ("CONFIG_KFENCE", "kfence.sample_interval=100"),
     ]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .api import BACKENDS, BootRequest, Kdk
+from .api import BACKENDS, BootRequest, Kdk, LoadResult
 from .errors import KdkError, MissingDependency, VMNotRunning
 from .kernel import all_kernels
 from .klog import kmsg
@@ -29,6 +29,14 @@ ACCELS = ("auto", "kvm", "tcg")
 def _print_log(records: Sequence[kmsg.Record]) -> None:
     for rec in records:
         print(rec.format())
+
+
+def _print_result(res: LoadResult) -> None:
+    """A load's or unload's kernel log; the kernel's remarks on the VM's
+    timing meanwhile go to stderr, said as such."""
+    _print_log(res.log)
+    for rec in res.timing:
+        say(f"the guest kernel, on the VM's timing: {rec.format()}")
 
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
@@ -125,7 +133,7 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
         say(res.build.how())
     if a.verbose and res.needs:
         say(f"{res.name} needs {', '.join(res.needs)}: loaded first (those not loaded yet)")
-    _print_log(res.log)
+    _print_result(res)
     if res.tainted:
         say(f"loading {res.name} tainted the kernel: " + ", ".join(res.tainted))
     if a.verbose:
@@ -134,7 +142,7 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_unload(k: Kdk, a: argparse.Namespace) -> int:
-    _print_log(k.unload(a.module, a.leaks).log)
+    _print_result(k.unload(a.module, a.leaks))
     return 0
 
 

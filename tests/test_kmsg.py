@@ -44,3 +44,20 @@ def test_escaped_bytes_and_bad_lines() -> None:
     text = "6,7,100,-;tab\\x09here\nnot a record\n6,x,1,-;bad seq\n 6,8,1,-;continuation\n"
     records = kmsg.parse(text)
     assert [(r.seq, r.text) for r in records] == [(7, "tab\there")]
+
+
+def test_the_kernels_remarks_on_the_vms_timing_are_set_apart() -> None:
+    """The records of the 6.12 guest's `kdk unload hello` that once failed
+    hello's test in CI, and perf's remark; a module's own line that looks
+    like one, or one written to /dev/kmsg, stays in the log."""
+    text = (
+        "4,900,5000,-;hrtimer: interrupt took 13806801 ns\n"
+        "6,901,5100,-;hello: goodbye, world\n"
+        "6,902,5200,-;perf: interrupt took too long (2510 > 2500), lowering "
+        "kernel.perf_event_max_sample_rate to 79000\n"
+        "6,903,5300,-;mine: hrtimer: interrupt took 5 ns\n"
+        "12,904,5400,-;hrtimer: interrupt took 1 ns\n"
+    )
+    own, timing = kmsg.apart(kmsg.parse(text))
+    assert [r.seq for r in own] == [901, 903, 904]
+    assert [r.seq for r in timing] == [900, 902]

@@ -39,6 +39,12 @@ NEW_RECORDS = (
 )
 
 
+# The guest kernel's remarks on the VM's own timing, which no command made:
+# under emulation on a loaded host they land in any command's window
+# (hrtimer's interrupt that ran late, once a boot; perf lowering its rate).
+VM_TIMING = re.compile(r"hrtimer: interrupt took \d+ ns$|perf: interrupt took too long ")
+
+
 @dataclass(frozen=True)
 class Record:
     """One kernel log record."""
@@ -79,3 +85,9 @@ def parse(dump: str) -> list[Record]:
 def since(records: list[Record], seq: int) -> list[Record]:
     """The records newer than `seq`."""
     return [r for r in records if r.seq > seq]
+
+
+def apart(records: list[Record]) -> tuple[list[Record], list[Record]]:
+    """`records` without the kernel's remarks on the VM's timing, and those."""
+    timing = [r for r in records if r.facility == 0 and VM_TIMING.match(r.text)]
+    return [r for r in records if r not in timing], timing

@@ -37,13 +37,16 @@ class LoadResult:
 
     name: str  # the module's name in the kernel
     ko: Path | None  # the file that was loaded (None for an unload)
-    log: list[kmsg.Record]  # exactly the kernel log records the command produced
+    # exactly the kernel log records the command produced, but for the
+    # kernel's remarks on the VM's timing meanwhile (kmsg.VM_TIMING): `timing`
+    log: list[kmsg.Record]
     built: bool  # whether sources were rebuilt first
     tainted: list[str] = field(default_factory=list)  # new taint flags beyond O and E
     build: Built | None = None  # how it was built (None: a prebuilt .ko, or an unload)
     needs: list[str] = field(default_factory=list)  # modules loaded first unless loaded
     # where the time went: (phase, seconds), the host's then the guest's (kdk load -v)
     times: list[tuple[str, float]] = field(default_factory=list)
+    timing: list[kmsg.Record] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,8 @@ class Loader:
             ("ssh: the command's channel", ran - planned - sum(t for _, t in in_guest)),
             *(("guest: " + phase, t) for phase, t in in_guest),
         ]
-        return LoadResult(target.name, load.ko, log, rebuilt, tainted, built, needs, times)
+        own, timing = kmsg.apart(log)
+        return LoadResult(target.name, load.ko, own, rebuilt, tainted, built, needs, times, timing)
 
     def _prepare(self, spec: str) -> _Load:
         """What a load of `spec` needs: the VM, the .ko (built if needed),
@@ -259,7 +263,8 @@ class Loader:
             error = report_error(found, None)
             error.details = "\n".join(filter(None, [_format(log), error.details]))
             raise error
-        return LoadResult(name, None, log, False)
+        own, timing = kmsg.apart(log)
+        return LoadResult(name, None, own, False, timing=timing)
 
     def _build_target(self, rec: VMRecord) -> tuple[Kernel, Make | None]:
         return self.backend.build_target(rec, lambda: self.session.connected(rec))

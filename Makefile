@@ -35,13 +35,9 @@ check: lint
 # scripts/install-deps installs (Linux 6.12 on Debian 12), in a VM of its
 # own; where that kernel is not installed they skip and say why (and fail
 # under CI=true: see kdk_expected_skips in pyproject.toml). gdb's
-# tests too: its module symbols once went wrong on 6.12 alone. That pass
-# runs beside the first (its output in MATRIX_LOG, shown after the first
-# pass's): the first kept about 1.1 of the 2 cores busy, measured over a
-# whole run here.
+# tests too: its module symbols once went wrong on 6.12 alone.
 MATRIX_KERNEL ?= 6.12
 MATRIX_PATHS  := $(wildcard kmods drivers rawnet) tests/test_gdb.py
-MATRIX_LOG    := .kdk/matrix-pass.log
 
 # The debug kernel tests/test_kbuild_vm.py boots is built first, with its
 # progress line, into ~/.cache/kdk/kernels (kept: the next run reuses it).
@@ -54,13 +50,9 @@ MATRIX_LOG    := .kdk/matrix-pass.log
 TEST_VMS ?= 1
 test: lint
 	@scripts/install-vagrant  # the Vagrant backend's tests (tests/test_vagrant.py)
-	$(KDK) kernel build --debug; rc=$$?; mkdir -p $(dir $(MATRIX_LOG)); \
-	KDK_KERNEL=$(MATRIX_KERNEL) $(BIN)/pytest -rs -p no:cacheprovider $(MATRIX_PATHS) \
-		>$(MATRIX_LOG) 2>&1 & matrix=$$!; trap 'kill $$matrix 2>/dev/null' INT TERM; \
+	$(KDK) kernel build --debug; rc=$$?; \
 	$(BIN)/pytest -rs $(if $(filter-out 1,$(TEST_VMS)),-n $(TEST_VMS) --dist loadfile) || rc=1; \
-	wait $$matrix || rc=1; \
-	echo "== the tests on $(MATRIX_KERNEL), run beside those above ($(MATRIX_LOG)):"; \
-	cat $(MATRIX_LOG); exit $$rc
+	KDK_KERNEL=$(MATRIX_KERNEL) $(BIN)/pytest -rs $(MATRIX_PATHS) || rc=1; exit $$rc
 
 bench: deps
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'

@@ -9,8 +9,9 @@
  * fragments only, whatever the length of the IP header; the kernel runs
  * it on every frame of IFACE, both ways, before a copy is queued to the
  * socket. Prints "ready" once the filter is on, then, at the end (after
- * SECONDS, or on SIGINT/SIGTERM), how many frames it read and what the
- * kernel's PACKET_STATISTICS say. Needs CAP_NET_RAW.
+ * SECONDS, or on SIGINT/SIGTERM, once it has read what was queued), how
+ * many frames it read and what the kernel's PACKET_STATISTICS say. Needs
+ * CAP_NET_RAW.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop;
+static unsigned char frame[65536];
 
 static void on_signal(int sig)
 {
@@ -121,19 +123,23 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (!stop) {
+	for (;;) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		unsigned char frame[65536];
 		ssize_t n;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - start.tv_sec >= seconds)
-			break;
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		n = recv(fd, frame, sizeof(frame), 0);
-		if (n < 0)
-			continue;
+		if (stop || now.tv_sec - start.tv_sec >= seconds) {
+			/* the end: what the kernel queued before it is read too */
+			n = recv(fd, frame, sizeof(frame), MSG_DONTWAIT);
+			if (n < 0)
+				break;
+		} else {
+			if (poll(&pfd, 1, 100) <= 0)
+				continue;
+			n = recv(fd, frame, sizeof(frame), 0);
+			if (n < 0)
+				continue;
+		}
 		matched++;
 		if (verbose && n >= 34)
 			printf("frame %ld bytes from %u.%u.%u.%u\n", (long)n,

@@ -96,33 +96,34 @@ class QemuConfig:
 
 def kernel_cmdline(cfg: QemuConfig) -> str:
     """The guest kernel's command line."""
-    params = [
-        "console=ttyS0",
-        "rdinit=/init",
-        "loglevel=5",  # the console (kdk's crash detector) gets warnings and worse
-        "oops=panic",  # an oops leaves a kernel in doubt: kdk boots a fresh one
-        "softlockup_panic=1",
-        "watchdog_thresh=5",  # a soft lockup is declared after 10 s, not 20
-        "panic=-1",  # reboot at once on panic; -no-reboot then ends QEMU
-        "mitigations=off",
-        "nokaslr",  # stable addresses in oops reports
-        "i8042.noaux",
-        "i8042.nokbd",
-        "tsc=reliable",
-        "no_timer_check",
-        "acpi=noirq",  # IRQ routing from the BIOS table: ACPI's costs 0.13 s a device under TCG
-        "cryptomgr.notests",  # no self-tests of the crypto algorithms: 0.25-0.4 s of a TCG boot
-        f"kdk.project={cfg.project}",
-        f"kdk.state={cfg.state}",
-        *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
-        *([f"kdk.stamp={cfg.stamp}"] if cfg.cached and cfg.stamp else []),
-        link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
-        *slub_debug(cfg.kernel, cfg.debug),
-        *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
-        *built_cmdline(cfg.kernel),
-        *kunit_cmdline(cfg.kernel),
-    ]
-    return " ".join(params)
+    return " ".join(
+        [
+            "console=ttyS0",
+            "rdinit=/init",
+            "loglevel=5",  # the console (kdk's crash detector) gets warnings and worse
+            "oops=panic",  # an oops leaves a kernel in doubt: kdk boots a fresh one
+            "softlockup_panic=1",
+            "watchdog_thresh=5",  # a soft lockup is declared after 10 s, not 20
+            "panic=-1",  # reboot at once on panic; -no-reboot then ends QEMU
+            "mitigations=off",
+            "nokaslr",  # stable addresses in oops reports
+            "i8042.noaux",
+            "i8042.nokbd",
+            "tsc=reliable",
+            "no_timer_check",
+            "acpi=noirq",  # IRQ routing from the BIOS table: ACPI's costs 0.13 s a device under TCG
+            "cryptomgr.notests",  # no self-tests of the crypto algorithms: 0.25-0.4 s of a TCG boot
+            f"kdk.project={cfg.project}",
+            f"kdk.state={cfg.state}",
+            *([f"kdk.cached={','.join(map(str, cfg.cached))}"] if cfg.cached else []),
+            *([f"kdk.stamp={cfg.stamp}"] if cfg.cached and cfg.stamp else []),
+            link.WIRE.cmdline(),  # the packet wire's addresses (kdk/vm/link.py)
+            *slub_debug(cfg.kernel, cfg.debug),
+            *(debug_cmdline(cfg.kernel) if cfg.debug else ()),
+            *built_cmdline(cfg.kernel),
+            *kunit_cmdline(cfg.kernel),
+        ]
+    )
 
 
 def slub_debug(kernel: Kernel, debug: bool) -> list[str]:

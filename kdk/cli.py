@@ -41,7 +41,9 @@ def _print_result(res: LoadResult) -> None:
 
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     wanted = devices.request(a.device, a.can)
-    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted)
+    if a.cpus is not None and a.cpus < 1:
+        raise KdkError(f"--cpus {a.cpus}: a guest needs at least one CPU")
+    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted, a.cpus)
     if a.dry_run:
         print(shlex.join(k.up_command(req, say=say)))
         return 0
@@ -50,11 +52,17 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     how = f"ready in {rec.ready_seconds:.1f} s" if booted else "already up"
     if a.debug and not rec.debug:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
+    if a.cpus is not None and a.cpus != rec.cpus:
+        say(f"the running VM has {cpus(rec.cpus)}: `kdk down` first to get {a.cpus}")
     info = k.status()
     ssh = f"{info['ssh_host']}:{info['ssh_port']}"
     added = f", devices {devices.describe(rec.devices)}" if rec.devices else ""
-    say(f"{how}: {rec.accel}, kernel {rec.kernel}, ssh {ssh}{added}")
+    say(f"{how}: {rec.accel}, {cpus(rec.cpus)}, kernel {rec.kernel}, ssh {ssh}{added}")
     return 0
+
+
+def cpus(n: int) -> str:
+    return f"{n} CPU{'s' if n > 1 else ''}"
 
 
 def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
@@ -78,7 +86,8 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
     elif info["running"]:
         ssh = f"{info['ssh_host']}:{info['ssh_port']}"
-        print(f"running: {info['accel']}, kernel {info['kernel']}, ssh {ssh}, ", end="")
+        print(f"running: {info['accel']}, {cpus(info['cpus'])}, kernel {info['kernel']}, ", end="")
+        print(f"ssh {ssh}, ", end="")
         print(f"pid {info['pid']}, up {info['uptime']:.0f} s")
         if info["devices"]:
             print(f"devices: {devices.describe(info['devices'])}")
@@ -364,6 +373,12 @@ def parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="with the allocator's checks (slub_debug, page_poison)"
     )
     up.add_argument(
+        "--cpus",
+        type=int,
+        metavar="N",
+        help="the guest's CPUs (default: 2; under emulation each is a host thread)",
+    )
+    up.add_argument(
         "--backend",
         choices=BACKENDS,
         help="qemu (the host's kernel and root) or vagrant (kdk's box, its own kernel); "
@@ -554,10 +569,9 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="N VMs at once, test files shared out among them: the running VM and "
-        "N-1 more of its kernel, booted and stopped by the run (with --kernels: "
-        "N kernels at once); under emulation each VM keeps a core busy, so this "
-        "pays only with cores to spare",
+        help="N VMs at once, test files shared out among them: VMs of the running "
+        "VM's kernel, booted and stopped by the run, the host's cores shared out "
+        "among them (with --kernels: N kernels at once)",
     )
     return p
 

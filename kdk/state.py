@@ -50,6 +50,7 @@ class VMRecord:
     ready_seconds: float  # from QEMU start to sshd answering
     debug: bool = False  # booted with the allocator's checks (kdk up --debug)
     devices: tuple[str, ...] = ()  # the emulated devices added (QEMU -device specs)
+    cpus: int = 2  # the guest's CPUs (a record from before they were kept: the default)
 
 
 class StateDir:

@@ -6,8 +6,9 @@ lab's), and a module folder's C files that define KUnit suites (one test
 per case: kdk.testing.kunit); kdk runs pytest with KDK_VM naming the
 current VM and sums the JUnit XML up per module. With `jobs` above 1, test
 files run in that many VMs at once (pytest-xdist, a file's tests in one
-VM): the running VM and others of its kernel, which the test session
-boots and stops; with several kernels, that many kernels' runs at once.
+VM): VMs of the running VM's kernel that the test session boots and
+stops, the host's cores shared out among them; with several kernels,
+that many kernels' runs at once, in VMs whose CPUs are shared out too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .modules import kunit
 from .modules.build import main_module
 from .modules.faultinject import Sweep, table
 from .project import ModuleSource, find_module
+from .vm.qemu import shared_cpus
 
 
 @dataclass
@@ -126,15 +128,19 @@ def _pytest(
 def run(
     k: Kdk, names: list[str], junit: Path | None = None, ktap: bool = False, jobs: int = 1
 ) -> tuple[int, list[Tally]]:
-    """Run the tests in the running VM, and with `jobs` above 1 in jobs-1
-    more VMs of its kernel at once; (pytest's exit code, tallies).
+    """Run the tests in the running VM, and with `jobs` above 1 in that
+    many VMs of its kernel at once; (pytest's exit code, tallies).
     pytest's own compact output goes to stdout as it comes (with `ktap`,
     the KTAP of the KUnit suites after it)."""
     mods = select(k, names)
     rec = k.backend.require()
     with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
         xml = junit or Path(tmp, "junit.xml")
-        env = {"KDK_VM": k.backend.state.path.name, "KDK_KERNEL": rec.kernel}
+        # Several VMs at once are the run's own, the host's cores shared
+        # out among them (kdk.testing's guest_cpus): the running VM's CPUs
+        # may be more than its share.
+        vm = k.backend.state.path.name + (f"-j{jobs}" if jobs > 1 else "")
+        env = {"KDK_VM": vm, "KDK_KERNEL": rec.kernel}
         code = _pytest(k, mods, xml, env, ktap, jobs)
         return code, tally(xml, mods) if xml.exists() else []
 
@@ -169,6 +175,8 @@ def run_matrix(
         vm = f"{k.backend.state.path.name}-{kernel.release}"
         head = f"== {kernel.release} (VM {vm})"
         env = {"KDK_VM": vm, "KDK_KERNEL": kernel.release}
+        if jobs > 1:
+            env["KDK_CPUS"] = str(shared_cpus(jobs))
         with tempfile.TemporaryDirectory(prefix="kdk-test-") as tmp:
             xml = Path(tmp, "junit.xml")
             if junit is not None:

@@ -46,7 +46,7 @@ LIBRARY_EXECS = '2b. 20 `k.exec("true")` on one new `Kdk` (Python, one process)'
 WARM_LOAD = "3. `kdk load hello`, sources unchanged, VM running"
 PEER = "8. virtme-ng: boot, insmod, rmmod, dmesg (the peer of 1b and 3)"
 HELLO_C = PROJECT / "kmods" / "hello" / "hello.c"
-TEST_RUN_TWO_VMS = "7h. `kdk test -j 2`, the same tests in the running VM and a second one"
+TEST_RUN_TWO_VMS = "7h. `kdk test -j 2`, the same tests in two VMs the run boots, cores shared"
 TEST_DEVICES = ("--device", "edu", "--can", "2")  # what the drivers' and labs' tests ask for
 DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown) +(\S+)", re.M)  # pytest --durations
 
@@ -309,7 +309,7 @@ def timed_test_run(*args: str) -> tuple[float, dict[str, float]]:
 def test_run_rows() -> list[Row]:
     """`kdk test` in the running VM, booted with the devices the drivers'
     and labs' tests ask for, with where its time goes; then `kdk test -j 2`
-    (a second VM of the same kernel beside it, test files shared out)."""
+    (two VMs of the same kernel that the run boots, test files shared out)."""
     kdk("up", *TEST_DEVICES)
     one, parts = timed_test_run()
     two, _ = timed_test_run("-j", "2")

@@ -8,17 +8,21 @@ kernel only, the matrix tests skip and say so.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from kdk.api import Kdk
+from kdk.errors import KdkError
 from kdk.kernel import Kernel, all_kernels, host_kernels
 from kdk.modules.build import compiler_output
 from kdk.project import known_modules
-from kdk.testing import session_vm
+from kdk.testing import guest_cpus, session_vm
 from kdk.testrun import KernelRun, Tally, matrix_table
 
 from .conftest import PROJECT, kdk_cli
@@ -109,6 +113,46 @@ def test_each_kernel_and_each_xdist_worker_but_the_first_gets_its_own_vm(
     assert session_vm() == "pytest-6.12-gw1"
     monkeypatch.setenv("KDK_VM", "mine")
     assert session_vm() == "mine-gw1"
+
+
+def test_the_cores_are_shared_out_among_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("KDK_CPUS", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+    assert guest_cpus() is None  # kdk's default
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert guest_cpus() == max(1, cores // 2)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(cores + 1))
+    assert guest_cpus() == 1
+    monkeypatch.setenv("KDK_CPUS", "3")
+    assert guest_cpus() == 3
+    monkeypatch.setenv("KDK_CPUS", "0")
+    with pytest.raises(KdkError, match=r"^KDK_CPUS=0: a number of CPUs \(1 or more\)$"):
+        guest_cpus()
+
+
+@pytest.mark.vm
+def test_jobs_run_in_vms_of_the_run_with_the_cores_shared_out(vm: Kdk) -> None:
+    """`kdk test -j 2`: VMs of the running VM's kernel that the run boots,
+    each with half the host's cores, and stops; the running VM is left as
+    it was."""
+    running = vm.backend.require()
+    states = [Kdk(vm=f"{session_vm()}-j2{w}").backend.state for w in ("", "-gw1")]
+    for state in states:  # an earlier run's
+        state.file("qemu.cmdline").unlink(missing_ok=True)
+    res = kdk_cli("test", "hello", "sysfs", "-j", "2", timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"^hello +ok +3 passed, 0 failed", res.stdout, re.M), res.stdout
+    assert re.search(r"^sysfs +ok +\d+ passed, 0 failed", res.stdout, re.M), res.stdout
+    booted = [s for s in states if s.file("qemu.cmdline").exists()]
+    assert booted, "the run booted no VM of its own"
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for state in booted:
+        argv = shlex.split(state.file("qemu.cmdline").read_text())
+        assert argv[argv.index("-smp") + 1] == str(share)
+        assert running.kernel in argv[argv.index("-kernel") + 1]
+        assert state.read() is None  # stopped
+    assert vm.backend.require().pid == running.pid
 
 
 def test_fewer_than_one_vm_is_one_line() -> None:

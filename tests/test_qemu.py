@@ -63,6 +63,15 @@ def test_accel_decides_cpu_and_machine() -> None:
     assert option(tcg, "-kernel") == ["/c/vmlinux"]
 
 
+def test_the_guest_has_two_cpus_unless_asked_for_others() -> None:
+    assert option(qemu.qemu_argv(config()), "-smp") == ["2"]
+    one = dataclasses.replace(config(), cpus=1)
+    assert option(qemu.qemu_argv(one), "-smp") == ["1"]
+    r = kdk_cli("up", "--cpus", "0")
+    assert r.returncode == 1
+    assert r.stderr == "kdk: --cpus 0: a guest needs at least one CPU\n"
+
+
 def test_devices_are_on_the_command_line_only_when_asked_for() -> None:
     plain = config()
     assert "-object" not in qemu.qemu_argv(plain)
@@ -169,11 +178,14 @@ def test_dry_run_prints_the_command_and_boots_nothing(
         "edu",
         "--can",
         "2",
+        "--cpus",
+        "1",
     )
     assert r.returncode == 0, r.stderr
     (line,) = r.stdout.splitlines()
     argv = shlex.split(line)
     assert argv[0] == qemu.QEMU and "-netdev" in argv
+    assert option(argv, "-smp") == ["1"]
     assert option(argv, "-device")[-3:] == ["edu", *devices.can_bus(2)]
     assert host_kernel.release in line and "accel=tcg" in line
     assert not list(tmp_path.glob("vms/*/vm.json")) and not list(tmp_path.glob("vms/*/qemu.pid"))

@@ -98,6 +98,7 @@ def test_ssh_config_parsed() -> None:
         (BootRequest(ssh_port=2222), "--ssh-port"),
         (BootRequest(debug=True), "--debug"),
         (BootRequest(devices=("edu",)), "--device and --can are"),
+        (BootRequest(cpus=1), "--cpus is"),
     ],
 )
 def test_what_a_vagrant_guest_cannot_honour_is_refused_first(

@@ -45,10 +45,15 @@ def test_up_is_idempotent_and_status_tells_the_truth(vm: Kdk) -> None:
     info = json.loads(r.stdout)
     assert info["running"] and info["pid"] == rec.pid and info["ssh_port"] == rec.ssh_port
     assert info["accel"] in ("kvm", "tcg") and info["uptime"] > 0
-    uname = kdk_cli("exec", "--", "uname", "-r")
-    assert uname.returncode == 0 and uname.stdout.strip() == info["kernel"]
+    uname = kdk_cli("exec", "--", "sh", "-c", "uname -r; grep -c ^processor /proc/cpuinfo")
+    assert uname.returncode == 0 and uname.stdout.split() == [info["kernel"], str(info["cpus"])]
     again = kdk_cli("up")
     assert again.returncode == 0 and "already up" in again.stderr
+    other = 1 if info["cpus"] > 1 else 2
+    asked = kdk_cli("up", "--cpus", str(other))
+    assert asked.returncode == 0
+    has = f"{info['cpus']} CPU{'s' if info['cpus'] > 1 else ''}"
+    assert f"the running VM has {has}: `kdk down` first to get {other}" in asked.stderr
     vagrant_only = kdk_cli("up", "--libvirt", "kdk")  # refused, running or not
     assert vagrant_only.returncode != 0
     assert vagrant_only.stderr.startswith("kdk: --libvirt is for the vagrant backend")
@@ -238,7 +243,8 @@ def test_a_hung_guest_is_replaced(vm: Kdk) -> None:
     r = kdk_cli("exec", "--timeout", "3", "--", "true")
     assert r.returncode == 255 and "the guest hung" in r.stderr
     assert "the VM was booted again" in r.stderr
-    assert vm.backend.require().pid != rec.pid
+    again = vm.backend.require()
+    assert again.pid != rec.pid and again.cpus == rec.cpus  # booted as it was
     assert kdk_cli("exec", "--", "true").returncode == 0
 
 
@@ -332,6 +338,15 @@ def test_the_vm_keeps_the_command_line_it_was_started_with(vm: Kdk) -> None:
     rec = vm.backend.require()
     argv = shlex.split(vm.backend.state.file(CMDLINE_FILE).read_text())
     assert argv == Path(f"/proc/{rec.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def test_every_share_reads_ahead_and_the_init_ran_without_an_error(vm: Kdk) -> None:
+    """The 9p shares (mounted before and after sshd starts) read mapped
+    pages ahead, and the guest's init wrote nothing but its ready line."""
+    ahead = vm.exec("cat /sys/class/bdi/9p-*/read_ahead_kb").stdout.decode().split()
+    assert len(ahead) >= 3 and set(ahead) == {"256"}, ahead  # the root, project, state, ...
+    console = vm.backend.state.console_log.read_text(errors="replace").splitlines()
+    assert not [ln for ln in console if not ln.startswith("[") and "kdk-ready" not in ln]
 
 
 def test_host_files_made_after_up_are_seen_by_the_next_command(vm: Kdk) -> None:

@@ -33,6 +33,9 @@ pytest-xdist the first worker (gw0) uses that VM and each other worker a
 VM of its own (the worker's id added to the name), booted with the same
 kernel and the devices the collected tests ask for: `pytest -n 2 --dist
 loadfile` runs test files in two VMs at once (`kdk test -j 2` does that).
+The VMs a session boots get $KDK_CPUS CPUs each, else (under xdist) the
+host's cores shared out among the workers, else kdk's default: under
+emulation, VMs whose CPUs outnumber the cores slow each other down.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from ..errors import KdkError, KernelReport
 from ..kernel import Kernel, select_kernel
 from ..ui import say
 from ..vm import devices
+from ..vm.qemu import shared_cpus
 from .kunit import kunit_run, pytest_collect_file, pytest_terminal_summary  # noqa: F401 (hooks)
 from .net import net, net_agent, netns_bridge, netns_pair, wire  # noqa: F401 (fixtures)
 
@@ -147,6 +151,18 @@ def session_vm() -> str:
     return name if worker == "gw0" else f"{name}-{worker}"
 
 
+def guest_cpus() -> int | None:
+    """The CPUs of each VM the session boots: $KDK_CPUS, else under xdist
+    the host's cores shared out among the workers, else None (kdk's
+    default)."""
+    if given := os.environ.get("KDK_CPUS"):
+        if not given.isdigit() or int(given) < 1:
+            raise KdkError(f"KDK_CPUS={given}: a number of CPUs (1 or more)")
+        return int(given)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return shared_cpus(workers) if workers > 1 else None
+
+
 @pytest.fixture(scope="session")
 def kdk_kernel() -> Kernel:
     """The kernel of the session's VM: $KDK_KERNEL's, else the one it runs
@@ -174,16 +190,17 @@ def vm(kdk_session: Kdk, kdk_kernel: Kernel, request: pytest.FixtureRequest) -> 
     with the devices of every collected test when this session boots it
     (again, when a test booted it without them)."""
     wanted: tuple[str, ...] = request.config.stash.get(_DEVICES, ())
+    boot = BootRequest(kdk_kernel.release, devices=wanted, cpus=guest_cpus())
     rec = kdk_session.backend.record()
     if rec is None:
-        rec, _ = kdk_session.up(BootRequest(kdk_kernel.release, devices=wanted))
+        rec, _ = kdk_session.up(boot)
     if rec.kernel != kdk_kernel.release:
         pytest.fail(f"VM {session_vm()} runs {rec.kernel}, not {kdk_kernel.release}", False)
     lacking = devices.missing(marked_devices(request.node), rec.devices)
     if lacking and not request.config.stash.get(_WAS_UP, True):
         say(f"the session's VM has no {devices.describe(lacking)}: booting it with them")
         kdk_session.down()
-        rec, _ = kdk_session.up(BootRequest(kdk_kernel.release, devices=wanted))
+        rec, _ = kdk_session.up(boot)
         lacking = devices.missing(marked_devices(request.node), rec.devices)
     if lacking:
         pytest.fail(

@@ -34,6 +34,7 @@ class BootRequest:
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     libvirt: str | None = None  # Vagrant: `kdk`, or the user's URI[,netns=NS]; None: remembered
     devices: tuple[str, ...] = ()  # QEMU -device specs to add (kdk.vm.devices)
+    cpus: int | None = None  # the guest's CPUs; None: the backend's default
 
 
 class Backend(Protocol):
@@ -122,5 +123,6 @@ def describe(backend: Backend) -> dict[str, Any]:
             ready_seconds=round(rec.ready_seconds, 2),
             debug=rec.debug,
             devices=list(rec.devices),
+            cpus=rec.cpus,
         )
     return info

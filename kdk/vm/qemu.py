@@ -49,6 +49,12 @@ from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
 READY_MARK = b"kdk-ready"
+# Two CPUs: a boot's steps and a load's programs overlap. Under TCG each
+# CPU is a host thread, and several VMs at once whose CPUs outnumber the
+# host's cores run slower together than one after the other (their CPUs
+# wait for each other's descheduled threads): `kdk test -j N` shares the
+# cores out (kdk.testing's guest_cpus).
+DEFAULT_CPUS = 2
 FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says why it stopped
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 STALLED = 90.0  # a first boot not ready by then is booted again (ready in 4-25 s)
@@ -75,6 +81,12 @@ STAMP = Path("/var/lib/dpkg/status")
 UNMARKED = "vmap_area,page->ptl,radix_tree_node,kmemleak_object"
 
 
+def shared_cpus(vms: int) -> int:
+    """The CPUs each of `vms` VMs running at once gets, so that together
+    they do not outnumber the cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) // vms)
+
+
 @dataclass(frozen=True)
 class QemuConfig:
     """Everything that decides a QEMU command line."""
@@ -87,7 +99,7 @@ class QemuConfig:
     accel: str  # "kvm" or "tcg"
     ssh_port: int  # host side of the forwarded guest port 22, on 127.0.0.1
     memory_mb: int = 2048  # bcc compiling in the guest wants room
-    cpus: int = 2
+    cpus: int = DEFAULT_CPUS
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     cached: tuple[Path, ...] = ()  # host trees the guest mounts with a page cache
     stamp: Path | None = None  # rewritten when they change (STAMP)
@@ -429,7 +441,9 @@ class QemuBackend(Backend):
     def replace(self, rec: VMRecord, say: Callable[[str], None]) -> VMRecord:
         """Stop the VM of `rec` if it still runs and boot it again with the
         same kernel, accel, port and checks."""
-        again = BootRequest(rec.kernel, rec.accel, rec.ssh_port, rec.debug, devices=rec.devices)
+        again = BootRequest(
+            rec.kernel, rec.accel, rec.ssh_port, rec.debug, devices=rec.devices, cpus=rec.cpus
+        )
         return self._boot(again, say, lambda _: None, rec)[0]
 
     def _boot(
@@ -478,6 +492,7 @@ class QemuBackend(Backend):
                 ready,
                 cfg.debug,
                 cfg.devices,
+                cfg.cpus,
             )
             self.state.write(rec)
             mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
@@ -531,6 +546,7 @@ class QemuBackend(Backend):
             self.state.path,
             accel,
             ssh_port or free_port(),
+            cpus=req.cpus or DEFAULT_CPUS,
             debug=req.debug,
             cached=cached_trees() + built_trees(kernel),
             stamp=STAMP if STAMP.is_file() else None,

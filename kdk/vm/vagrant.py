@@ -369,8 +369,8 @@ def _box_only(req: BootRequest) -> None:
                 f"{what} is for the QEMU backend: the vagrant guest runs its "
                 "box's kernel under TCG, at its own address"
             )
-    if req.devices:
+    if req.devices or req.cpus is not None:
         raise KdkError(
-            "--device and --can are for the QEMU backend: the vagrant guest's "
-            "machine is its box's, with no devices added"
+            f"{'--cpus is' if req.cpus is not None else '--device and --can are'} for the "
+            "QEMU backend: the vagrant guest's machine is its box's (2 CPUs, no devices added)"
         )

@@ -23,7 +23,7 @@ import pytest
 from kdk.api import BootRequest, Kdk
 from kdk.kbuild import build
 from kdk.kernel import Kernel
-from kdk.testing import session_vm
+from kdk.testing import guest_cpus, session_vm
 from kdk.ui import say
 
 DATA = Path(__file__).parent / "data"
@@ -43,7 +43,7 @@ def kernel_vm(kernel: Kernel, name: str) -> Iterator[Kdk]:
     """A VM named `name` of `kernel`, stopped at the end unless it was up before."""
     k = Kdk(vm=name, say=say)
     was_up = k.backend.record() is not None
-    rec, _ = k.up(BootRequest(kernel.release))
+    rec, _ = k.up(BootRequest(kernel.release, cpus=guest_cpus()))
     assert rec.kernel == kernel.release
     yield k
     if not was_up:

@@ -21,7 +21,7 @@ import pytest
 
 from kdk.api import BootRequest, Kdk
 from kdk.errors import KernelReport
-from kdk.testing import expect_report, sh
+from kdk.testing import expect_report, guest_cpus, sh
 
 from .conftest import DEBUG_VM
 
@@ -40,7 +40,7 @@ def lockdep_on(k: Kdk) -> None:
     if not lock_debugging(k):
         kernel = k.backend.require().kernel
         k.down()
-        k.up(BootRequest(kernel))
+        k.up(BootRequest(kernel, cpus=guest_cpus()))
     assert lock_debugging(k)
 
 

@@ -27,7 +27,7 @@ from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
-from kdk.testing import session_vm
+from kdk.testing import guest_cpus, session_vm
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 
@@ -318,7 +318,7 @@ def test_a_boot_that_stalls_is_booted_once_more(vm: Kdk, monkeypatch: pytest.Mon
     said: list[str] = []
     watcher = threading.Thread(target=stop_the_first_qemu)
     watcher.start()
-    rec, booted = vm.up(BootRequest(kernel), say=said.append)
+    rec, booted = vm.up(BootRequest(kernel, cpus=guest_cpus()), say=said.append)
     watcher.join()
     assert booted and stopped and rec.pid != stopped[0]
     assert not process_alive(stopped[0], str(vm.backend.state.path))  # the stalled one is gone
@@ -381,7 +381,7 @@ def test_cached_trees_are_read_again_once_the_package_manager_changed_them(
     vm.down()
     read = ["sh", "-c", f"cat {tree}/module.py; test -e {tree}/new.py && echo new; :"]
     try:
-        vm.up(BootRequest(kernel))
+        vm.up(BootRequest(kernel, cpus=guest_cpus()))
         assert vm.exec(read).stdout == b"old\n"
         (tree / "module.py").write_text("NEW\n")
         (tree / "new.py").write_text("")

@@ -9,7 +9,7 @@ import pytest
 from kdk.api import BootRequest, Kdk
 from kdk.errors import KernelCrash
 from kdk.kernel import Kernel
-from kdk.testing import session_vm
+from kdk.testing import guest_cpus, session_vm
 from kdk.ui import say
 
 pytestmark = pytest.mark.vm  # boots a VM of its own (not through kdk_session)
@@ -27,7 +27,7 @@ def debug_vm(kdk_kernel: Kernel) -> Iterator[Kdk]:
     """A VM of its own booted with --debug (the session's VM is left as it is)."""
     k = Kdk(vm=f"{session_vm()}-debug", say=say)
     was_up = k.backend.record() is not None
-    rec, _ = k.up(BootRequest(kdk_kernel.release, debug=True))
+    rec, _ = k.up(BootRequest(kdk_kernel.release, debug=True, cpus=guest_cpus()))
     assert rec.debug, f"{k.backend.state.path} runs without --debug: stop it first"
     # These tests are about SLUB's checks. KFENCE (on with --debug where the
     # kernel has it: 6.12) samples an allocation every 100 ms and reports

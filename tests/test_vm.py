@@ -415,11 +415,15 @@ def test_a_guest_agent_answers_then_its_errors_are_one_line(vm: Kdk, connected: 
     agent = g.start(["sh", "-c", script], "the test agent")
     assert isinstance(agent, mux.MuxProcess) != connected
     try:
+        assert agent.running()
         assert agent.ask({"op": "x"}, 10) == {"got": 1}
         with pytest.raises(KdkError, match="the test agent sent a malformed answer: 'not json'"):
             agent.ask({"op": "y"}, 10)
         with pytest.raises(VMLost, match=r"^the test agent ended: boom$"):
             agent.ask({"op": "z"}, 10)
+        assert not agent.running()
+        with pytest.raises(VMLost, match=r"^the test agent ended: "):
+            agent.ask({"op": "again"}, 10)  # its input is closed: said the same way
     finally:
         agent.close()
         g.close()

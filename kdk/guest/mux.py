@@ -260,6 +260,9 @@ class MuxProcess(JsonProcess):
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, bufsize=0
         )
 
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
     def _send(self, data: bytes) -> None:
         assert self._proc.stdin is not None
         self._proc.stdin.write(data)

@@ -329,7 +329,10 @@ class JsonProcess:
         when the program ended or did not answer, GuestHung when the whole
         guest stopped answering, KdkError when the answer is not JSON."""
         try:
-            self._send(json.dumps(request).encode() + b"\n")
+            try:
+                self._send(json.dumps(request).encode() + b"\n")
+            except OSError:  # its input is closed: the program or its channel ended
+                raise self._ended() from None
             heard = time.monotonic()
             deadline = heard + timeout
             while b"\n" not in self._buf:
@@ -351,6 +354,10 @@ class JsonProcess:
             text = line.decode(errors="replace")
             raise KdkError(f"{self.what} sent a malformed answer: {text[:100]!r}")
         return answer
+
+    def running(self) -> bool:
+        """Whether the program's channel is still open (it may end at any time)."""
+        raise NotImplementedError
 
     def _send(self, data: bytes) -> None:
         raise NotImplementedError
@@ -381,6 +388,10 @@ class _ChannelProcess(JsonProcess):
         super().__init__(what)
         self._guest = guest
         self._chan = chan
+
+    def running(self) -> bool:
+        chan = self._chan
+        return not (chan.closed or chan.eof_received or chan.exit_status_ready())
 
     def _send(self, data: bytes) -> None:
         self._chan.sendall(data)

@@ -515,8 +515,9 @@ def session(conn: socket.socket) -> None:
             wfile.write(json.dumps(answer) + "\n")
             wfile.flush()
 
-        if Pyroute2.IPRoute is None:
-            say({"error": MISSING})
+        if Pyroute2.IPRoute is None:  # the answer to the first request, once it came
+            if rfile.readline():
+                say({"error": MISSING})
             return
         agent = Agent()
         for line in rfile:

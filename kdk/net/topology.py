@@ -58,7 +58,9 @@ class NetAgent:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None
+        """Not closed, and its channel still open (a guest that stopped
+        answering ends the shared ssh connection, and its channels)."""
+        return self._proc is not None and self._proc.running()
 
     def call(self, op: str, _timeout: float = STEP_TIMEOUT, **args: Any) -> dict[str, Any]:
         """One step in the guest; NetError with the guest's reason if it failed,

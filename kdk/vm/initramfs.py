@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
+import os
 import shutil
 import stat
 import subprocess
@@ -164,8 +165,9 @@ def initramfs(kernel: Kernel, cache_dir: Path, extra: Sequence[str] = ()) -> Pat
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     for old in stale(cache_dir, kernel.release, variant):
-        old.unlink()
-    tmp = target.with_suffix(".tmp")
+        if old != target:  # (another `up` may have just written it)
+            old.unlink(missing_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")  # VMs booting at once each write theirs
     tmp.write_bytes(cpio_archive(list(_entries(kernel, busybox, extra, cache_dir / "programs"))))
     tmp.replace(target)
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import zlib
@@ -69,8 +70,9 @@ def extract_vmlinux(image: Path, cache_dir: Path) -> Path | None:
             if elf.startswith(b"\x7fELF"):
                 cache_dir.mkdir(parents=True, exist_ok=True)
                 for old in cache_dir.glob(f"vmlinux-{image.name}-*"):
-                    old.unlink()
-                tmp = target.with_suffix(".tmp")
+                    if old.suffix != ".tmp":  # another process's, being written
+                        old.unlink(missing_ok=True)
+                tmp = target.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(elf)
                 if not has_pvh_entry(tmp):
                     tmp.unlink()

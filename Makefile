@@ -41,15 +41,14 @@ MATRIX_PATHS  := $(wildcard kmods drivers rawnet) tests/test_gdb.py
 
 # The debug kernel tests/test_kbuild_vm.py boots is built first, with its
 # progress line, into ~/.cache/kdk/kernels (kept: the next run reuses it).
-# TEST_VMS > 1 shares the first pass's test files out over that many VMs
+# Each pass shares its test files out over TEST_VMS and MATRIX_VMS VMs
 # (pytest-xdist, a file's tests in one VM, each VM its own state folder, the
-# host's cores shared out among them: kdk.testing's guest_cpus). The first
-# pass also boots VMs of its tests' own (Vagrant's, debug kernels, crashes),
-# which would come on top: one VM by default (timing tests, e.g. kthread's
-# interval, got flaky with three VMs on two loaded cores). The second pass
-# is the module, driver and lab tests alone, in MATRIX_VMS VMs of one CPU
-# each on 2 cores (`kdk test -j 2`'s way: 150 s against 218-279 s in one).
-TEST_VMS ?= 1
+# host's cores shared out among them: kdk.testing's guest_cpus, one CPU each
+# on 2 cores). Under TCG, VMs whose CPUs outnumber the cores slow each other
+# down: two VMs of 2 CPUs gave nothing over one. A clean-clone CI run on 2
+# cores: the first pass 9:55 in two VMs against 16:51-19:44 in one, the
+# second 2:52 against 4:43-5:31 (scripts/bench-notes.md).
+TEST_VMS ?= 2
 MATRIX_VMS ?= 2
 test: lint
 	@scripts/install-vagrant  # the Vagrant backend's tests (tests/test_vagrant.py)

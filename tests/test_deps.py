@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kdk.errors import KdkError
 from kdk.kernel import Kernel
 from kdk.klog import kmsg
 from kdk.modules import info
@@ -151,3 +152,8 @@ def test_a_provider_in_another_folder_of_the_project_is_found(
     assert plan_in_project(user, [user], kernel, lambda: [prov]).providers == [prov]
     with pytest.raises(UnresolvedSymbol, match="nor the modules built in the project export"):
         plan_in_project(user, [user], kernel, lambda: [])
+    # a folder being built again meanwhile: its module listed, then gone
+    gone = prov.with_name("rebuilding.ko")
+    assert plan_in_project(user, [user], kernel, lambda: [gone, prov]).providers == [prov]
+    with pytest.raises(KdkError, match=r"rebuilding\.ko: not a kernel module"):
+        Siblings([gone])

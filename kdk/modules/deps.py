@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..errors import LoadFailed
+from ..errors import KdkError, LoadFailed
 from ..kernel import module_name
 from .info import ko_facts
 
@@ -108,8 +108,16 @@ def kernel_symbols(build_dir: Path) -> Symvers:
 class Siblings:
     """The modules of one folder, and which of them provides what to which."""
 
-    def __init__(self, kos: list[Path]) -> None:
-        self.symbols = {ko: ko_symbols(ko) for ko in dict.fromkeys(kos)}
+    def __init__(self, kos: list[Path], skip_gone: bool = False) -> None:
+        """`skip_gone`: a module whose file is gone once listed is left out
+        (another folder's, being built again at this moment)."""
+        self.symbols: dict[Path, Symbols] = {}
+        for ko in dict.fromkeys(kos):
+            try:
+                self.symbols[ko] = ko_symbols(ko)
+            except KdkError:
+                if not skip_gone or ko.exists():
+                    raise
         self.exporter = {s: ko for ko, syms in self.symbols.items() for s in syms.exports}
 
     def _add(self, ko: Path) -> None:
@@ -197,6 +205,5 @@ def plan_in_project(
     try:
         return plan(target, Siblings(siblings), kernel)
     except UnresolvedSymbol:
-        return plan(
-            target, Siblings([*siblings, *project()]), kernel, "the modules built in the project"
-        )
+        built = Siblings([*siblings, *project()], skip_gone=True)
+        return plan(target, built, kernel, "the modules built in the project")

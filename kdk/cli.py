@@ -419,7 +419,7 @@ def parser() -> argparse.ArgumentParser:
     box = add("box", cmd_box, "build kdk's Vagrant box (cached; says where)")
     box.add_argument("action", choices=["build"], help="build (unless cached)")
     box.add_argument("--force", action="store_true", help="build even if cached")
-    st = add("status", cmd_status, "is the VM running: accel, kernel, ssh port, pid, uptime")
+    st = add("status", cmd_status, "is the VM running: accel, CPUs, kernel, ssh port, pid, uptime")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     ex = add("exec", cmd_exec, "run a command in the guest; its exit code is kdk's")
     ex.add_argument("--timeout", type=float, help="give up after this many seconds")

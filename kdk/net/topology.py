@@ -56,8 +56,7 @@ class NetAgent:
         self.wait_seconds = time.monotonic() - asked
         self.start_seconds, self.import_seconds = float(hello["ready_s"]), float(hello["import_s"])
 
-    @property
-    def alive(self) -> bool:
+    def running(self) -> bool:
         """Not closed, and its channel still open (a guest that stopped
         answering ends the shared ssh connection, and its channels)."""
         return self._proc is not None and self._proc.running()
@@ -240,7 +239,7 @@ class Topology:
         process in them killed first)."""
         names = [ns.name for ns in self.namespaces]
         ids, self.spawned[:], self.namespaces = list(self.spawned), [], []
-        if self.agent.alive:
+        if self.agent.running():
             self.agent.call("kill", ids=ids)
             if names:
                 self.agent.call("delete", names=names, _timeout=60)

@@ -11,6 +11,8 @@ from ..api import Kdk
 
 
 class GuestProgram(Protocol):
+    def running(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -18,21 +20,18 @@ P = TypeVar("P", bound=GuestProgram)
 
 
 class PerBoot(Generic[P]):
-    """`start(vm)` run once per boot of the VM, its program shared until then.
+    """`start(vm)` run once per boot of the VM, its program shared until then;
+    one whose channel ended (`running()` False) is closed and started again."""
 
-    `alive(program)`, when given, says whether it can still serve; one that
-    cannot is closed and started again."""
-
-    def __init__(self, start: Callable[[Kdk], P], alive: Callable[[P], bool] | None = None) -> None:
+    def __init__(self, start: Callable[[Kdk], P]) -> None:
         self._start = start
-        self._alive = alive
         self._program: P | None = None
         self._vm_pid = 0
 
     def get(self, vm: Kdk) -> P:
         pid = vm.backend.require().pid
         program = self._program
-        if program is None or pid != self._vm_pid or (self._alive and not self._alive(program)):
+        if program is None or pid != self._vm_pid or not program.running():
             self.close()
             program = self._program = self._start(vm)
             self._vm_pid = pid

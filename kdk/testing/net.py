@@ -46,7 +46,7 @@ AgentKeeper = PerBoot[NetAgent]  # the session's net agent (fixture net_agent)
 
 @pytest.fixture(scope="session")
 def net_agent() -> Iterator[AgentKeeper]:
-    keeper = PerBoot(start_agent, alive=lambda agent: agent.alive)
+    keeper = PerBoot(start_agent)
     yield keeper
     keeper.close()
 

@@ -20,6 +20,7 @@ from kdk.modules.build import (
     built_modules,
     compiler_output,
     drives_kbuild,
+    kept_modules,
     main_module,
     make_argv,
     outside_sources,
@@ -211,6 +212,10 @@ def test_each_kernel_keeps_its_own_build(tmp_path: Path) -> None:
     assert a.modules != b.modules
     for built, kernel in ((a, kernels[0]), (b, kernels[1])):
         assert modinfo(built.modules[0])["vermagic"].split()[0] == kernel.release
+        # what an unload looks at: the build for the guest's kernel, not the folder's last
+        assert kept_modules(src, kernel.release, stamps) == built.modules
+    assert modinfo(built_modules(src.path)[0])["vermagic"].split()[0] == kernels[1].release
+    assert kept_modules(src, "0.0-none", stamps) == []
     assert not build(src, kernels[0], stamps).rebuilt
 
 

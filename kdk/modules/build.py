@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BuildFailed, KdkError, MissingDependency, UnknownModule
 from ..kernel import Kernel, module_name, user_cache
@@ -250,17 +251,35 @@ def build_lock(folder: Path) -> Path:
     return user_cache() / "locks" / f"build-{_folder_key(folder)}.lock"
 
 
+def _stamp(stamps: Path, key: str, release: str) -> tuple[Path, dict[str, Any]]:
+    """The stamp of a folder's build for the kernel `release`: its path, and
+    what it records ({} when there is none)."""
+    stamp = stamps / f"{key}-{release}.json"
+    try:
+        return stamp, json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return stamp, {}
+
+
+def _kept(record: dict[str, Any]) -> list[Path]:
+    """The .ko files a stamp records, if every one is still there, else []."""
+    kos = [Path(p) for p in record.get("modules", [])]
+    return kos if kos and all(k.exists() for k in kos) else []
+
+
+def kept_modules(src: ModuleSource, release: str, stamps: Path) -> list[Path]:
+    """The .ko files of the last build of `src` for the kernel `release`
+    (kept per kernel: see build), [] when there is none; nothing is built."""
+    return _kept(_stamp(stamps, _folder_key(src.path), release)[1])
+
+
 def _build(
     src: ModuleSource, kernel: Kernel, stamps: Path, key: str, force: bool, make: Make | None
 ) -> Built:
-    stamp = stamps / f"{key}-{kernel.release}.json"
-    try:
-        old = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        old = {}
+    stamp, old = _stamp(stamps, key, kernel.release)
     digest = source_digest(src.path, kernel, [Path(p) for p in old.get("outside", [])])
-    kos = [Path(p) for p in old.get("modules", [])]
-    if not force and old.get("digest") == digest and kos and all(k.exists() for k in kos):
+    kos = _kept(old)
+    if not force and old.get("digest") == digest and kos:
         return Built(kos, False, "")
     if make is None and not kernel.build_dir.is_dir():
         raise MissingDependency(

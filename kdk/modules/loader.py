@@ -24,7 +24,7 @@ from ..project import ModuleSource, find_module, known_modules
 from ..session import Session, report_error
 from ..state import VMRecord
 from . import deps, faultinject, loading, taint
-from .build import Built, build, built_modules, main_module
+from .build import Built, build, built_modules, kept_modules, main_module
 from .info import check_vermagic, modinfo
 from .inspect import Inspection, disassemble, inspect
 
@@ -232,7 +232,7 @@ class Loader:
         (a kernel with kmemleak), KernelReport afterwards for each object
         kmemleak finds unreferenced that these modules allocated."""
         rec = self.backend.require()
-        ko = self._built_module(spec)
+        ko = self._built_module(spec, rec.kernel)
         name, dependents, providers = module_name(spec), [], []
         if ko is not None:
             siblings = sorted(ko.parent.glob("*.ko"))
@@ -303,10 +303,12 @@ class Loader:
         ]
         return deps.Plan(plan.kernel_modules, providers)
 
-    def _built_module(self, spec: str) -> Path | None:
-        """The built .ko of a module given by name, folder or .ko file; None
-        for a name kdk does not know (taken as the kernel's, e.g. veth) or a
-        module not built yet."""
+    def _built_module(self, spec: str, release: str) -> Path | None:
+        """The built .ko of a module given by name, folder or .ko file: its
+        folder's build for the kernel `release` (the one the guest loaded),
+        else the folder's last build (for another kernel); None for a name
+        kdk does not know (taken as the kernel's, e.g. veth) or a module not
+        built yet."""
         if spec.endswith(".ko"):
             return Path(spec).resolve() if Path(spec).is_file() else None
         try:
@@ -315,7 +317,7 @@ class Loader:
             if "/" in spec:
                 raise
             return None
-        kos = built_modules(src.path)
+        kos = kept_modules(src, release, self.builds) or built_modules(src.path)
         try:
             return main_module(kos, src.module or src.name, bool(src.module)) if kos else None
         except UnknownModule:

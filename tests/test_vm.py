@@ -27,7 +27,7 @@ from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
-from kdk.testing import guest_cpus, session_vm
+from kdk.testing import guest_cpus, rmmod_quietly, session_vm
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 
@@ -112,6 +112,13 @@ def test_reload_and_parameters(vm: Kdk) -> None:
     assert texts[-2:] == ["hello: goodbye, world", "hello: hi, world"]
     param = vm.exec("cat /sys/module/hello/parameters/greeting").stdout.decode().strip()
     assert param == "hi"
+
+
+def test_a_marked_tests_module_is_left_unloaded_quietly(vm: Kdk) -> None:
+    vm.load("hello")
+    rmmod_quietly(vm, "hello")
+    assert not vm.exec("test -d /sys/module/hello").ok
+    rmmod_quietly(vm, "hello")  # not loaded: nothing said, nothing raised
 
 
 def test_unload_prints_its_lines_and_twice_is_an_error(vm: Kdk) -> None:

@@ -52,6 +52,7 @@ import pytest
 
 from ..api import BootRequest, Kdk
 from ..errors import KdkError, KernelReport
+from ..inguest import BUSYBOX
 from ..kernel import Kernel, select_kernel
 from ..ui import say
 from ..vm import devices
@@ -232,7 +233,13 @@ def _unload_marked_module(request: pytest.FixtureRequest) -> Iterator[None]:
     if marker is not None and "vm" in request.fixturenames:
         k: Kdk = request.getfixturevalue("kdk_session")
         if k.backend.record() is not None:
-            k.exec(f"rmmod {shlex.quote(marker.args[0])} 2>/dev/null; true")
+            rmmod_quietly(k, marker.args[0])
+
+
+def rmmod_quietly(k: Kdk, name: str) -> None:
+    """rmmod `name` if it is loaded, saying nothing either way: busybox's
+    rmmod where the guest has it (~60 ms less a test under TCG than kmod's)."""
+    k.exec(f"{BUSYBOX}; $b rmmod {shlex.quote(name)} 2>/dev/null; true")
 
 
 @contextmanager

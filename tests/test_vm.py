@@ -27,7 +27,7 @@ from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
-from kdk.testing import guest_cpus, rmmod_quietly, session_vm
+from kdk.testing import guest_cpus, rmmod_quietly, session_vm, wait_asleep
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 
@@ -119,6 +119,15 @@ def test_a_marked_tests_module_is_left_unloaded_quietly(vm: Kdk) -> None:
     rmmod_quietly(vm, "hello")
     assert not vm.exec("test -d /sys/module/hello").ok
     rmmod_quietly(vm, "hello")  # not loaded: nothing said, nothing raised
+
+
+def test_waiting_for_a_process_to_sleep_somewhere_else_fails_in_time(vm: Kdk) -> None:
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as err:
+        wait_asleep(vm, 1, "kdk_no_such_function", timeout=0.5)
+    assert time.monotonic() - started < 10
+    where = vm.exec("cat /proc/1/wchan").stdout.decode()  # init waits for its children
+    assert str(err.value).startswith(f"process 1 is in {where}, not kdk_no_such_function")
 
 
 def test_unload_prints_its_lines_and_twice_is_an_error(vm: Kdk) -> None:

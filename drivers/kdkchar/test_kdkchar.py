@@ -6,7 +6,6 @@ import errno
 import os
 import select
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -17,6 +16,7 @@ import pytest
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.guest.device import GuestFile, ioctl_numbers
+from kdk.testing import wait_asleep
 
 IOC = ioctl_numbers(Path(__file__).with_name("kdkchar_ioctl.h"))
 pytestmark = pytest.mark.module("kdkchar")
@@ -115,7 +115,7 @@ def test_nonblocking_semantics_and_poll(loaded: Kdk) -> None:
 def test_poll_waits_for_a_writer(loaded: Kdk) -> None:
     with loaded.open_device(DEV, os.O_RDONLY) as reader:
         waiting = ThreadPoolExecutor(1).submit(reader.poll, select.POLLIN, 20.0)
-        time.sleep(1.5)
+        wait_asleep(loaded, reader.pid, "do_sys_poll")
         assert not waiting.done()
         with loaded.open_device(DEV, os.O_WRONLY) as writer:
             writer.write(b"!")
@@ -127,7 +127,7 @@ def test_a_blocking_read_is_woken_by_a_writer(loaded: Kdk) -> None:
         with pytest.raises(TimeoutError):
             reader.read(5, timeout=1)  # blocks, and a signal ends the wait
         pending = ThreadPoolExecutor(1).submit(reader.read, 5, 30.0)
-        time.sleep(1.5)
+        wait_asleep(loaded, reader.pid, "kdkchar_read")  # on the driver's wait queue
         assert not pending.done()
         with loaded.open_device(DEV, os.O_WRONLY) as writer:
             writer.write(b"wake!")
@@ -138,7 +138,7 @@ def test_a_blocking_write_is_woken_by_a_reader(loaded: Kdk) -> None:
     with loaded.open_device(DEV, os.O_WRONLY) as writer:
         writer.write(b"f" * 4096)
         pending = ThreadPoolExecutor(1).submit(writer.write, b"more", 30.0)
-        time.sleep(1.5)
+        wait_asleep(loaded, writer.pid, "kdkchar_write")
         assert not pending.done()
         with loaded.open_device(DEV, os.O_RDONLY) as reader:
             assert reader.read(4096) == b"f" * 4096

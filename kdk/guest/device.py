@@ -42,7 +42,8 @@ class GuestFile:
             ["python3", "-I", "-S", "-u", "-c", AGENT.read_text()], f"the guest process for {path}"
         )
         self._open = True
-        self._call({"op": "open", "path": path, "flags": flags}, timeout=10)
+        opened = self._call({"op": "open", "path": path, "flags": flags}, timeout=10)
+        self.pid = int(opened["pid"])  # the guest process that holds the file
 
     def _call(self, req: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         req["timeout"] = timeout

@@ -44,7 +44,7 @@ def _bad_pointer_call(op: str, fd: int, size: int) -> dict[str, Any]:
 def handle(req: dict[str, Any], fd: int) -> dict[str, Any]:
     op = req["op"]
     if op == "open":
-        return {"fd": os.open(req["path"], req["flags"])}
+        return {"fd": os.open(req["path"], req["flags"]), "pid": os.getpid()}
     if op == "read":
         return {"data": base64.b64encode(os.read(fd, req["size"])).decode()}
     if op == "write":

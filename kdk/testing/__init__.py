@@ -14,7 +14,9 @@ devices says so with `@pytest.mark.devices("edu", can=2)` (QEMU -device
 specs; `can=N`: a CAN bus with N controllers): the session's one VM is
 booted with every device the collected tests ask for, and a test whose
 devices a VM that was already up lacks fails saying so. `sh()` and `check_writes()`
-are small helpers for guest shell commands and errno checks. A report of
+are small helpers for guest shell commands and errno checks; `wait_asleep()`
+waits until a guest process sleeps in a given kernel function (a blocking
+call on a device file: `GuestFile.pid`). A report of
 the kernel's checks (KASAN, lockdep, ...) during a kdk command raises
 KernelReport, which fails the test, unless the test expects it:
 `with expect_report("lockdep") as found:` around the commands. Packet labs
@@ -266,6 +268,23 @@ def sh(vm: Kdk, script: str | Sequence[str]) -> str:
     res = vm.exec(script)
     assert res.ok, f"{script!r} exited {res.exit_code}: {res.stderr.decode(errors='replace')}"
     return res.stdout.decode()
+
+
+def wait_asleep(vm: Kdk, pid: int, function: str, timeout: float = 20.0) -> None:
+    """Wait until the guest process `pid` sleeps in the kernel function
+    `function` (its /proc/PID/wchan), e.g. a driver's read on its wait
+    queue, polled in the guest every 50 ms; the test fails saying where the
+    process was when that took longer than `timeout` seconds."""
+    wchan = f"/proc/{pid}/wchan"
+    tries = round(timeout / 0.05)
+    script = (
+        f"{BUSYBOX}; i=0; "
+        f'while [ "$(cat {wchan})" != {shlex.quote(function)} ] && [ $i -lt {tries} ]; do '
+        "$b sleep 0.05; i=$((i + 1)); done; "
+        f"cat {wchan}"
+    )
+    where = sh(vm, script).strip()
+    assert where == function, f"process {pid} is in {where or 'no wait'}, not {function}"
 
 
 # Each (path, hex data) pair of argv: open(O_WRONLY), one write(2), close;

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import errno
 import struct
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.guest.device import GuestFile, ioctl_numbers
-from kdk.testing import sh
+from kdk.testing import sh, wait_asleep
 
 IOC = ioctl_numbers(Path(__file__).with_name("kdkedu_ioctl.h"))
 pytestmark = [pytest.mark.devices("edu"), pytest.mark.module("kdkedu")]
@@ -120,18 +119,11 @@ def test_intx_when_msi_is_not_used(vm: Kdk) -> None:
     assert sh(vm, "cat /sys/class/misc/kdkedu0/device/irqs").strip() == "2"
 
 
-def _raise_until(vm: Kdk, waiter: Future[int], bits: int) -> None:
-    """Raise `bits` until the waiter has seen them (it may not wait yet)."""
-    deadline = time.monotonic() + 30
-    while not waiter.done() and time.monotonic() < deadline:
-        sh(vm, f"echo {bits:#x} > /sys/class/misc/kdkedu0/device/raise")
-        time.sleep(0.3)
-
-
 def test_wait_for_an_interrupt_raised_from_sysfs(loaded: Kdk) -> None:
     with loaded.open_device(DEV) as dev, ThreadPoolExecutor(1) as pool:
         waiter = pool.submit(call, dev, "KDKEDU_IOC_WAIT_IRQ", 0, 30.0)
-        _raise_until(loaded, waiter, 0x1000)
+        wait_asleep(loaded, dev.pid, "kdkedu_ioctl")  # on the driver's wait queue
+        sh(loaded, "echo 0x1000 > /sys/class/misc/kdkedu0/device/raise")  # one interrupt
         assert waiter.result(timeout=40) == 0x1000
 
 
@@ -139,7 +131,7 @@ def test_remove_while_an_operation_waits(loaded: Kdk) -> None:
     pci = sh(loaded, FIND).strip()
     with loaded.open_device(DEV) as dev, ThreadPoolExecutor(1) as pool:
         waiter = pool.submit(call, dev, "KDKEDU_IOC_WAIT_IRQ", 0, 30.0)
-        time.sleep(1)  # let it wait (were it late, it sees the removal at once)
+        wait_asleep(loaded, dev.pid, "kdkedu_ioctl")
         with pytest.raises(LoadFailed, match="in use"):  # the open file holds the module
             loaded.unload("kdkedu")
         sh(loaded, f"echo {pci} > {DRIVER}/unbind")

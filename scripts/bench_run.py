@@ -3,8 +3,10 @@ share: a row of the table, and a timed command that must succeed."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,9 +17,14 @@ TAIL_LINES = 40  # of a failed command's output, shown when the bench stops
 def failed(argv: list[str], code: int | None, output: str) -> SystemExit:
     """How the bench stops when a command it runs fails: the command, its
     exit status (None: it ran over its bound) and the tail of what it
-    printed (stdout and stderr)."""
+    printed (stdout and stderr); all of that is kept in a file it names."""
+    fd, kept = tempfile.mkstemp(prefix="kdk-bench-failed-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(output)
     tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
-    return SystemExit(f"bench: {shlex.join(argv)} exited {code}; its last output:\n{tail}")
+    return SystemExit(
+        f"bench: {shlex.join(argv)} exited {code}; all its output: {kept}; its last:\n{tail}"
+    )
 
 
 def timed_run(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kdk.guest.ssh import LONGEST_COMMAND, Endpoint, fit
@@ -34,3 +36,20 @@ def test_a_long_line_runs_from_one_file_written_once(tmp_path: Path) -> None:
 def test_without_staging_every_line_is_sent_as_it_is() -> None:
     line = "true " + "x" * (2 * LONGEST_COMMAND)
     assert fit(endpoint(None), line) == line  # (OpenSSH's sshd, e.g. a Vagrant box)
+
+
+def test_threads_staging_the_same_line_at_once_all_get_it(tmp_path: Path) -> None:
+    """Each thread writes its own temporary file (one per process raced:
+    a thread's rename took the file another was still to rename)."""
+    line = "true " + "x" * LONGEST_COMMAND
+    for n in range(30):
+        staging = tmp_path / str(n)
+        start = threading.Barrier(8)
+
+        def stage(_: int, staging: Path = staging, start: threading.Barrier = start) -> str:
+            start.wait()
+            return fit(endpoint(staging), line)
+
+        with ThreadPoolExecutor(8) as pool:
+            sent = set(pool.map(stage, range(8)))
+        assert len(sent) == 1 and [p.suffix for p in staging.iterdir()] == [".sh"]

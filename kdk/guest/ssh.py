@@ -97,7 +97,7 @@ def fit(ep: Endpoint, line: str) -> str:
     path = ep.staging / f"{hashlib.sha256(line.encode()).hexdigest()[:20]}.sh"
     if not path.exists():
         ep.staging.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(line + "\n")
         os.replace(tmp, path)
     return f"exec /bin/sh {shlex.quote(str(path))}"

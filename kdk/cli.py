@@ -367,7 +367,7 @@ def parser() -> argparse.ArgumentParser:
         "--accel", choices=ACCELS, default="auto", help="KVM, TCG emulation, or probe (default)"
     )
     up.add_argument(
-        "--ssh-port", type=int, help="host port for the guest's SSH server (default: a free one)"
+        "--ssh-port", type=int, help="host port for the guest's sshd (default: a free one)"
     )
     up.add_argument(
         "--debug", action="store_true", help="with the allocator's checks (slub_debug, page_poison)"

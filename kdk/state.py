@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import inguest
 from .locks import file_lock
 
 STATE_FILE = "vm.json"
 HOST_KEY = "ssh_host_ed25519_key"
-# The same host key in dropbear's own format, which the guest's SSH server
-# (the host's dropbear, started by the init) reads.
-DROPBEAR_KEY = HOST_KEY + ".dropbear"
-STAGING = "commands"  # command lines too long for dropbear, run from here (kdk.guest.ssh.fit)
 CLIENT_KEY = "id_ed25519"
 CONSOLE_LOG = "console.log"
 PID_FILE = "qemu.pid"
@@ -35,6 +33,8 @@ KNOWN_HOSTS = "known_hosts"
 GDB_SOCKET = "gdb.sock"  # QEMU's gdb stub
 GDB_MARKER = "gdb.attached"  # while `kdk gdb` runs (kdk.debug.gdb): its pid
 HOST_ALIAS = "kdk-guest"
+GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
+STAGED = ("sshd_config",)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class VMRecord:
     kernel: str  # the release the guest runs
     accel: str  # "kvm" or "tcg"
     started: float  # time.time() when QEMU was started
-    ready_seconds: float  # from QEMU start to the guest's SSH server listening
+    ready_seconds: float  # from QEMU start to sshd answering
     debug: bool = False  # booted with the allocator's checks (kdk up --debug)
     devices: tuple[str, ...] = ()  # the emulated devices added (QEMU -device specs)
     cpus: int = 2  # the guest's CPUs (a record from before they were kept: the default)
@@ -113,16 +113,21 @@ class StateDir:
         with file_lock(self.path / LOCK_FILE, timeout, busy):
             yield
 
+    def stage_guest_files(self) -> None:
+        """Copy the guest's sshd config into guest/, where
+        the guest (which mounts this folder) reads it from; kdk's own
+        package may live where the guest cannot see it (a user's home)."""
+        target = self.path / GUEST_FILES
+        target.mkdir(parents=True, exist_ok=True)
+        for name in STAGED:
+            shutil.copyfile(inguest.path(name), target / name)
+
     def ensure_keys(self) -> None:
-        """Generate the guest's host key and kdk's client key once per folder,
-        and the host key's copy for dropbear (also for a folder whose keys
-        are older than it)."""
+        """Generate the guest's host key and kdk's client key once per folder."""
         self.path.mkdir(parents=True, exist_ok=True)
         for name in (HOST_KEY, CLIENT_KEY):
             if not (self.path / name).exists():
                 _write_ed25519(self.path / name)
-        if not (self.path / DROPBEAR_KEY).exists():
-            _write_dropbear_key(self.path / HOST_KEY, self.path / DROPBEAR_KEY)
         known = f"{HOST_ALIAS} {(self.path / (HOST_KEY + '.pub')).read_text().strip()}\n"
         (self.path / KNOWN_HOSTS).write_text(known)
 
@@ -145,26 +150,6 @@ def _write_ed25519(path: Path) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(private)
     path.with_name(path.name + ".pub").write_bytes(public + b" kdk\n")
-
-
-def _write_dropbear_key(openssh: Path, path: Path) -> None:
-    """The OpenSSH ed25519 private key `openssh` at `path` (0600) in
-    dropbear's format: the key type, then the private seed and the public
-    key as one string, each string prefixed by its length (32 bits, big
-    endian), as `dropbearconvert openssh dropbear` writes it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = serialization.load_ssh_private_key(openssh.read_bytes(), None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{openssh} is not an ed25519 key")
-    raw = serialization.Encoding.Raw
-    seed = key.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    public = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
-    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", seed + public))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
 
 
 def process_alive(pid: int, marker: str) -> bool:

@@ -341,20 +341,6 @@ def test_each_listed_program_comes_with_the_package_named_which_install_deps_ins
     )
 
 
-@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian host")
-def test_the_guests_ssh_server_comes_without_a_service_of_the_host() -> None:
-    """dropbear-bin, which scripts/install-deps installs for the guest's SSH
-    server, ships the programs only: nothing that would start a server on
-    the host (the `dropbear` package is the one with the service)."""
-    assert PACKAGES["dropbear"] in install_deps_packages()
-    files = subprocess.run(
-        ["dpkg-query", "-L", PACKAGES["dropbear"]], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert "/usr/sbin/dropbear" in files
-    services = ("/lib/systemd/", "/usr/lib/systemd/", "/etc/init.d/", "/etc/init/", "/etc/runit/")
-    assert not [f for f in files if f.startswith(services)]
-
-
 @pytest.mark.parametrize(
     ("program", "said"),
     [

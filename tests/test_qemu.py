@@ -258,7 +258,7 @@ def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> N
     backend.state.path.mkdir(parents=True)
     backend.state.console_log.write_bytes(
         b"[    4.2] virtio_net virtio2 eth0: renamed\r\n"
-        b"kdk-failed: dropbear is not listening on port 22 after 10 s\r\n"
+        b"kdk-failed: sshd is not listening on port 22 after 10 s\r\n"
     )
     # a stand-in for QEMU: a process whose command line names the state folder
     proc = subprocess.Popen(
@@ -268,7 +268,7 @@ def test_a_guest_that_cannot_get_ready_says_why_in_one_line(tmp_path: Path) -> N
         with pytest.raises(BootFailed) as err:
             backend._wait_ready(proc.pid, 10.0)
         assert str(err.value) == (
-            "the guest is not ready: dropbear is not listening on port 22 after 10 s; "
+            "the guest is not ready: sshd is not listening on port 22 after 10 s; "
             f"see {backend.state.console_log}"
         )
         assert proc.wait(timeout=5) != 0  # and the VM was stopped

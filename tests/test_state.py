@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kdk.state import DROPBEAR_KEY, HOST_KEY, StateDir, VMRecord, process_alive
+from kdk.state import StateDir, VMRecord, process_alive
 
 REC = VMRecord("qemu", 123, 2222, "6.1.0-56-amd64", "tcg", 1.0, 5.5)
 
@@ -54,33 +54,6 @@ def test_keys_are_generated_once_and_private(tmp_path: Path) -> None:
     assert (tmp_path / "vm" / "id_ed25519").read_bytes() == key
     known = (tmp_path / "vm" / "known_hosts").read_text()
     assert known.startswith("kdk-guest ssh-ed25519 ")
-
-
-def test_dropbear_gets_the_same_host_key_in_its_own_format(tmp_path: Path) -> None:
-    """The key dropbear reads is the host key known_hosts pins, as dropbear's
-    own converter writes it, and a folder whose keys predate it gets it."""
-    sd = StateDir(tmp_path)
-    sd.ensure_keys()
-    ours = (tmp_path / DROPBEAR_KEY).read_bytes()
-    assert os.stat(tmp_path / DROPBEAR_KEY).st_mode & 0o777 == 0o600
-    converted = tmp_path / "converted"
-    subprocess.run(
-        ["dropbearconvert", "openssh", "dropbear", str(tmp_path / HOST_KEY), str(converted)],
-        capture_output=True,
-        check=True,
-    )
-    assert ours == converted.read_bytes()
-    public = (tmp_path / (HOST_KEY + ".pub")).read_text().split()[1]
-    shown = subprocess.run(
-        ["dropbearkey", "-y", "-f", str(tmp_path / DROPBEAR_KEY)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert f"ssh-ed25519 {public} " in shown
-    (tmp_path / DROPBEAR_KEY).unlink()
-    sd.ensure_keys()  # an older folder: derived from its host key
-    assert (tmp_path / DROPBEAR_KEY).read_bytes() == ours
 
 
 def test_the_lock_lets_one_holder_in_and_the_next_waits_bounded(tmp_path: Path) -> None:

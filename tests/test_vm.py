@@ -26,7 +26,7 @@ from kdk.api import BootRequest, Kdk
 from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
-from kdk.state import CMDLINE_FILE, PID_FILE, STAGING, process_alive
+from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
 from kdk.testing import guest_cpus, rmmod_quietly, session_vm, wait_asleep
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
@@ -419,36 +419,6 @@ def test_one_connection_serves_every_command(vm: Kdk) -> None:
     # $PPID of a guest command is sshd's process for its connection
     sshd = {k.exec("echo $PPID").stdout for _ in range(10)}
     assert len(sshd) == 1  # (after a reboot it reconnects: see the stopped-guest test)
-
-
-@pytest.mark.parametrize("connected", [True, False], ids=["on its connection", "on the master"])
-def test_a_command_line_longer_than_the_ssh_server_takes_runs_and_keeps_the_connection(
-    vm: Kdk, connected: bool
-) -> None:
-    """dropbear ends a connection on a request string over 9,000 bytes: such
-    a command runs from a file in the state folder (kdk.guest.ssh.fit)."""
-    wait_for_the_master(vm)
-    g = vm.guest()
-    if connected:
-        g.connect()
-    word = "kdk" * 10_000
-    argv = ["sh", "-c", 'printf %s "$1" | wc -c', "sh", word]
-    staging = vm.backend.state.file(STAGING)
-    before = set(staging.glob("*.sh"))
-    ep, state = vm.backend.endpoint(vm.backend.require()), vm.backend.state.path
-    try:
-        for _ in range(2):  # the second time from the file written the first
-            if connected:
-                res = g.run(argv, timeout=60)
-            else:
-                got = mux.run(ep, state, argv, 60, capture=True)
-                assert got is not None  # (there is a master)
-                res = got
-            assert res.ok and res.stdout.decode().split() == [str(len(word))]
-        assert len(set(staging.glob("*.sh")) - before) == 1
-        assert mux.master_alive(ep, state)  # the shared connection is still there
-    finally:
-        g.close()
 
 
 @pytest.mark.parametrize("connected", [True, False], ids=["on its connection", "on the master"])

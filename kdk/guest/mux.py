@@ -1,7 +1,7 @@
 """One OpenSSH connection shared by every `kdk` process that runs a guest command.
 
 A `kdk exec` or `kdk load` is a new process: connecting on its own
-(paramiko's import, key exchange, the SSH server's authentication in an emulated
+(paramiko's import, key exchange, sshd's authentication in an emulated
 guest) costs more than the command. So `kdk up` starts an OpenSSH master
 connection (`ssh -M`) whose control socket lives in the VM's state folder,
 and such a process runs its command on a new channel of it (`ssh -S`),
@@ -34,7 +34,7 @@ from ..errors import GuestHung, GuestTimeout, KdkError
 from ..inguest import BUSYBOX
 from ..state import HOST_ALIAS, KNOWN_HOSTS, process_alive
 from .netns import exec_prefix
-from .ssh import ANSWER_WITHIN, POLL, QUIET, Endpoint, JsonProcess, Result, command_line, fit
+from .ssh import ANSWER_WITHIN, POLL, QUIET, Endpoint, JsonProcess, Result, command_line
 
 CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
 LOGIN = "ssh.ctl.login"  # the pid of the ssh that starts the master (logging in)
@@ -89,8 +89,8 @@ def login_argv(ssh: str, ep: Endpoint, state: Path, command: Sequence[str]) -> l
     guest reached through one) running `command`, else an interactive bash
     (the guest's login shell is dash: fast for commands)."""
     argv = [*exec_prefix(ep.netns), *ssh_argv(ssh, ep, state), "-o", "LogLevel=ERROR"]
-    if command:  # (ssh joins its words with spaces)
-        return [*argv, f"{ep.user}@{ep.host}", fit(ep, " ".join(command))]
+    if command:
+        return [*argv, f"{ep.user}@{ep.host}", *command]
     return [*argv, "-t", f"{ep.user}@{ep.host}", "exec bash --login"]
 
 
@@ -174,7 +174,7 @@ def channel_argv(
         "-T",
         *(["-n"] if no_stdin else []),
         f"{ep.user}@{ep.host}",
-        fit(ep, remote),
+        remote,
     ]
 
 

@@ -19,9 +19,9 @@ COREUTILS = (
 
 PACKAGES: dict[str, str] = {
     **dict.fromkeys(COREUTILS.split(), "coreutils"),
-    # kdk's own work in the guest: its SSH server, loading and unloading
+    # kdk's own work in the guest: the guest's sshd, loading and unloading
     # modules, the kernel log, staging files, the agents (python3)
-    "dropbear": "dropbear-bin",
+    "sshd": "openssh-server",
     "busybox": "busybox-static",
     "sh": "dash",
     "bash": "bash",  # kdk ssh

@@ -9,9 +9,9 @@ and "the guest stopped answering" (`GuestHung`).
 
 Liveness: a guest that says nothing for QUIET seconds during a command (a
 `sleep`, a blocking read) is asked for a sign of life with an SSH keepalive
-request on the same connection. The SSH server's main loop answers it without
+request on the same connection. sshd's main loop answers it without
 starting a process, so the answer needs the guest's kernel (scheduler,
-network stack) and that server, and little else: a slow guest on a busy machine
+network stack) and sshd, and little else: a slow guest on a busy machine
 still answers within a second or two; one that gives no answer in
 ANSWER_WITHIN seconds is hung (QEMU stopped, or a kernel that no longer
 schedules). Every other step that waits for the guest (connecting, opening
@@ -21,10 +21,8 @@ a channel, starting a command) has the same bound.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import select
 import shlex
 import socket
@@ -48,16 +46,11 @@ logging.getLogger("paramiko").propagate = False
 QUIET = 3.0  # seconds of silence on a command before the guest is asked if it lives
 ANSWER_WITHIN = 10.0  # a guest that answers nothing for this long is hung
 POLL = 0.25  # longest wait between looks at a channel (stderr alone wakes nothing)
-# The longest command line sent as it is. dropbear (the QEMU guest's SSH
-# server) ends the whole connection, with every channel on it, on a request
-# string over 9,000 bytes: a longer command is written to a file the guest
-# sees (Endpoint.staging) and that file is run.
-LONGEST_COMMAND = 8000
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach a guest's SSH server."""
+    """How to reach a guest's sshd."""
 
     host: str
     port: int
@@ -65,9 +58,6 @@ class Endpoint:
     key: Path  # private key file
     host_key: Path  # the guest's public host key (OpenSSH format)
     netns: str | None = None  # the network namespace the guest is reached from
-    # A host folder the guest sees at the same path, for command lines longer
-    # than LONGEST_COMMAND (None: the guest's server takes any, e.g. OpenSSH's)
-    staging: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -86,21 +76,6 @@ class Result:
 def command_line(command: str | Sequence[str]) -> str:
     """A shell command line: strings are used as they are, argv is quoted."""
     return command if isinstance(command, str) else shlex.join(command)
-
-
-def fit(ep: Endpoint, line: str) -> str:
-    """`line` as it is sent to the guest's SSH server: itself, or, when it
-    is longer than that server takes, a command that runs it from a file in
-    `ep.staging` (named by its content, so written once)."""
-    if ep.staging is None or len(line.encode()) <= LONGEST_COMMAND:
-        return line
-    path = ep.staging / f"{hashlib.sha256(line.encode()).hexdigest()[:20]}.sh"
-    if not path.exists():
-        ep.staging.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(line + "\n")
-        os.replace(tmp, path)
-    return f"exec /bin/sh {shlex.quote(str(path))}"
 
 
 class Guest:
@@ -228,7 +203,7 @@ class Guest:
 
     def probe(self) -> None:
         """Ask for a sign of life on this connection: an SSH keepalive request,
-        which the SSH server answers without starting anything. GuestHung when no
+        which sshd answers without starting anything. GuestHung when no
         answer comes within ANSWER_WITHIN seconds, VMLost when the connection
         dropped."""
         transport = self._transport()
@@ -310,7 +285,7 @@ class Guest:
             chan = transport.open_session(timeout=ANSWER_WITHIN)
             if pty:
                 chan.get_pty()
-            chan.exec_command(fit(self.endpoint, command_line(command)))
+            chan.exec_command(command_line(command))
         return chan
 
     def start(self, command: str | Sequence[str], what: str) -> JsonProcess:

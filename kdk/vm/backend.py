@@ -1,6 +1,6 @@
 """The interface every VM backend implements (kdk.vm.qemu, kdk.vm.vagrant).
 
-A backend boots a guest that runs an SSH server and shares the project folder at
+A backend boots a guest that runs sshd and shares the project folder at
 its host path, tells whether that guest runs, hands out SSH connections to
 it, says where modules for its kernel are built, and stops it. Everything
 else in kdk (builds, loads, traces) goes through this interface and
@@ -30,7 +30,7 @@ class BootRequest:
 
     kernel: str | None = None  # a host kernel's release or its prefix; None: the default
     accel: str = "auto"  # "kvm", "tcg", or "auto" (KVM where it works)
-    ssh_port: int | None = None  # a host port for the guest's SSH server, where one is forwarded
+    ssh_port: int | None = None  # a host port for the guest's sshd, where one is forwarded
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     libvirt: str | None = None  # Vagrant: `kdk`, or the user's URI[,netns=NS]; None: remembered
     devices: tuple[str, ...] = ()  # QEMU -device specs to add (kdk.vm.devices)
@@ -71,7 +71,7 @@ class Backend(Protocol):
         return rec
 
     def endpoint(self, rec: VMRecord) -> Endpoint:
-        """Where the guest's SSH server is and which keys reach it."""
+        """Where the guest's sshd is and which keys reach it."""
         ...
 
     def guest(self) -> Guest:

@@ -2,9 +2,8 @@
 
 The host's `/` is shared read-only over 9p and the guest writes into a
 tmpfs overlay; the project folder is shared read-write at its host path, so
-a module built on the host is at once visible in the guest. The guest's
-SSH server (the host's dropbear) is reached through QEMU's user network on
-a free 127.0.0.1 port.
+a module built on the host is at once visible in the guest. sshd in the
+guest is reached through QEMU's user network on a free 127.0.0.1 port.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from ..state import (
     GDB_SOCKET,
     HOST_KEY,
     PID_FILE,
-    STAGING,
     StateDir,
     VMRecord,
     gdb_holder,
@@ -50,12 +48,6 @@ from .initramfs import initramfs
 from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
-# The guest's SSH server, the host's (the init starts it from the shared
-# root). Not OpenSSH's sshd: the server's start is the boot's last wait,
-# and with dropbear (6 libraries against sshd's 27) the ready line came
-# 0.1-0.15 s sooner under TCG. It takes no command line over 9,000 bytes:
-# kdk.guest.ssh.fit runs a longer one from the state folder.
-DROPBEAR = Path("/usr/sbin/dropbear")
 READY_MARK = b"kdk-ready"
 # Two CPUs: a boot's steps and a load's programs overlap. Under TCG each
 # CPU is a host thread, and several VMs at once whose CPUs outnumber the
@@ -413,7 +405,6 @@ class QemuBackend(Backend):
             "root",
             self.state.file(CLIENT_KEY),
             self.state.file(HOST_KEY + ".pub"),
-            staging=self.state.file(STAGING),  # the guest mounts the state folder
         )
 
     def guest(self) -> Guest:
@@ -526,12 +517,8 @@ class QemuBackend(Backend):
             raise MissingDependency(f"{QEMU} not found: install the qemu-system-x86 package")
         if not os.access(kernel.image, os.R_OK):
             raise MissingDependency(f"cannot read {kernel.image} (run kdk as a user who can)")
-        if not DROPBEAR.is_file():
-            raise MissingDependency(
-                f"{DROPBEAR} not found (the guest's SSH server): install the dropbear-bin package"
-            )
         self.state.ensure_keys()
-        shutil.rmtree(self.state.file(STAGING), ignore_errors=True)  # the last boot's
+        self.state.stage_guest_files()
         cache = self.state_root / "cache"
         try:
             step("initramfs")
@@ -595,7 +582,7 @@ class QemuBackend(Backend):
 
     def _wait_ready(self, pid: int, within: float) -> str:
         """Wait up to `within` s for the guest's ready line on the console
-        (its init prints it once the SSH server listens): '' when it came, else why
+        (its init prints it once sshd listens): '' when it came, else why
         not, with QEMU stopped. BootFailed for the line saying why the guest
         cannot be ready."""
         marker = str(self.state.path)

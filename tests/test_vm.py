@@ -27,7 +27,7 @@ from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
-from kdk.testing import guest_cpus, rmmod_quietly, session_vm, wait_asleep
+from kdk.testing import guest_cpus, rmmod_quietly, session_vm, wait_asleep, wait_until
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 
@@ -128,6 +128,23 @@ def test_waiting_for_a_process_to_sleep_somewhere_else_fails_in_time(vm: Kdk) ->
     assert time.monotonic() - started < 10
     where = vm.exec("cat /proc/1/wchan").stdout.decode()  # init waits for its children
     assert str(err.value).startswith(f"process 1 is in {where}, not kdk_no_such_function")
+
+
+def test_waiting_until_a_guest_condition_holds_is_bounded_and_says_what_it_saw(
+    vm: Kdk,
+) -> None:
+    flag = "/tmp/kdk-wait-until"
+    later = f"{{ rm -f {flag}; (sleep 0.3; touch {flag}) >/dev/null 2>&1 & }}"
+    assert wait_until(vm, f"[ -e {flag} ]", first=later, show=f"ls {flag}") == f"{flag}\n"
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as err:
+        wait_until(vm, f"[ ! -e {flag} ]", timeout=0.5, show=f"ls {flag}")
+    assert time.monotonic() - started < 10
+    assert str(err.value).startswith(
+        f"still not true after 0.5 s: [ ! -e {flag} ] (ls {flag}: {flag})"
+    )
+    with pytest.raises(AssertionError, match=r"^'false' failed"):
+        wait_until(vm, "true", first="false")
 
 
 def test_unload_prints_its_lines_and_twice_is_an_error(vm: Kdk) -> None:

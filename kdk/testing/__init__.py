@@ -14,9 +14,10 @@ devices says so with `@pytest.mark.devices("edu", can=2)` (QEMU -device
 specs; `can=N`: a CAN bus with N controllers): the session's one VM is
 booted with every device the collected tests ask for, and a test whose
 devices a VM that was already up lacks fails saying so. `sh()` and `check_writes()`
-are small helpers for guest shell commands and errno checks; `wait_asleep()`
-waits until a guest process sleeps in a given kernel function (a blocking
-call on a device file: `GuestFile.pid`). A report of
+are small helpers for guest shell commands and errno checks; `wait_until()`
+polls a guest shell condition (bounded), and `wait_asleep()` waits until
+a guest process sleeps in a given kernel function (a blocking call on a
+device file: `GuestFile.pid`). A report of
 the kernel's checks (KASAN, lockdep, ...) during a kdk command raises
 KernelReport, which fails the test, unless the test expects it:
 `with expect_report("lockdep") as found:` around the commands. Packet labs
@@ -270,21 +271,45 @@ def sh(vm: Kdk, script: str | Sequence[str]) -> str:
     return res.stdout.decode()
 
 
+def _poll(vm: Kdk, condition: str, timeout: float, first: str, show: str) -> tuple[bool, str]:
+    """Poll the guest shell command `condition` every 50 ms, in one SSH
+    command, until it succeeds or `timeout` seconds have gone by: whether
+    it did, and the output of `show` run after it. `first` runs before
+    (the test fails if it does)."""
+    tries = max(1, round(timeout / 0.05))
+    res = vm.exec(
+        f"{first + ' || exit 97; ' if first else ''}{BUSYBOX}; i=0; held=1; "
+        f"until {condition}; do "
+        f"if [ $i -ge {tries} ]; then held=0; break; fi; $b sleep 0.05; i=$((i + 1)); done; "
+        f"{show or 'true'}; [ $held = 1 ]"
+    )
+    assert res.exit_code != 97, f"{first!r} failed: {res.stderr.decode(errors='replace')}"
+    return res.ok, res.stdout.decode(errors="replace")
+
+
+def wait_until(
+    vm: Kdk, condition: str, timeout: float = 10.0, *, first: str = "", show: str = ""
+) -> str:
+    """Wait until the guest shell command `condition` succeeds, polled in
+    the guest every 50 ms; the test fails when it still does not after
+    `timeout` seconds. `first`: a command run once before (the test fails
+    if it does); `show`: a command run once after, whose output is
+    returned, and quoted in the failure (what things were then)."""
+    held, out = _poll(vm, condition, timeout, first, show)
+    shown = f" ({show}: {out.strip() or 'nothing'})" if show else ""
+    assert held, f"still not true after {timeout} s: {condition}{shown}"
+    return out
+
+
 def wait_asleep(vm: Kdk, pid: int, function: str, timeout: float = 20.0) -> None:
     """Wait until the guest process `pid` sleeps in the kernel function
     `function` (its /proc/PID/wchan), e.g. a driver's read on its wait
-    queue, polled in the guest every 50 ms; the test fails saying where the
-    process was when that took longer than `timeout` seconds."""
+    queue; the test fails saying where the process was when that took
+    longer than `timeout` seconds."""
     wchan = f"/proc/{pid}/wchan"
-    tries = round(timeout / 0.05)
-    script = (
-        f"{BUSYBOX}; i=0; "
-        f'while [ "$(cat {wchan})" != {shlex.quote(function)} ] && [ $i -lt {tries} ]; do '
-        "$b sleep 0.05; i=$((i + 1)); done; "
-        f"cat {wchan}"
-    )
-    where = sh(vm, script).strip()
-    assert where == function, f"process {pid} is in {where or 'no wait'}, not {function}"
+    condition = f'[ "$(cat {wchan})" = {shlex.quote(function)} ]'
+    held, where = _poll(vm, condition, timeout, "", f"cat {wchan}")
+    assert held, f"process {pid} is in {where.strip() or 'no wait'}, not {function}"
 
 
 # Each (path, hex data) pair of argv: open(O_WRONLY), one write(2), close;

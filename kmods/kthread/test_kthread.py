@@ -11,22 +11,13 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.testing import check_writes, sh
+from kdk.testing import check_writes, sh, wait_until
 
 pytestmark = pytest.mark.module("kthread")
 
 PARAMS = "/sys/module/kthread/parameters"
 TICKS = f"{PARAMS}/ticks"
 INTERVAL = f"{PARAMS}/interval_ms"
-
-
-def wait_until(vm: Kdk, condition: str, timeout: float = 10.0) -> None:
-    """Poll a shell condition in the guest every 0.1 s until it holds."""
-    tries = int(timeout * 10)
-    res = vm.exec(
-        f"i=0; until {condition}; do i=$((i+1)); [ $i -lt {tries} ] || exit 1; sleep 0.1; done"
-    )
-    assert res.ok, f"still not true after {timeout} s: {condition}"
 
 
 def last_seq(vm: Kdk) -> int:

@@ -31,12 +31,12 @@ def queue_and_wait(vm: Kdk, n: int, timeout: float = 30.0) -> str:
     """Queue n items and poll until all queued items are done; what the
     queue file reads then. (cat reads the line in one read(2): the file
     makes it afresh for every read, so byte-wise reads could mix counts.)"""
-    tries = int(timeout * 10)
-    return sh(
+    return testing.wait_until(
         vm,
-        f"echo {n} > {QUEUE} || exit 1; i=0; "
-        f"until set -- $(cat {QUEUE}) && [ $2 = $4 ]; do i=$((i+1)); "
-        f"[ $i -lt {tries} ] || exit 1; sleep 0.1; done; cat {QUEUE}",
+        f"set -- $(cat {QUEUE}) && [ $2 = $4 ]",
+        timeout,
+        first=f"echo {n} > {QUEUE}",
+        show=f"cat {QUEUE}",
     )
 
 

@@ -22,6 +22,7 @@ from .kernel import all_kernels
 from .klog import kmsg
 from .ui import progress, say
 from .vm import devices
+from .vm.qemu import DEFAULT_MEMORY_MB, MIN_MEMORY_MB
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -43,7 +44,9 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     wanted = devices.request(a.device, a.can)
     if a.cpus is not None and a.cpus < 1:
         raise KdkError(f"--cpus {a.cpus}: a guest needs at least one CPU")
-    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted, a.cpus)
+    if a.memory is not None and a.memory < MIN_MEMORY_MB:
+        raise KdkError(f"--memory {a.memory}: a guest needs at least {MIN_MEMORY_MB} MiB")
+    req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted, a.cpus, a.memory)
     if a.dry_run:
         print(shlex.join(k.up_command(req, say=say)))
         return 0
@@ -54,10 +57,13 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
         say("the running VM was booted without --debug: `kdk down` first to get the checks")
     if a.cpus is not None and a.cpus != rec.cpus:
         say(f"the running VM has {cpus(rec.cpus)}: `kdk down` first to get {a.cpus}")
+    if a.memory is not None and a.memory != rec.memory_mb:
+        say(f"the running VM has {rec.memory_mb} MiB: `kdk down` first to get {a.memory}")
     info = k.status()
     ssh = f"{info['ssh_host']}:{info['ssh_port']}"
     added = f", devices {devices.describe(rec.devices)}" if rec.devices else ""
-    say(f"{how}: {rec.accel}, {cpus(rec.cpus)}, kernel {rec.kernel}, ssh {ssh}{added}")
+    machine = f"{rec.accel}, {cpus(rec.cpus)}, {rec.memory_mb} MiB"
+    say(f"{how}: {machine}, kernel {rec.kernel}, ssh {ssh}{added}")
     return 0
 
 
@@ -86,7 +92,8 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
     elif info["running"]:
         ssh = f"{info['ssh_host']}:{info['ssh_port']}"
-        print(f"running: {info['accel']}, {cpus(info['cpus'])}, kernel {info['kernel']}, ", end="")
+        machine = f"{info['accel']}, {cpus(info['cpus'])}, {info['memory_mb']} MiB"
+        print(f"running: {machine}, kernel {info['kernel']}, ", end="")
         print(f"ssh {ssh}, ", end="")
         print(f"pid {info['pid']}, up {info['uptime']:.0f} s")
         if info["devices"]:
@@ -379,6 +386,13 @@ def parser() -> argparse.ArgumentParser:
         help="the guest's CPUs (default: 2; under emulation each is a host thread)",
     )
     up.add_argument(
+        "--memory",
+        type=int,
+        metavar="MiB",
+        help=f"the guest's memory (default: {DEFAULT_MEMORY_MB}; with --debug, page "
+        "poisoning at boot takes time in proportion to it)",
+    )
+    up.add_argument(
         "--backend",
         choices=BACKENDS,
         help="qemu (the host's kernel and root) or vagrant (kdk's box, its own kernel); "
@@ -419,7 +433,11 @@ def parser() -> argparse.ArgumentParser:
     box = add("box", cmd_box, "build kdk's Vagrant box (cached; says where)")
     box.add_argument("action", choices=["build"], help="build (unless cached)")
     box.add_argument("--force", action="store_true", help="build even if cached")
-    st = add("status", cmd_status, "is the VM running: accel, CPUs, kernel, ssh port, pid, uptime")
+    st = add(
+        "status",
+        cmd_status,
+        "is the VM running: accel, CPUs, memory, kernel, ssh port, pid, uptime",
+    )
     st.add_argument("--json", action="store_true", help="machine-readable output")
     ex = add("exec", cmd_exec, "run a command in the guest; its exit code is kdk's")
     ex.add_argument("--timeout", type=float, help="give up after this many seconds")

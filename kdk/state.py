@@ -51,6 +51,7 @@ class VMRecord:
     debug: bool = False  # booted with the allocator's checks (kdk up --debug)
     devices: tuple[str, ...] = ()  # the emulated devices added (QEMU -device specs)
     cpus: int = 2  # the guest's CPUs (a record from before they were kept: the default)
+    memory_mb: int = 2048  # the guest's memory (likewise)
 
 
 class StateDir:

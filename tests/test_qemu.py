@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,13 +64,24 @@ def test_accel_decides_cpu_and_machine() -> None:
     assert option(tcg, "-kernel") == ["/c/vmlinux"]
 
 
-def test_the_guest_has_two_cpus_unless_asked_for_others() -> None:
-    assert option(qemu.qemu_argv(config()), "-smp") == ["2"]
-    one = dataclasses.replace(config(), cpus=1)
-    assert option(qemu.qemu_argv(one), "-smp") == ["1"]
-    r = kdk_cli("up", "--cpus", "0")
+@pytest.mark.parametrize(
+    ("field", "flag", "default", "other", "refused"),
+    [
+        ("cpus", "-smp", "2", 1, ("--cpus", "0", "a guest needs at least one CPU")),
+        ("memory_mb", "-m", "2048", 512, ("--memory", "100", "a guest needs at least 256 MiB")),
+    ],
+)
+def test_the_guests_cpus_and_memory_are_the_defaults_unless_asked_for_others(
+    field: str, flag: str, default: str, other: int, refused: tuple[str, str, str]
+) -> None:
+    assert option(qemu.qemu_argv(config()), flag) == [default]
+    change: dict[str, Any] = {field: other}
+    asked = dataclasses.replace(config(), **change)
+    assert option(qemu.qemu_argv(asked), flag) == [str(other)]
+    name, value, why = refused
+    r = kdk_cli("up", name, value)
     assert r.returncode == 1
-    assert r.stderr == "kdk: --cpus 0: a guest needs at least one CPU\n"
+    assert r.stderr == f"kdk: {name} {value}: {why}\n"
 
 
 def test_devices_are_on_the_command_line_only_when_asked_for() -> None:
@@ -180,12 +192,14 @@ def test_dry_run_prints_the_command_and_boots_nothing(
         "2",
         "--cpus",
         "1",
+        "--memory",
+        "768",
     )
     assert r.returncode == 0, r.stderr
     (line,) = r.stdout.splitlines()
     argv = shlex.split(line)
     assert argv[0] == qemu.QEMU and "-netdev" in argv
-    assert option(argv, "-smp") == ["1"]
+    assert option(argv, "-smp") == ["1"] and option(argv, "-m") == ["768"]
     assert option(argv, "-device")[-3:] == ["edu", *devices.can_bus(2)]
     assert host_kernel.release in line and "accel=tcg" in line
     assert not list(tmp_path.glob("vms/*/vm.json")) and not list(tmp_path.glob("vms/*/qemu.pid"))

@@ -99,6 +99,7 @@ def test_ssh_config_parsed() -> None:
         (BootRequest(debug=True), "--debug"),
         (BootRequest(devices=("edu",)), "--device and --can are"),
         (BootRequest(cpus=1), "--cpus is"),
+        (BootRequest(memory_mb=512), "--memory is"),
     ],
 )
 def test_what_a_vagrant_guest_cannot_honour_is_refused_first(

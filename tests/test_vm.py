@@ -45,15 +45,31 @@ def test_up_is_idempotent_and_status_tells_the_truth(vm: Kdk) -> None:
     info = json.loads(r.stdout)
     assert info["running"] and info["pid"] == rec.pid and info["ssh_port"] == rec.ssh_port
     assert info["accel"] in ("kvm", "tcg") and info["uptime"] > 0
-    uname = kdk_cli("exec", "--", "sh", "-c", "uname -r; grep -c ^processor /proc/cpuinfo")
-    assert uname.returncode == 0 and uname.stdout.split() == [info["kernel"], str(info["cpus"])]
+    uname = kdk_cli(
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "uname -r; grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo",
+    )
+    assert uname.returncode == 0
+    release, cpus, _, memory_kib, _ = uname.stdout.split()
+    assert (release, cpus) == (info["kernel"], str(info["cpus"]))
+    assert (
+        0.8 * info["memory_mb"] < int(memory_kib) / 1024 <= info["memory_mb"]
+    )  # less the kernel's
     again = kdk_cli("up")
     assert again.returncode == 0 and "already up" in again.stderr
     other = 1 if info["cpus"] > 1 else 2
-    asked = kdk_cli("up", "--cpus", str(other))
+    asked = kdk_cli("up", "--cpus", str(other), "--memory", str(info["memory_mb"] + 256))
     assert asked.returncode == 0
     has = f"{info['cpus']} CPU{'s' if info['cpus'] > 1 else ''}"
     assert f"the running VM has {has}: `kdk down` first to get {other}" in asked.stderr
+    want = info["memory_mb"] + 256
+    assert (
+        f"the running VM has {info['memory_mb']} MiB: `kdk down` first to get {want}"
+        in asked.stderr
+    )
     vagrant_only = kdk_cli("up", "--libvirt", "kdk")  # refused, running or not
     assert vagrant_only.returncode != 0
     assert vagrant_only.stderr.startswith("kdk: --libvirt is for the vagrant backend")

@@ -35,6 +35,7 @@ class BootRequest:
     libvirt: str | None = None  # Vagrant: `kdk`, or the user's URI[,netns=NS]; None: remembered
     devices: tuple[str, ...] = ()  # QEMU -device specs to add (kdk.vm.devices)
     cpus: int | None = None  # the guest's CPUs; None: the backend's default
+    memory_mb: int | None = None  # the guest's memory; None: the backend's default
 
 
 class Backend(Protocol):
@@ -124,5 +125,6 @@ def describe(backend: Backend) -> dict[str, Any]:
             debug=rec.debug,
             devices=list(rec.devices),
             cpus=rec.cpus,
+            memory_mb=rec.memory_mb,
         )
     return info

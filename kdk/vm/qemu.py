@@ -55,6 +55,11 @@ READY_MARK = b"kdk-ready"
 # wait for each other's descheduled threads): `kdk test -j N` shares the
 # cores out (kdk.testing's guest_cpus).
 DEFAULT_CPUS = 2
+# bcc compiling in the guest wants room. Less boots quicker with --debug:
+# page_poison writes every free page at boot (2048 MiB: 11-13 s to ready
+# on one CPU under TCG, 512 MiB: 4.3 s).
+DEFAULT_MEMORY_MB = 2048
+MIN_MEMORY_MB = 256
 FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says why it stopped
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 STALLED = 90.0  # a first boot not ready by then is booted again (ready in 4-25 s)
@@ -98,7 +103,7 @@ class QemuConfig:
     state: Path  # the VM's state folder (keys, console log, pid file)
     accel: str  # "kvm" or "tcg"
     ssh_port: int  # host side of the forwarded guest port 22, on 127.0.0.1
-    memory_mb: int = 2048  # bcc compiling in the guest wants room
+    memory_mb: int = DEFAULT_MEMORY_MB
     cpus: int = DEFAULT_CPUS
     debug: bool = False  # the allocator's own checks on (kdk up --debug)
     cached: tuple[Path, ...] = ()  # host trees the guest mounts with a page cache
@@ -442,7 +447,13 @@ class QemuBackend(Backend):
         """Stop the VM of `rec` if it still runs and boot it again with the
         same kernel, accel, port and checks."""
         again = BootRequest(
-            rec.kernel, rec.accel, rec.ssh_port, rec.debug, devices=rec.devices, cpus=rec.cpus
+            rec.kernel,
+            rec.accel,
+            rec.ssh_port,
+            rec.debug,
+            devices=rec.devices,
+            cpus=rec.cpus,
+            memory_mb=rec.memory_mb,
         )
         return self._boot(again, say, lambda _: None, rec)[0]
 
@@ -493,6 +504,7 @@ class QemuBackend(Backend):
                 cfg.debug,
                 cfg.devices,
                 cfg.cpus,
+                cfg.memory_mb,
             )
             self.state.write(rec)
             mux.start_master(self.endpoint(rec), self.state.path)  # for `kdk exec`s to come
@@ -546,6 +558,7 @@ class QemuBackend(Backend):
             self.state.path,
             accel,
             ssh_port or free_port(),
+            memory_mb=req.memory_mb or DEFAULT_MEMORY_MB,
             cpus=req.cpus or DEFAULT_CPUS,
             debug=req.debug,
             cached=cached_trees() + built_trees(kernel),

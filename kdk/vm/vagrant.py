@@ -369,8 +369,13 @@ def _box_only(req: BootRequest) -> None:
                 f"{what} is for the QEMU backend: the vagrant guest runs its "
                 "box's kernel under TCG, at its own address"
             )
-    if req.devices or req.cpus is not None:
-        raise KdkError(
-            f"{'--cpus is' if req.cpus is not None else '--device and --can are'} for the "
-            "QEMU backend: the vagrant guest's machine is its box's (2 CPUs, no devices added)"
-        )
+    for given, what in (
+        (req.cpus is not None, "--cpus is"),
+        (req.memory_mb is not None, "--memory is"),
+        (bool(req.devices), "--device and --can are"),
+    ):
+        if given:
+            raise KdkError(
+                f"{what} for the QEMU backend: the vagrant guest's machine is its "
+                "box's (2 CPUs, 2048 MiB, no devices added)"
+            )

@@ -72,29 +72,6 @@ def kdk_cli(
     )
 
 
-# Test files that share a VM of their own (the debug kernel's: KASAN and
-# lockdep make its boot minutes long on a busy machine): under `pytest -n N
-# --dist loadfile` they go to one worker, one after the other, not to two
-# workers booting two such VMs at once.
-ONE_WORKER = {
-    f"tests/test_{name}_vm.py": "debug kernel" for name in ("kbuild", "faultinject", "reports")
-}
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """--dist loadfile, with the files of ONE_WORKER together."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class Scheduling(LoadFileScheduling):  # type: ignore[misc]  # xdist has no type information
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]  # loadfile's scope: the file
-            return ONE_WORKER.get(path, path)
-
-    return Scheduling(config, log)
-
-
 @pytest.fixture(scope="session")
 def host_kernel(kdk_kernel: Kernel) -> Kernel:
     """The kernel the test VM boots and modules build for."""

@@ -88,9 +88,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    parser.addini(
+        "kdk_same_vm",
+        "test files that share one VM under pytest -n N --dist loadfile (kdk test -j N), "
+        "one group per line: globs of paths from the rootdir, separated by spaces",
+        type="linelist",
+        default=[],
+    )
     parser.addoption(
         "--kdk-ktap", action="store_true", help="print the KTAP of the KUnit suites run"
     )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """--dist loadfile, where the files of each group that the ini option
+    kdk_same_vm names go to one worker (one VM), one after the other: a
+    VM of their own that they boot once (a debug kernel's, whose boot is
+    long), or a guest program they all start (bcc, whose start and first
+    compile are seconds under emulation)."""
+    groups = [line.split() for line in config.getini("kdk_same_vm")]
+    if config.getvalue("dist") != "loadfile" or not groups:
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):  # type: ignore[misc]  # xdist has no type information
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]  # loadfile's scope: the file
+            for group in groups:
+                if any(fnmatch.fnmatchcase(path, glob) for glob in group):
+                    return " ".join(group)
+            return path
+
+    return Scheduling(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -221,17 +221,17 @@ def cached_trees(patterns: tuple[str, ...] = CACHED_TREES) -> tuple[Path, ...]:
 
 
 def cached_shares(trees: tuple[Path, ...]) -> list[str]:
-    """One read-only 9p share per cached tree, tagged kdkcache0, 1, ... in
-    the order of kdk.cached= on the kernel command line."""
-    argv = []
-    for i, tree in enumerate(trees):
-        argv += [
-            "-fsdev",
-            f"local,id=cache{i},path={tree},readonly=on,{SHARE_OPTIONS}",
-            "-device",
-            f"virtio-9p-pci,fsdev=cache{i},mount_tag=kdkcache{i}",
-        ]
-    return argv
+    """The cached trees' one read-only 9p share, tagged kdkcache: the host
+    root again, which the guest mounts with a page cache and binds each
+    tree of kdk.cached= from (a device each cost ~0.04 s of the boot)."""
+    if not trees:
+        return []
+    return [
+        "-fsdev",
+        f"local,id=cache,path=/,readonly=on,{SHARE_OPTIONS}",
+        "-device",
+        "virtio-9p-pci,fsdev=cache,mount_tag=kdkcache",
+    ]
 
 
 def qemu_argv(cfg: QemuConfig) -> list[str]:

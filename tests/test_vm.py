@@ -83,6 +83,15 @@ def test_exec_streams_output_and_propagates_the_exit_code(vm: Kdk) -> None:
     assert missing.returncode == 127 and "not found" in missing.stderr
 
 
+def test_exec_returns_all_of_a_commands_output(vm: Kdk) -> None:
+    # sshd may send the exit status before the last of the output: many
+    # small writes from a command that exits at once, every byte counted
+    for _ in range(5):
+        r = vm.exec("i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i + 1)); done; echo end")
+        lines = r.stdout.decode().splitlines()
+        assert r.ok and len(lines) == 3001 and lines[-1] == "end", lines[-3:]
+
+
 def test_exec_forwards_stdin(vm: Kdk) -> None:
     r = kdk_cli("exec", "--", "wc", "-c", input=b"x" * 100000)
     assert r.returncode == 0 and r.stdout.strip() == "100000"

@@ -46,6 +46,10 @@ logging.getLogger("paramiko").propagate = False
 QUIET = 3.0  # seconds of silence on a command before the guest is asked if it lives
 ANSWER_WITHIN = 10.0  # a guest that answers nothing for this long is hung
 POLL = 0.25  # longest wait between looks at a channel (stderr alone wakes nothing)
+# sshd may send a command's exit status before the last of its output, which
+# ends with the channel's EOF: that is waited for, this long at most (a
+# background process the command started may hold its output open).
+TAIL = 1.0
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,7 @@ class Guest:
         err: list[bytes] = []
         heard = time.monotonic()
         deadline = None if timeout is None else heard + timeout
+        tail_until: float | None = None  # while output after the exit status may still come
         try:
             while True:
                 while chan.recv_ready():
@@ -263,7 +268,11 @@ class Guest:
                     and not chan.recv_ready()
                     and not chan.recv_stderr_ready()
                 ):
-                    break
+                    if chan.eof_received or chan.closed:
+                        break
+                    tail_until = tail_until or time.monotonic() + TAIL
+                    if time.monotonic() >= tail_until:
+                        break
                 if chan.closed or not self.connected:
                     raise self.lost(what)
                 if deadline is not None and time.monotonic() >= deadline:

@@ -20,9 +20,9 @@ from .api import BACKENDS, BootRequest, Kdk, LoadResult
 from .errors import KdkError, MissingDependency, VMNotRunning
 from .kernel import all_kernels
 from .klog import kmsg
+from .state import DEFAULT_MEMORY_MB, MIN_MEMORY_MB
 from .ui import progress, say
 from .vm import devices
-from .vm.qemu import DEFAULT_MEMORY_MB, MIN_MEMORY_MB
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -62,13 +62,18 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     info = k.status()
     ssh = f"{info['ssh_host']}:{info['ssh_port']}"
     added = f", devices {devices.describe(rec.devices)}" if rec.devices else ""
-    machine = f"{rec.accel}, {cpus(rec.cpus)}, {rec.memory_mb} MiB"
-    say(f"{how}: {machine}, kernel {rec.kernel}, ssh {ssh}{added}")
+    vm = machine(rec.accel, rec.cpus, rec.memory_mb)
+    say(f"{how}: {vm}, kernel {rec.kernel}, ssh {ssh}{added}")
     return 0
 
 
 def cpus(n: int) -> str:
     return f"{n} CPU{'s' if n > 1 else ''}"
+
+
+def machine(accel: str, n_cpus: int, memory_mb: int) -> str:
+    """What `kdk up` and `kdk status` say of a VM's machine: "tcg, 2 CPUs, 2048 MiB"."""
+    return f"{accel}, {cpus(n_cpus)}, {memory_mb} MiB"
 
 
 def cmd_down(k: Kdk, a: argparse.Namespace) -> int:
@@ -92,8 +97,8 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
     elif info["running"]:
         ssh = f"{info['ssh_host']}:{info['ssh_port']}"
-        machine = f"{info['accel']}, {cpus(info['cpus'])}, {info['memory_mb']} MiB"
-        print(f"running: {machine}, kernel {info['kernel']}, ", end="")
+        vm = machine(info["accel"], info["cpus"], info["memory_mb"])
+        print(f"running: {vm}, kernel {info['kernel']}, ", end="")
         print(f"ssh {ssh}, ", end="")
         print(f"pid {info['pid']}, up {info['uptime']:.0f} s")
         if info["devices"]:

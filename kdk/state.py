@@ -37,6 +37,21 @@ GUEST_FILES = "guest"  # the staged copies of kdk/inguest files the guest runs
 STAGED = ("sshd_config",)
 
 
+# The guest's machine, unless `kdk up --cpus/--memory` says otherwise (the
+# Vagrantfile's libvirt.cpus and libvirt.memory are the same). Two CPUs: a
+# boot's steps and a load's programs overlap. Under TCG each CPU is a host
+# thread, and several VMs at once whose CPUs outnumber the host's cores run
+# slower together than one after the other (their CPUs wait for each
+# other's descheduled threads): `kdk test -j N` shares the cores out
+# (kdk.testing's guest_cpus).
+DEFAULT_CPUS = 2
+# bcc compiling in the guest wants room. Less boots quicker with --debug:
+# page_poison writes every free page at boot (2048 MiB: 11-13 s to ready
+# on one CPU under TCG, 512 MiB: 4.3 s).
+DEFAULT_MEMORY_MB = 2048
+MIN_MEMORY_MB = 256
+
+
 @dataclass(frozen=True)
 class VMRecord:
     """What kdk knows of a VM it started."""
@@ -50,8 +65,8 @@ class VMRecord:
     ready_seconds: float  # from QEMU start to sshd answering
     debug: bool = False  # booted with the allocator's checks (kdk up --debug)
     devices: tuple[str, ...] = ()  # the emulated devices added (QEMU -device specs)
-    cpus: int = 2  # the guest's CPUs (a record from before they were kept: the default)
-    memory_mb: int = 2048  # the guest's memory (likewise)
+    cpus: int = DEFAULT_CPUS  # the guest's CPUs (a record from before they were kept: the default)
+    memory_mb: int = DEFAULT_MEMORY_MB  # the guest's memory (likewise)
 
 
 class StateDir:

@@ -26,7 +26,7 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import KdkError
-from kdk.state import process_alive
+from kdk.state import DEFAULT_CPUS, DEFAULT_MEMORY_MB, process_alive
 from kdk.vm import box as boxes
 from kdk.vm.backend import BootRequest
 from kdk.vm.libvirt import (
@@ -109,6 +109,18 @@ def test_what_a_vagrant_guest_cannot_honour_is_refused_first(
     with pytest.raises(KdkError, match=f"^{re.escape(named)} (is )?for the QEMU backend"):
         backend.up(req, print, print)
     assert not (tmp_path / ".kdk" / "vms" / "default" / "vagrant").exists()  # nothing started
+
+
+def test_the_vagrantfiles_machine_is_the_one_kdk_says_it_is(tmp_path: Path) -> None:
+    """The Vagrantfile's machine is kdk's default one, which the refusal
+    of --cpus and --memory names."""
+    text = VAGRANTFILE.read_text()
+    assert re.findall(r"^ *libvirt\.cpus = (\d+)$", text, re.M) == [str(DEFAULT_CPUS)]
+    assert re.findall(r"^ *libvirt\.memory = (\d+)$", text, re.M) == [str(DEFAULT_MEMORY_MB)]
+    with pytest.raises(
+        KdkError, match=f"\\({DEFAULT_CPUS} CPUs, {DEFAULT_MEMORY_MB} MiB, no devices"
+    ):
+        VagrantBackend(tmp_path, tmp_path / ".kdk").up(BootRequest(cpus=1), print, print)
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ from ..make import Make
 from ..state import (
     CLIENT_KEY,
     CMDLINE_FILE,
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY_MB,
     GDB_SOCKET,
     HOST_KEY,
     PID_FILE,
@@ -49,17 +51,6 @@ from .vmlinux import extract_vmlinux
 
 QEMU = "qemu-system-x86_64"
 READY_MARK = b"kdk-ready"
-# Two CPUs: a boot's steps and a load's programs overlap. Under TCG each
-# CPU is a host thread, and several VMs at once whose CPUs outnumber the
-# host's cores run slower together than one after the other (their CPUs
-# wait for each other's descheduled threads): `kdk test -j N` shares the
-# cores out (kdk.testing's guest_cpus).
-DEFAULT_CPUS = 2
-# bcc compiling in the guest wants room. Less boots quicker with --debug:
-# page_poison writes every free page at boot (2048 MiB: 11-13 s to ready
-# on one CPU under TCG, 512 MiB: 4.3 s).
-DEFAULT_MEMORY_MB = 2048
-MIN_MEMORY_MB = 256
 FAIL_MARK = re.compile(rb"^kdk-failed: (.*)$", re.M)  # the guest's setup says why it stopped
 BOOT_TIMEOUT = 180.0  # TCG on a busy 2-core CI machine is slow
 STALLED = 90.0  # a first boot not ready by then is booted again (ready in 4-25 s)

@@ -25,7 +25,15 @@ from ..errors import BootFailed, KdkError
 from ..guest.ssh import Endpoint, Guest
 from ..kernel import BOOT, MODULES, Kernel
 from ..make import BUILD_TIMEOUT, Make
-from ..state import HOST_ALIAS, KNOWN_HOSTS, StateDir, VMRecord, process_alive
+from ..state import (
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY_MB,
+    HOST_ALIAS,
+    KNOWN_HOSTS,
+    StateDir,
+    VMRecord,
+    process_alive,
+)
 from . import box as boxes
 from .backend import Backend, BootRequest
 from .libvirt import (
@@ -376,6 +384,6 @@ def _box_only(req: BootRequest) -> None:
     ):
         if given:
             raise KdkError(
-                f"{what} for the QEMU backend: the vagrant guest's machine is its "
-                "box's (2 CPUs, 2048 MiB, no devices added)"
+                f"{what} for the QEMU backend: the vagrant guest's machine is the "
+                f"Vagrantfile's ({DEFAULT_CPUS} CPUs, {DEFAULT_MEMORY_MB} MiB, no devices added)"
             )

@@ -15,7 +15,7 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import InitHung, LoadFailed
-from kdk.testing import sh
+from kdk.testing import log_mark, log_since, sh
 
 from . import usermods
 from .conftest import kdk_cli
@@ -66,6 +66,7 @@ def test_an_init_that_has_not_returned_is_reported_and_left_to_finish(
 ) -> None:
     vm.build(str(initfail))
     monkeypatch.setenv("KDK_INIT_TIMEOUT", "2")
+    seq = log_mark(vm)
     try:
         r = kdk_cli("load", str(initfail), "wait_ms=120000")
         assert r.returncode == 5, r.stderr
@@ -96,7 +97,7 @@ def test_an_init_that_has_not_returned_is_reported_and_left_to_finish(
     assert initstate(vm) == "live", f"not live after {waited.strip()} tries"
     log = [r.text for r in vm.unload(str(initfail)).log]
     assert log == ["initfail: unloaded"]
-    assert [r.text for r in vm.dmesg()][-3:] == [
+    assert [r.text for r in log_since(vm, seq)][-3:] == [
         "initfail: init waited: released",
         "initfail: init returns 0",
         "initfail: unloaded",

@@ -21,7 +21,7 @@ import pytest
 
 from kdk.api import BootRequest, Kdk
 from kdk.errors import KernelReport
-from kdk.testing import expect_report, guest_cpus, sh
+from kdk.testing import expect_report, guest_cpus, log_mark, log_since, sh
 
 from .conftest import DEBUG_VM
 
@@ -50,6 +50,7 @@ def test_a_lock_order_inversion_names_both_locks_and_both_functions(debug_vm: Kd
     debug_vm.load("sync", ["nthreads=1", "iterations=1"])
     try:
         sh(debug_vm, f"echo ab > {SYNC}/lock_order")  # one order alone is fine
+        seq = log_mark(debug_vm)
         with expect_report("lockdep") as found:
             debug_vm.exec(f"echo ba > {SYNC}/lock_order")
         (e,) = found
@@ -63,7 +64,7 @@ def test_a_lock_order_inversion_names_both_locks_and_both_functions(debug_vm: Kd
             "  earlier: sync_lock_b taken in sync_take_ab [sync]",
         ]
         # The writes returned (no deadlock), the kernel goes on, no reboot.
-        assert debug_vm.dmesg()[-1].text == "sync: took the locks in the order ba"
+        assert log_since(debug_vm, seq)[-1].text == "sync: took the locks in the order ba"
         assert debug_vm.backend.require().pid == pid
     finally:
         debug_vm.unload("sync")

@@ -27,7 +27,15 @@ from kdk.errors import GuestHung, KdkError, LoadFailed, VermagicMismatch, VMLost
 from kdk.guest import mux
 from kdk.modules.info import modinfo
 from kdk.state import CMDLINE_FILE, PID_FILE, process_alive
-from kdk.testing import guest_cpus, rmmod_quietly, session_vm, wait_asleep, wait_until
+from kdk.testing import (
+    guest_cpus,
+    log_mark,
+    log_since,
+    rmmod_quietly,
+    session_vm,
+    wait_asleep,
+    wait_until,
+)
 from kdk.vm import qemu
 from kdk.vm.qemu import BOOT_TIMEOUT
 
@@ -170,6 +178,16 @@ def test_waiting_until_a_guest_condition_holds_is_bounded_and_says_what_it_saw(
     )
     with pytest.raises(AssertionError, match=r"^'false' failed"):
         wait_until(vm, "true", first="false")
+
+
+def test_the_log_since_a_mark_is_the_records_made_after_it(vm: Kdk) -> None:
+    """(kmsg.apart, which also sets the kernel's remarks on the VM's timing
+    aside there, has its test in test_kmsg.py.)"""
+    seq = log_mark(vm)
+    sh = "for i in 1 2 3; do echo kdk-test: mark $i > /dev/kmsg; done"
+    assert vm.exec(sh).ok
+    assert [r.text for r in log_since(vm, seq)] == [f"kdk-test: mark {i}" for i in (1, 2, 3)]
+    assert log_since(vm, log_mark(vm)) == []
 
 
 def test_unload_prints_its_lines_and_twice_is_an_error(vm: Kdk) -> None:

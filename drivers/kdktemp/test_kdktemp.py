@@ -13,7 +13,7 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.testing import sh
+from kdk.testing import log_mark, log_since, sh
 
 pytestmark = pytest.mark.module("kdktemp")
 
@@ -86,9 +86,8 @@ def stub(vm: Kdk) -> Iterator[int]:
 
 
 def new_log(vm: Kdk, since: int) -> list[str]:
-    """The kernel log lines of I2C devices after record `since` (a line of
-    the guest's own, e.g. hrtimer's under load, may come between)."""
-    return [r.text for r in vm.dmesg() if r.seq > since and r.text.startswith(("kdktemp ", "i2c "))]
+    """The kernel log lines of I2C devices after record `since` (log_mark)."""
+    return [r.text for r in log_since(vm, since) if r.text.startswith(("kdktemp ", "i2c "))]
 
 
 def client(bus: int) -> str:
@@ -105,7 +104,7 @@ def test_binds_by_new_device_and_converts_exact_temperatures(loaded: Kdk, stub: 
     assert ops(loaded, stub, ["byte", ID, 0xA1], ["word", TEMP, 0x19, 0x80], ["plain", ID]) == [
         0xA1
     ]
-    seq = loaded.dmesg()[-1].seq
+    seq = log_mark(loaded)
     sh(loaded, f"echo kdktemp {ADDR:#x} > /sys/bus/i2c/devices/i2c-{stub}/new_device")
     mon = hwmon(loaded, stub)
     assert new_log(loaded, seq) == [
@@ -197,7 +196,7 @@ def test_the_kernels_lm75_driver_reads_the_same_chip(vm: Kdk, stub: int) -> None
 
 def test_a_chip_with_another_id_is_refused(loaded: Kdk, stub: int) -> None:
     ops(loaded, stub, ["byte", ID, 0x75])
-    seq = loaded.dmesg()[-1].seq
+    seq = log_mark(loaded)
     sh(loaded, f"echo kdktemp {ADDR:#x} > /sys/bus/i2c/devices/i2c-{stub}/new_device")
     log = new_log(loaded, seq)
     assert f"kdktemp {stub}-{ADDR:04x}: chip id 0x75, not 0xa1: no KDK-T1" in log

@@ -17,7 +17,8 @@ devices a VM that was already up lacks fails saying so. `sh()` and `check_writes
 are small helpers for guest shell commands and errno checks; `wait_until()`
 polls a guest shell condition (bounded), and `wait_asleep()` waits until
 a guest process sleeps in a given kernel function (a blocking call on a
-device file: `GuestFile.pid`). A report of
+device file: `GuestFile.pid`). `log_mark()` and `log_since()` give the
+kernel log records a test's commands made. A report of
 the kernel's checks (KASAN, lockdep, ...) during a kdk command raises
 KernelReport, which fails the test, unless the test expects it:
 `with expect_report("lockdep") as found:` around the commands. Packet labs
@@ -57,6 +58,7 @@ from ..api import BootRequest, Kdk
 from ..errors import KdkError, KernelReport
 from ..inguest import BUSYBOX
 from ..kernel import Kernel, select_kernel
+from ..klog import kmsg
 from ..ui import say
 from ..vm import devices
 from ..vm.qemu import shared_cpus
@@ -299,6 +301,19 @@ def sh(vm: Kdk, script: str | Sequence[str]) -> str:
     res = vm.exec(script)
     assert res.ok, f"{script!r} exited {res.exit_code}: {res.stderr.decode(errors='replace')}"
     return res.stdout.decode()
+
+
+def log_mark(vm: Kdk) -> int:
+    """Where the guest's kernel log ends now (its last record's number),
+    for log_since."""
+    return vm.dmesg()[-1].seq
+
+
+def log_since(vm: Kdk, mark: int) -> list[kmsg.Record]:
+    """The guest's kernel log records after `mark` (log_mark), without the
+    kernel's remarks on the VM's own timing, which under emulation on a busy
+    host land in any window (kmsg.VM_TIMING), as a load's log is."""
+    return kmsg.apart([r for r in vm.dmesg() if r.seq > mark])[0]
 
 
 def _poll(vm: Kdk, condition: str, timeout: float, first: str, show: str) -> tuple[bool, str]:

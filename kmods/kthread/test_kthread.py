@@ -11,22 +11,13 @@ import pytest
 
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.testing import check_writes, sh, wait_until
+from kdk.testing import check_writes, log_mark, log_since, sh, wait_until
 
 pytestmark = pytest.mark.module("kthread")
 
 PARAMS = "/sys/module/kthread/parameters"
 TICKS = f"{PARAMS}/ticks"
 INTERVAL = f"{PARAMS}/interval_ms"
-
-
-def last_seq(vm: Kdk) -> int:
-    return vm.dmesg()[-1].seq
-
-
-def log_since(vm: Kdk, seq: int) -> list[str]:
-    """The kernel log lines after record number `seq`."""
-    return [r.text for r in vm.dmesg() if r.seq > seq]
 
 
 def worker_pid(vm: Kdk) -> int:
@@ -42,14 +33,17 @@ def worker_pid(vm: Kdk) -> int:
 
 def test_load_and_unload_twice_cleanly(vm: Kdk) -> None:
     for _ in range(2):
-        seq = last_seq(vm)
+        seq = log_mark(vm)
         vm.load("kthread")
         wait_until(vm, f"[ $(cat {TICKS}) -ge 1 ]")
         unload = [r.text for r in vm.unload("kthread").log]
         assert unload[0] == "kthread: worker stopping"
         assert re.fullmatch(r"kthread: stopped after [1-9]\d* ticks", unload[1])
         assert len(unload) == 2
-        assert log_since(vm, seq)[-3:] == ["kthread: worker started, interval_ms=100", *unload]
+        assert [r.text for r in log_since(vm, seq)][-3:] == [
+            "kthread: worker started, interval_ms=100",
+            *unload,
+        ]
         assert not vm.exec("pgrep -x kdk_kthread || test -e /sys/module/kthread").ok
 
 
@@ -127,13 +121,13 @@ def test_unload_is_prompt_during_a_long_interval(vm: Kdk) -> None:
     clock, the worker stops before that first sleep would have ended (a
     sleep rmmod could not cut short would end 10 s after the start at the
     earliest), and it never ticked."""
-    seq = last_seq(vm)
+    seq = log_mark(vm)
     vm.load("kthread", ["interval_ms=10000"])
     wait_until(vm, '[ "$(ps -o stat= -C kdk_kthread)" = S ]')  # in its 10 s sleep
     pid = worker_pid(vm)
     sh(vm, "echo 'kdk-test: rmmod' > /dev/kmsg && rmmod kthread")
     assert not vm.exec(f"pgrep -x kdk_kthread || test -e /proc/{pid}").ok
-    records = [r for r in vm.dmesg() if r.seq > seq][-4:]
+    records = log_since(vm, seq)[-4:]
     assert [r.text for r in records] == [
         "kthread: worker started, interval_ms=10000",
         "kdk-test: rmmod",

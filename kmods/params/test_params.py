@@ -13,7 +13,7 @@ import pytest
 from kdk import testing
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.testing import sh
+from kdk.testing import log_mark, log_since, sh
 
 pytestmark = pytest.mark.module("params")
 
@@ -93,9 +93,10 @@ def test_eight_values_are_accepted(vm: Kdk) -> None:
 
 def test_writable_parameters_change_at_run_time(vm: Kdk) -> None:
     vm.load("params")
+    seq = log_mark(vm)
     sh(vm, f"cd {PARAMS} && echo 42 > count && echo Y > verbose && echo 10 > level")
     assert sh(vm, f"cd {PARAMS} && cat count verbose level") == "42\nY\n10\n"
-    assert "params: level set to 10" in [r.text for r in vm.dmesg()[-3:]]
+    assert [r.text for r in log_since(vm, seq)] == ["params: level set to 10"]
     sh(vm, f"cd {PARAMS} && echo -5 > count && echo 0 > level")
     assert sh(vm, f"cd {PARAMS} && cat count level") == "-5\n0\n"
     # the exit line shows the run-time values

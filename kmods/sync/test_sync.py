@@ -13,7 +13,7 @@ import pytest
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
 from kdk.kernel import Kernel
-from kdk.testing import check_writes, expect_report, sh
+from kdk.testing import check_writes, expect_report, log_mark, log_since, sh
 
 pytestmark = pytest.mark.module("sync")
 
@@ -65,11 +65,11 @@ def test_no_increment_is_lost_with_other_sizes(vm: Kdk, nthreads: int, iteration
 def test_each_write_to_run_runs_again(vm: Kdk) -> None:
     vm.load("sync", ["nthreads=3", "iterations=20000"])
     assert sh(vm, f"cd {DIR} && stat -c '%n %a' result run") == "result 444\nrun 200\n"
-    seq = vm.dmesg()[-1].seq
+    seq = log_mark(vm)
     # the write returns when its run is over, so result already shows it
     out = sh(vm, f"cd {DIR} && echo 1 > run && cat result && printf anything > run && cat result")
     assert out == (result(60000) + "\n") * 2
-    assert [r.text for r in vm.dmesg() if r.seq > seq] == [f"sync: {result(60000)}"] * 2
+    assert [r.text for r in log_since(vm, seq)] == [f"sync: {result(60000)}"] * 2
     assert no_worker_left(vm)
     assert [r.text for r in vm.unload("sync").log] == ["sync: exit runs=3"]
 
@@ -102,7 +102,7 @@ def test_the_lock_orders_are_taken_in_sequence_and_never_deadlock(
     assert sh(vm, f"cd {DIR} && stat -c '%n %a' lock_order sleep_in_atomic") == (
         "lock_order 200\nsleep_in_atomic 200\n"
     )
-    seq = vm.dmesg()[-1].seq
+    seq = log_mark(vm)
     # lockdep (on until a kernel's first report) reports the second order
     lockdep = vm.exec("grep -Eq '^ *debug_locks: +1$' /proc/lockdep_stats").ok
     expected: AbstractContextManager[object] = (
@@ -119,7 +119,7 @@ def test_the_lock_orders_are_taken_in_sequence_and_never_deadlock(
                 (f"{DIR}/lock_order", b"", -errno.EINVAL),
             ],
         )
-    assert [r.text for r in vm.dmesg() if r.seq > seq] == [
+    assert [r.text for r in log_since(vm, seq)] == [
         f"sync: took the locks in the order {o}" for o in ("ab", "ba", "ab")
     ]
     if kdk_kernel.enabled("CONFIG_DEBUG_ATOMIC_SLEEP"):
@@ -135,13 +135,13 @@ def test_the_racy_counter_says_how_many_increments_stayed(vm: Kdk, kdk_kernel: K
     lost to the race). KCSAN, where the kernel has it, reports the race
     (tests/test_reports_vm.py has its block)."""
     vm.load("sync", ["nthreads=1", "iterations=1"])
-    seq = vm.dmesg()[-1].seq
+    seq = log_mark(vm)
     expected: AbstractContextManager[object] = (
         expect_report("KCSAN") if kdk_kernel.enabled("CONFIG_KCSAN") else nullcontext()
     )
     with expected:
         check_writes(vm, [(f"{DIR}/race", b"1", 1)])
-    said = [r.text for r in vm.dmesg() if r.seq > seq and r.text.startswith("sync: race: ")]
+    said = [r.text for r in log_since(vm, seq) if r.text.startswith("sync: race: ")]
     assert len(said) == 1, said
     m = re.fullmatch(r"sync: race: (\d+) of 200000 increments", said[0])
     assert m is not None and 0 < int(m.group(1)) <= 200000, said

@@ -13,7 +13,7 @@ import pytest
 from kdk import testing
 from kdk.api import Kdk
 from kdk.errors import LoadFailed
-from kdk.testing import sh
+from kdk.testing import log_mark, log_since, sh
 
 pytestmark = pytest.mark.module("workqueues")
 
@@ -93,7 +93,7 @@ def test_bad_writes_are_refused_and_queue_nothing(vm: Kdk) -> None:
 
 
 def test_unload_right_after_queueing_waits_for_every_item(vm: Kdk) -> None:
-    seq = vm.dmesg()[-1].seq
+    seq = log_mark(vm)
     vm.load("workqueues", ["work_ms=200"])
     # no process runs between the write and the read: none of the items,
     # which each sleep 200 ms, can be done yet when rmmod starts
@@ -101,7 +101,7 @@ def test_unload_right_after_queueing_waits_for_every_item(vm: Kdk) -> None:
     queued, done = counts(out)
     assert queued == 1000
     assert done < queued
-    log = [r.text for r in vm.dmesg() if r.seq > seq]
+    log = [r.text for r in log_since(vm, seq)]
     assert log[-2:] == ["workqueues: ready, work_ms=200", "workqueues: exit queued=1000 done=1000"]
     assert not vm.exec("test -e /sys/module/workqueues").ok
 

@@ -61,10 +61,15 @@ def labs(project: Path, name: str | None = None) -> list[ModuleSource]:
     return found if name in (None, "rawnet") else [m for m in found if m.name == name]
 
 
+def tested_modules(k: Kdk) -> list[ModuleSource]:
+    """The project's modules and drivers that have tests (the labs aside)."""
+    return [m for m in k.modules() if test_files(m)]
+
+
 def select(k: Kdk, names: list[str]) -> list[ModuleSource]:
     """The named modules and labs (all that have tests when none is named)."""
     if not names:
-        return [m for m in k.modules() if test_files(m)] + labs(k.project)
+        return tested_modules(k) + labs(k.project)
     mods = [m for n in names for m in labs(k.project, n) or [find_module(n, k.project)]]
     for m in mods:
         if not test_files(m):

@@ -38,7 +38,7 @@ from kdk.errors import KdkError  # noqa: E402
 from kdk.kernel import select_kernel  # noqa: E402
 from kdk.modules.build import build  # noqa: E402
 from kdk.project import find_module  # noqa: E402
-from kdk.testrun import test_files  # noqa: E402
+from kdk.testrun import tested_modules  # noqa: E402
 from kdk.vm.qemu import probe_kvm  # noqa: E402
 
 VM = "bench"
@@ -316,7 +316,7 @@ def test_run_rows(k: Kdk) -> list[Row]:
     kdk("up", *TEST_DEVICES)
     one, parts = timed_test_run()
     two = timed_test_run("-j", "2")[0]
-    modules = [m.name for m in k.modules() if test_files(m)]
+    modules = [m.name for m in tested_modules(k)]
     no_labs = [timed_test_run("-j", "2", *modules)[0] for _ in range(3)]
     kdk("down")
     breakdown = [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from experiments.init_time import init_times
 from experiments.kdkchar_sizes import size_histograms
 from kdk.api import Kdk
 from kdk.errors import KdkError, MissingDependency
+from kdk.testing import session_vm
 from kdk.trace.bpf import (
     Probes,
     _job_error,
@@ -180,6 +183,37 @@ def test_a_second_trace_reuses_the_program_and_counts_only_its_own_calls(vm: Kdk
         assert calls["kdkchar_write"] == writes and calls["kdkchar_open"] == writes
         assert calls["kdkchar_ioctl"] == 0
     assert t.prog.reused  # (the first may be reused too: an earlier test compiled it)
+
+
+@pytest.mark.vm
+def test_ctrl_c_from_a_terminal_ends_the_trace_with_its_counts(vm: Kdk) -> None:
+    """A terminal's Ctrl-C goes to the whole process group of `kdk trace`,
+    its SSH clients included: the trace still ends with its table."""
+    vm.load("kdkchar")
+    env = dict(os.environ, KDK_VM=session_vm())
+    argv = [sys.executable, "-m", "kdk.cli", "trace", "kdkchar", "--json"]
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=PROJECT,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    ) as p:
+        try:
+            assert p.stderr is not None
+            lines: list[str] = []
+            while not lines or "Ctrl-C ends the trace" not in lines[-1]:
+                lines.append(p.stderr.readline().decode())
+                assert lines[-1], "".join(lines)
+            vm.exec("printf x > /dev/kdkchar0; printf y > /dev/kdkchar0")
+            os.killpg(p.pid, signal.SIGINT)
+            out, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
+    assert p.returncode == 0, "".join(lines) + err.decode()
+    calls = {f["name"]: f["calls"] for f in json.loads(out)["functions"]}
+    assert calls["kdkchar_write"] == 2 and calls["kdkchar_open"] == 2
 
 
 @pytest.mark.vm

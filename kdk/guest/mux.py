@@ -250,14 +250,22 @@ class MuxProcess(JsonProcess):
 
     A hung guest ends the master (its keepalives), and with it this client:
     the program's output ends, and the master's absence tells GuestHung
-    from the program's own end."""
+    from the program's own end. The client has a session of its own: a
+    terminal's Ctrl-C, which goes to this process's whole group, is this
+    process's to handle (`kdk trace` reads its counters then), and would
+    otherwise end the client, and the program with it."""
 
     def __init__(self, ep: Endpoint, state: Path, argv: list[str], what: str) -> None:
         super().__init__(what)
         self._ep, self._state = ep, state
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 (the process's life: close())
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, bufsize=0
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            bufsize=0,
+            start_new_session=True,
         )
 
     def running(self) -> bool:

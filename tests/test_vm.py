@@ -106,11 +106,18 @@ def test_exec_forwards_stdin(vm: Kdk) -> None:
     assert r.returncode == 0 and r.stdout.strip() == "100000"
 
 
-def test_exec_timeout_is_an_error_not_a_hang(vm: Kdk) -> None:
-    t = time.monotonic()
-    r = kdk_cli("exec", "--timeout", "1", "--", "sleep", "30")
-    assert r.returncode == 1 and "did not finish in 1 s" in r.stderr
-    assert time.monotonic() - t < 20
+def test_exec_timeout_is_an_error_not_a_hang_and_ends_the_command(vm: Kdk) -> None:
+    """What the command started ends with it (dash runs `sleep` as its
+    child), and the error comes when the guest ended it, not a host's
+    bound later."""
+    for command in (["sleep", "31"], ["sh", "-c", "sleep 32 | cat; echo never"]):
+        t = time.monotonic()
+        r = kdk_cli("exec", "--timeout", "1", "--", *command)
+        assert r.returncode == 1 and "did not finish in 1 s" in r.stderr
+        assert time.monotonic() - t < 8  # not the host's own bound (1 s + 10 s)
+        assert "never" not in r.stdout
+        left = vm.exec("ps -e -o args | grep -c '^sleep 3[12]'", timeout=30).stdout.strip()
+        assert left == b"0", vm.exec("ps -e -o pid,pgid,args").stdout
 
 
 def test_a_command_with_a_timeout_runs_the_guest_s_programs_not_busybox_s(vm: Kdk) -> None:

@@ -40,17 +40,19 @@ CONTROL = "ssh.ctl"  # the master's control socket, in the VM's state folder
 LOGIN = "ssh.ctl.login"  # the pid of the ssh that starts the master (logging in)
 KEX = "curve25519-sha256,curve25519-sha256@libssh.org"  # the key exchange kdk asks for
 SOCKET_PATH_MAX = 100  # a unix socket path longer than this does not bind
-# How a command that `timeout` ended exits: 124 (coreutils', TERM), or
-# killed 2 s later with `timeout` itself, or busybox's (which execs the
-# command, so it dies of the signal): ssh says 255 for a command that died
-# of a signal.
-TIMED_OUT = (124, 255)
-# The guest's `timeout`: busybox's when it has one (BUSYBOX). A dynamically
-# linked program (coreutils', dash) costs ~90 ms to start under TCG, a
-# static busybox ~20 ms. A command runs under /bin/sh, by its path:
-# busybox's timeout would run its own sh (ash) for "sh", and that shell
-# runs busybox's applets for the programs a command names (dd, ls, ...).
+# How a command that `timeout` ended exits: 124 (coreutils', TERM), 137
+# (coreutils', KILL 2 s later), or busybox's (which execs the command, so
+# it dies of the signal): ssh says 255 for a command that died of a signal.
+TIMED_OUT = (124, 137, 255)
+# The bound of kdk's own scripts: busybox's `timeout` when it has one
+# (BUSYBOX). A dynamically linked program (coreutils', dash) costs ~90 ms
+# to start under TCG, a static busybox ~20 ms. It signals the shell alone.
 TIMEOUT = f"{BUSYBOX}; exec $b timeout -k 2"
+# The bound of a user's command (`kdk exec --timeout`): coreutils'
+# `timeout`, which signals the command's whole process group, so that
+# what the shell started (a pipeline, `sleep 40` under dash) ends with it
+# and lets go of the channel. It runs the command under /bin/sh by path.
+USER_TIMEOUT = "exec timeout -k 2"
 SHELL = "/bin/sh"
 # kdk's own scripts (a load's, an unload's) run under busybox's sh where
 # there is busybox (dash elsewhere): they are written for both, and name by
@@ -206,8 +208,8 @@ def run(
     remote = line
     if timeout is not None:
         # Whole seconds: busybox's timeout counts them (it ends "1.5" after 1 s).
-        shell = SCRIPT_SHELL if script else SHELL
-        remote = f"{TIMEOUT} {math.ceil(timeout)} {shell} -c {quote(line)}"
+        bound, shell = (TIMEOUT, SCRIPT_SHELL) if script else (USER_TIMEOUT, SHELL)
+        remote = f"{bound} {math.ceil(timeout)} {shell} -c {quote(line)}"
     argv = channel_argv(ssh, ep, state, remote, no_stdin=tty_in and feed is None)
     pipe = subprocess.PIPE if capture else None
     started = time.monotonic()

@@ -46,6 +46,8 @@ def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
         raise KdkError(f"--cpus {a.cpus}: a guest needs at least one CPU")
     if a.memory is not None and a.memory < MIN_MEMORY_MB:
         raise KdkError(f"--memory {a.memory}: a guest needs at least {MIN_MEMORY_MB} MiB")
+    if a.ssh_port is not None and not 0 < a.ssh_port < 65536:
+        raise KdkError(f"--ssh-port {a.ssh_port}: not a TCP port (1-65535)")
     req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted, a.cpus, a.memory)
     if a.dry_run:
         print(shlex.join(k.up_command(req, say=say)))
@@ -108,9 +110,16 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
     return 0 if info["running"] else 3
 
 
+def _seconds(option: str, value: float | None) -> None:
+    """A bound in seconds given on the command line is above 0."""
+    if value is not None and not value > 0:
+        raise KdkError(f"{option} {value:g}: not a number of seconds above 0")
+
+
 def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
     if not a.command:
         raise KdkError("nothing to run: kdk exec -- COMMAND [ARG...]")
+    _seconds("--timeout", a.timeout)
     return k.run_here(a.command, timeout=a.timeout)
 
 
@@ -235,6 +244,7 @@ def _live(render: Callable[[], str], every: float = 1.0) -> None:
 def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
     from .trace import functions as trace
 
+    _seconds("--duration", a.duration)
     code = 0
     with k.trace(a.module) as t:
         attach, bcc = t.prog.attach_seconds, t.prog.compile_seconds
@@ -266,6 +276,7 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_wire(k: Kdk, a: argparse.Namespace) -> int:
+    _seconds("--duration", a.duration)
     info = k.status()
     if not info["running"]:
         raise VMNotRunning("the VM is not up: run `kdk up`")

@@ -39,3 +39,23 @@ def test_list_shows_hello_with_its_description() -> None:
     assert any(
         ln.split()[:1] == ["kmods/hello"] and "Hello world" in ln for ln in r.stdout.splitlines()
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["up", "--ssh-port", "99999", "--dry-run"], "--ssh-port 99999: not a TCP port (1-65535)"),
+        (
+            ["trace", "kdkchar", "--duration", "-1"],
+            "--duration -1: not a number of seconds above 0",
+        ),
+        (["wire", "--duration", "0"], "--duration 0: not a number of seconds above 0"),
+        (
+            ["exec", "--timeout", "-1", "--", "true"],
+            "--timeout -1: not a number of seconds above 0",
+        ),
+    ],
+)
+def test_out_of_range_numbers_are_one_line_before_any_work(argv: list[str], line: str) -> None:
+    r = kdk_cli(*argv)
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", f"kdk: {line}\n")

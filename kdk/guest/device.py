@@ -132,10 +132,10 @@ C_SIZES = {
 }
 
 
-def ioctl_numbers(header: Path) -> dict[str, int]:
+def ioctl_numbers(header: str | Path) -> dict[str, int]:
     """The ioctl numbers a C header defines with _IO/_IOR/_IOW/_IOWR, so that
     Python uses exactly the numbers the driver was compiled with."""
-    text = header.read_text()
+    text = Path(header).read_text()
     chars = {m[1]: ord(m[2]) for m in re.finditer(r"#define\s+(\w+)\s+'(.)'", text)}
     out = {}
     pattern = r"#define\s+(\w+)\s+_IO(R|W|WR)?\(\s*(\w+|'.')\s*,\s*(\d+)\s*(?:,\s*([\w ]+?)\s*)?\)"

@@ -159,6 +159,8 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
         print(table(sweep))
         return 1 if sweep.failed else 0
     res = k.load(a.module, a.params)
+    if res.build is not None and res.build.output:  # the compiler's warnings, as `kdk build`
+        print(res.build.output, file=sys.stderr)
     if a.verbose and res.build is not None:
         say(res.build.how())
     if a.verbose and res.needs:

@@ -24,7 +24,7 @@ from kdk.modules.loading import staged_path
 from kdk.project import find_module
 
 from .conftest import kdk_cli
-from .usermods import pair, split
+from .usermods import pair, split, warns
 
 pytestmark = pytest.mark.vm
 
@@ -167,3 +167,17 @@ def test_a_kernel_module_it_needs_is_modprobed_first(vm: Kdk, tmp_path: Path) ->
     assert res.log[-1].text == "kdkcrc: ea"  # CRC-7/MMC of "123456789", shifted left by one
     assert vm.exec("test -d /sys/module/crc7").ok
     vm.unload(str(tmp_path / "kdkcrc"))
+
+
+def test_a_load_that_builds_shows_the_compilers_warnings(vm: Kdk, tmp_path: Path) -> None:
+    """The daily loop is `kdk load`: a warning of the build it does is shown
+    (file:line), and the load goes on; a load with nothing to build shows
+    none."""
+    folder = warns(tmp_path)
+    r = kdk_cli("load", str(folder))
+    assert r.returncode == 0, r.stderr
+    assert "/kdkwarns/kdkwarns.c:6:13: warning: unused variable" in r.stderr
+    assert r.stdout.strip().endswith("kdkwarns: loaded")
+    r = kdk_cli("load", str(folder))
+    assert r.returncode == 0 and "warning" not in r.stderr
+    assert kdk_cli("unload", str(folder)).returncode == 0

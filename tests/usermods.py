@@ -170,3 +170,32 @@ def badunwind(root: Path) -> Path:
     _write(root, {"badunwind/Kbuild": "obj-m := badunwind.o\n"})
     shutil.copy(Path(__file__).parent / "data" / "badunwind.c", root / "badunwind")
     return root / "badunwind"
+
+
+WARNS_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+
+static int __init kdkwarns_init(void)
+{
+\tint unused;
+
+\tpr_info("kdkwarns: loaded\\n");
+\treturn 0;
+}
+
+static void __exit kdkwarns_exit(void)
+{
+}
+
+module_init(kdkwarns_init);
+module_exit(kdkwarns_exit);
+MODULE_LICENSE("GPL");
+"""
+
+
+def warns(root: Path) -> Path:
+    """root/kdkwarns: a module that builds with a compiler warning (an
+    unused variable at kdkwarns.c:6); the folder."""
+    _write(root, {"kdkwarns/Kbuild": "obj-m := kdkwarns.o\n", "kdkwarns/kdkwarns.c": WARNS_C})
+    return root / "kdkwarns"

@@ -579,7 +579,8 @@ def parser() -> argparse.ArgumentParser:
         "--fault-inject",
         action="store_true",
         help="instead: fail each allocation of each module's init in turn (default: every "
-        "module of kmods/ and drivers/; a debug kernel), check each error path, a table each",
+        "module of the project but those under tests/; a debug kernel), check each error "
+        "path, a table each",
     )
     te.add_argument(
         "--kernel",

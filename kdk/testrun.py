@@ -29,7 +29,7 @@ from .kernel import Kernel, select_kernels
 from .modules import kunit
 from .modules.build import main_module
 from .modules.faultinject import Sweep, table
-from .project import ModuleSource, find_module
+from .project import ModuleSource, find_module, known_modules
 from .vm.qemu import shared_cpus
 
 
@@ -241,16 +241,24 @@ def sweep_targets(words: list[str], project: Path) -> list[tuple[ModuleSource, l
     return targets
 
 
+def swept_by_default(project: Path) -> list[ModuleSource]:
+    """What `kdk test --fault-inject` sweeps when no module is named: every
+    module folder of the project but those under its tests/ (fixtures of
+    tests, such as a module placed to be found elsewhere)."""
+    root = project.resolve()
+    return [m for m in known_modules(root) if m.path.relative_to(root).parts[:1] != ("tests",)]
+
+
 def fault_inject(k: Kdk, names: list[str]) -> list[Sweep]:
-    """`kdk test --fault-inject`: every module of the named folders (all of
-    kmods/ and drivers/ when none is named; only the module a name picks in
+    """`kdk test --fault-inject`: every module of the named folders (see
+    swept_by_default when none is named; only the module a name picks in
     a folder of several) swept with the parameters given after its name,
     one after the other, each table printed when its sweep is done; then
     kmemleak's one scan, and the tables again for the sweeps it found
     leaks in."""
-    targets = sweep_targets(names, k.project) or [
-        (m, []) for m in k.modules() if m.path.parent.name in ("kmods", "drivers")
-    ]
+    targets = sweep_targets(names, k.project) or [(m, []) for m in swept_by_default(k.project)]
+    if not targets:
+        raise KdkError(f"no module to sweep: {k.project} has no module folder (name one)")
     sweeps = []
     for folder, params in targets:
         try:

@@ -6,6 +6,10 @@ session's VM (a kernel without fault injection), the one line it says."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +17,7 @@ from kdk.api import Kdk
 from kdk.errors import KdkError
 from kdk.klog import kmsg as klog
 from kdk.modules import faultinject
-from kdk.testrun import sweep_targets
+from kdk.testrun import sweep_targets, swept_by_default
 
 from .conftest import DATA, PROJECT, kdk_cli
 
@@ -255,6 +259,33 @@ def test_a_sweeps_names_take_the_parameters_after_them() -> None:
     assert (hello.name, hello.module, hello_params) == ("hello", "", [])
     with pytest.raises(KdkError, match=r"^line=2: a parameter goes after its module: "):
         sweep_targets(["line=2", "hello"], PROJECT)
+
+
+def test_with_no_name_every_module_of_a_users_project_is_swept(tmp_path: Path) -> None:
+    """A project laid out its own way (no kmods/, no drivers/): all of its
+    module folders but the fixtures under tests/; none at all is an error,
+    not a sweep of nothing that passes."""
+    for folder in ("net/mydrv", "hello", "tests/data/fixture"):
+        (tmp_path / folder).mkdir(parents=True)
+        name = Path(folder).name
+        (tmp_path / folder / "Kbuild").write_text(f"obj-m := {name}.o\n")
+        (tmp_path / folder / f"{name}.c").write_text("")
+    assert [m.name for m in swept_by_default(tmp_path)] == ["hello", "mydrv"]
+    assert [m.name for m in swept_by_default(PROJECT)] == [
+        m.name for m in Kdk().modules() if m.path.parent.name in ("kmods", "drivers")
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".git").mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "kdk.cli", "test", "--fault-inject"],
+        capture_output=True,
+        text=True,
+        cwd=empty,
+        env=dict(os.environ, KDK_VM="not-up"),
+    )
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == f"kdk: no module to sweep: {empty} has no module folder (name one)\n"
 
 
 def test_a_kernel_without_fault_injection_is_one_line_and_a_failure(vm: Kdk) -> None:

@@ -136,13 +136,18 @@ def known_modules(project: Path | None = None) -> list[ModuleSource]:
     return found
 
 
+def names_a_path(spec: str) -> bool:
+    """Whether a module `spec` is a path (`.`, `./x`, `a/b`) rather than a name."""
+    return os.sep in spec or spec.startswith(".")
+
+
 def find_module(spec: str, project: Path | None = None) -> ModuleSource:
     """A module folder named by its folder name, or the folder of the module
     named `spec` in an `obj-m` line, or given as a path (`.` is the current
     folder; a relative path is tried from the current folder, then from the
     project root), or as FOLDER/MODULE for one module of a folder."""
     root = project or project_root()
-    if os.sep in spec or spec.startswith("."):
+    if names_a_path(spec):
         path = Path(spec)
         if not path.exists() and not path.parent.is_dir():
             path = root / spec

@@ -24,7 +24,7 @@ from kdk.modules.loading import staged_path
 from kdk.project import find_module
 
 from .conftest import kdk_cli
-from .usermods import pair, split, warns
+from .usermods import pair, split, unlinked, warns
 
 pytestmark = pytest.mark.vm
 
@@ -181,3 +181,23 @@ def test_a_load_that_builds_shows_the_compilers_warnings(vm: Kdk, tmp_path: Path
     r = kdk_cli("load", str(folder))
     assert r.returncode == 0 and "warning" not in r.stderr
     assert kdk_cli("unload", str(folder)).returncode == 0
+
+
+def test_unloading_what_never_built_or_is_no_module_folder_is_one_clear_line(
+    vm: Kdk, tmp_path: Path
+) -> None:
+    """A folder whose build failed at modpost (Kbuild listed the module it
+    did not make) is not loaded; `.` that is no module folder says so, as
+    `kdk load .` does."""
+    folder = unlinked(tmp_path)
+    r = kdk_cli("build", str(folder))
+    assert r.returncode == 1 and '"kdk_nowhere" [' in r.stderr
+    assert (folder / "modules.order").exists() and not (folder / "kdkunlinked.ko").exists()
+    r = kdk_cli("unload", str(folder))
+    assert (r.returncode, r.stderr) == (
+        1,
+        "kdk: rmmod kdkunlinked failed: kdkunlinked is not loaded\n",
+    )
+    r = kdk_cli("unload", ".")  # run from the project's root
+    assert r.returncode == 1
+    assert r.stderr == "kdk: .: not a module folder (no Kbuild, and no Makefile naming obj-m)\n"

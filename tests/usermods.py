@@ -199,3 +199,29 @@ def warns(root: Path) -> Path:
     unused variable at kdkwarns.c:6); the folder."""
     _write(root, {"kdkwarns/Kbuild": "obj-m := kdkwarns.o\n", "kdkwarns/kdkwarns.c": WARNS_C})
     return root / "kdkwarns"
+
+
+UNLINKED_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/module.h>
+
+int kdk_nowhere(void);
+
+static int __init kdkunlinked_init(void)
+{
+\treturn kdk_nowhere();
+}
+
+module_init(kdkunlinked_init);
+MODULE_LICENSE("GPL");
+"""
+
+
+def unlinked(root: Path) -> Path:
+    """root/kdkunlinked: a module that compiles and does not link (modpost:
+    a symbol nothing exports); the folder."""
+    _write(
+        root,
+        {"kdkunlinked/Kbuild": "obj-m := kdkunlinked.o\n", "kdkunlinked/kdkunlinked.c": UNLINKED_C},
+    )
+    return root / "kdkunlinked"

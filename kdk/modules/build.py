@@ -173,9 +173,11 @@ def make_argv(folder: Path, kernel: Kernel) -> tuple[list[str], Path | None]:
 
 def built_modules(folder: Path) -> list[Path]:
     """The modules a build made: from the modules.order files Kbuild wrote
-    (the folder's own first), else every .ko in the folder."""
+    (the folder's own first; Kbuild writes them before it links, so a
+    failed build's lists name modules it did not make), else every .ko in
+    the folder."""
     orders = sorted(folder.rglob("modules.order"), key=lambda p: (p.parent != folder, p))
-    kos = [ko for order in orders for ko in read_modules_order(order.parent)]
+    kos = [ko for order in orders for ko in read_modules_order(order.parent) if ko.is_file()]
     return list(dict.fromkeys(kos)) or sorted(folder.glob("*.ko"))
 
 

@@ -20,7 +20,7 @@ from ..errors import KernelCrash, KernelReport, MissingDependency, UnknownModule
 from ..kernel import Kernel, module_name, select_kernel
 from ..klog import kmsg, reports
 from ..make import Make
-from ..project import ModuleSource, find_module, known_modules
+from ..project import ModuleSource, find_module, known_modules, names_a_path
 from ..session import Session, report_error
 from ..state import VMRecord
 from . import deps, faultinject, loading, taint
@@ -314,7 +314,7 @@ class Loader:
         try:
             src = find_module(spec, self.project)
         except UnknownModule:
-            if "/" in spec:
+            if names_a_path(spec):
                 raise
             return None
         kos = kept_modules(src, release, self.builds) or built_modules(src.path)

@@ -478,7 +478,8 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--kernel", help="kernel release when the VM is not up")
             sp.add_argument("--force", action="store_true", help="build even if nothing changed")
         if name == "load":
-            sp.add_argument("params", nargs="*", help="module parameters, name=value")
+            # (a default: argparse takes a "*" positional without one as required)
+            sp.add_argument("params", nargs="*", default=[], help="module parameters, name=value")
             sp.add_argument(
                 "--fail-nth",
                 type=int,

@@ -59,3 +59,12 @@ def test_list_shows_hello_with_its_description() -> None:
 def test_out_of_range_numbers_are_one_line_before_any_work(argv: list[str], line: str) -> None:
     r = kdk_cli(*argv)
     assert (r.returncode, r.stdout, r.stderr) == (1, "", f"kdk: {line}\n")
+
+
+def test_load_asks_for_the_module_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """Its parameters are optional: the usage error names the module only."""
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(["load"])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.endswith("error: the following arguments are required: module")

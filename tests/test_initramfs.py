@@ -114,16 +114,19 @@ def test_an_image_replaces_only_its_own_variant_and_unnamed_ones(tmp_path: Path)
     assert replaced("kvaser_pci+can_raw") == sorted(names[1:3])
 
 
-def test_the_image_holds_kmsg_end_and_is_made_without_a_compiler_too(
+def test_the_image_holds_kdks_programs_and_is_made_without_a_compiler_too(
     host_kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kmsg_end (a load script's way to the kernel log's end) is built into
-    the image; where it cannot be built, the image is made all the same
-    (the scripts then read to the end with dd)."""
+    """kmsg_end (a load script's way to the kernel log's end) and kdk's
+    insmod (a load's, which loads once) are built into the image; where
+    they cannot be built, the image is made all the same (the scripts then
+    use dd, and busybox's insmod)."""
     names = {e[0]: e for e in read_newc(initramfs(host_kernel, tmp_path / "a").read_bytes())}
-    assert names["bin/kmsg_end"][1] == stat.S_IFREG | 0o755
-    assert names["bin/kmsg_end"][2].startswith(b"\x7fELF")
+    for program in ("bin/kmsg_end", "bin/kdk-insmod"):
+        assert names[program][1] == stat.S_IFREG | 0o755
+        assert names[program][2].startswith(b"\x7fELF")
     monkeypatch.setenv("PATH", str(tmp_path / "no-programs"))  # no gcc
     without = {e[0] for e in read_newc(initramfs(host_kernel, tmp_path / "b").read_bytes())}
-    assert "bin/kmsg_end" not in without and {"init", "bin/busybox"} <= without
+    assert not {"bin/kmsg_end", "bin/kdk-insmod"} & without
+    assert {"init", "bin/busybox"} <= without
     assert any(n.startswith("modules/") for n in without)

@@ -59,26 +59,33 @@ $l"; done < $d/stack; } 2>/dev/null
     done
     while read -r m l; do [ "$m" != "$1" ] || echo "kdk-module $m $l" >&2; done < /proc/modules
 }"""
-# `load M FILE ARGS...`: insmod FILE ARGS, whose module is M, waiting $T s
-# at most: insmod runs in the background beside a `sleep $T`, and ends it
-# when it is done first. insmod, rmmod and sleep are busybox's when there is
-# one (see BUSYBOX): kmod's link libcrypto and cost ~90 ms more each under
-# TCG. Busybox's insmod exits with the errno, kmod's with 1: the status is
-# 1 either way (an errno could read as one of the script's own codes), or
-# INIT_HUNG once `stuck` reported M (busybox's insmod is its comm, named
-# insmod there). insmod's stderr goes
+# `load M FILE ARGS...`: insmod FILE ARGS ($i: INSMOD), whose module is M,
+# waiting $T s at most: insmod runs in the background beside a `sleep $T`,
+# and ends it when it is done first. rmmod and sleep are busybox's when
+# there is one (see BUSYBOX): kmod's link libcrypto and cost ~90 ms more
+# each under TCG. Busybox's and kdk's insmod exit with the errno, kmod's
+# with 1: the status is 1 either way (an errno could read as one of the
+# script's own codes), or INIT_HUNG once `stuck` reported M (busybox's
+# insmod is its comm, named insmod there). insmod's stderr goes
 # through a pipe of the shell's own, never to the script's: the connection
 # that runs the script would wait for every process that holds its output,
 # the stuck insmod too.
 LOAD_FUNCTION = f"""load() {{
     n=$1; shift
     $b sleep $T </dev/null >/dev/null 2>&1 & t=$!
-    {{ e=$($b insmod "$@" 2>&1); r=$?; kill $t 2>/dev/null
+    {{ e=$($i "$@" 2>&1); r=$?; kill $t 2>/dev/null
         [ -z "$e" ] || printf '%s\\n' "$e" >&2; [ $r = 0 ] || exit 1; }} &
     w=$!
     if wait $t 2>/dev/null && coming $n; then stuck $n $T; kill $w; return {INIT_HUNG}; fi
     wait $w
 }}"""
+
+
+# The guest's insmod: kdk's (kdk/inguest/insmod.c, from the initramfs,
+# static), which loads once; else busybox's, which tries init_module after
+# a failed finit_module (a failing init would run twice), else kmod's.
+GUEST_INSMOD = "/run/kdk/insmod"
+INSMOD = f'i="$b insmod"; [ ! -x {GUEST_INSMOD} ] || i={GUEST_INSMOD}'
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,7 @@ def load_script(
     and after goes to stdout after the log records (see kdk.modules.loader).
     `run`: a command that loads `target` instead of insmod (the loads of
     kdk.modules.faultinject)."""
-    lines = [mark("start"), BUSYBOX, kmsg.SKIP_OLD, f"taint=$({TAINTED})"]
+    lines = [mark("start"), BUSYBOX, INSMOD, kmsg.SKIP_OLD, f"taint=$({TAINTED})"]
     if staged:
         lines.append(f"mkdir -p {STAGE_DIR} && tar -x -C {STAGE_DIR} || exit 1")
     lines += [STUCK_FUNCTIONS, LOAD_FUNCTION, f"T={init_timeout():g}", "rc=0", mark("log position")]

@@ -1,5 +1,5 @@
 """The guest's initramfs: busybox, kdk's stage-1 init, the modules it needs,
-and kdk's own static programs for the guest (KMSG_END).
+and kdk's own static programs for the guest (PROGRAMS).
 
 The module list is a recipe (names only), plus the drivers of the VM's
 emulated devices (kdk.vm.devices); the files and their order come from the
@@ -28,10 +28,13 @@ from ..make import static_program
 RECIPE = inguest.path("initramfs.modules")
 STAGE1 = inguest.path("init")
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
-# Moves a /dev/kmsg reader to the log's end (kdk.klog.kmsg.SKIP_OLD); the
-# init copies it to the guest's /run/kdk: a program run from the project's
-# or the host's 9p share is read again at each start (~80 ms under TCG).
-KMSG_END = inguest.path("kmsg_end.c")
+# kdk's static programs for the guest's scripts, by their name in the
+# image's /bin: kmsg_end moves a /dev/kmsg reader to the log's end
+# (kdk.klog.kmsg.SKIP_OLD); kdk-insmod loads a module once (a load's
+# insmod: kdk.modules.loading). The init copies them to the guest's
+# /run/kdk: a program run from the project's or the host's 9p share is read
+# again at each start (~80 ms under TCG).
+PROGRAMS = {"kmsg_end": inguest.path("kmsg_end.c"), "kdk-insmod": inguest.path("insmod.c")}
 FORMAT = "kdk-initramfs-5"  # modules/ROUND-NAME.ko, /dev/null
 
 
@@ -114,11 +117,12 @@ def _entries(
     yield "dev/null", stat.S_IFCHR | 0o666, b"", (1, 3)
     yield "bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), (0, 0)
     yield "init", stat.S_IFREG | 0o755, STAGE1.read_bytes(), (0, 0)
-    try:
-        kmsg_end = static_program(KMSG_END, programs / "kmsg_end").read_bytes()
-        yield "bin/kmsg_end", stat.S_IFREG | 0o755, kmsg_end, (0, 0)
-    except (BuildFailed, OSError):  # no gcc or static libc here: the scripts use dd
-        pass
+    for name, source in PROGRAMS.items():
+        try:
+            exe = static_program(source, programs / name).read_bytes()
+        except (BuildFailed, OSError):  # no gcc or static libc: the scripts use dd, busybox
+            continue
+        yield f"bin/{name}", stat.S_IFREG | 0o755, exe, (0, 0)
     # modules/ROUND-NAME.ko: the init loads each round's at once
     for r, paths in enumerate(_resolved_modules(kernel, extra)):
         for path in paths:
@@ -134,7 +138,8 @@ def cache_key(kernel: Kernel, busybox: Path, extra: Sequence[str] = ()) -> str:
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(STAGE1.read_bytes())
-    h.update(KMSG_END.read_bytes())
+    for source in PROGRAMS.values():
+        h.update(source.read_bytes())
     h.update(RECIPE.read_bytes())
     h.update(" ".join(extra).encode())
     return h.hexdigest()[:16]

@@ -44,6 +44,20 @@ def test_the_errno_init_returned_is_named(words: str, said: str) -> None:
     assert insmod_reason(INSERT + words, ["initfail: init returns"]) == f"init returned {said}"
 
 
+@pytest.mark.parametrize(
+    ("given", "kernel"),
+    [
+        ("greeting=good day", 'greeting="good day"'),  # one value, not `day` a parameter
+        ("greeting=tab\there", 'greeting="tab\there"'),
+        ('greeting="already quoted"', 'greeting="already quoted"'),
+        ("count=3", "count=3"),
+        ("verbose", "verbose"),  # a bool set by its name
+    ],
+)
+def test_a_value_with_white_space_reaches_the_kernel_as_one(given: str, kernel: str) -> None:
+    assert loading.kernel_param(given) == kernel
+
+
 def test_parameters_are_named_only_when_some_were_given() -> None:
     assert insmod_reason(INSERT + "Invalid parameters", [], ["err=22", "wait_ms=0"]) == (
         "init returned -EINVAL (22) (parameters: err=22 wait_ms=0)"

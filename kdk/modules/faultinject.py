@@ -30,6 +30,7 @@ from ..errors import BuildFailed, MissingDependency
 from ..klog import kmsg, oops, reports
 from ..make import static_program
 from .errnos import REFUSED, errno_text
+from .loading import kernel_param
 
 PROGRAM = "fail_nth.c"  # built on the host (static), run in the guest
 CAP = 1000  # most points of one init a sweep fails (kdknet has more than 200)
@@ -109,7 +110,7 @@ def command(exe: Path, ko: str, name: str, params: list[str], nth: int | None) -
         "program": str(exe),
         "ko": ko,
         "name": name,
-        "params": " ".join(params),
+        "params": " ".join(map(kernel_param, params)),
         "nth": nth or 0,
         "cap": CAP,
         "timeout": STEP_TIMEOUT,

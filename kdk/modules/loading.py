@@ -88,6 +88,18 @@ GUEST_INSMOD = "/run/kdk/insmod"
 INSMOD = f'i="$b insmod"; [ ! -x {GUEST_INSMOD} ] || i={GUEST_INSMOD}'
 
 
+def kernel_param(param: str) -> str:
+    """`param` (name=value) as the kernel is to read it from insmod's one
+    string of parameters, which it splits at white space outside double
+    quotes: a value with white space is quoted (`greeting=good day` would
+    be greeting=good and an unknown parameter `day`). A value with a quote
+    of its own is left as it was written."""
+    name, eq, value = param.partition("=")
+    if eq and '"' not in value and any(c.isspace() for c in value):
+        return f'{name}="{value}"'
+    return param
+
+
 @dataclass(frozen=True)
 class Insmod:
     """One module to insmod: its name in the kernel and its path in the guest."""
@@ -148,12 +160,13 @@ def load_script(
         lines.append(_not_coming(p.name))
         lines.append(f"[ $rc != 0 ] || [ -d {_sysfs(p.name)} ] || {load} || {failed}")
     name = q(target.name)
+    insmod = f"load {name} {q(target.path)} {shlex.join(map(kernel_param, params))}"
     lines += [
         mark("what it needs"),
         _not_coming(target.name),
         f"[ $rc != 0 ] || [ ! -d {_sysfs(target.name)} ] || $b rmmod {name} || rc={RELOAD_FAILED}",
         mark("rmmod"),
-        f"[ $rc != 0 ] || {run or f'load {name} {q(target.path)} {shlex.join(params)}'} || rc=$?",
+        f"[ $rc != 0 ] || {run or insmod} || rc=$?",
         mark("insmod"),
         kmsg.NEW_RECORDS,
         f'echo "kdk-taint $taint $({TAINTED})"',

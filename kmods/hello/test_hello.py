@@ -23,6 +23,14 @@ def test_greeting_parameter_is_used_and_visible_read_only(vm: Kdk) -> None:
     vm.unload("hello")
 
 
+def test_a_greeting_with_a_space_is_one_value(vm: Kdk) -> None:
+    """As a shell passes it, one word: the kernel gets it quoted."""
+    res = vm.load("hello", ["greeting=good day"])
+    assert res.log[-1].text == "hello: good day, world"
+    assert not [r.text for r in res.log if "unknown parameter" in r.text]
+    vm.unload("hello")
+
+
 def test_runs_on_the_session_kernel_built_for_it(vm: Kdk, kdk_kernel: Kernel) -> None:
     """What a kernel matrix rests on: the guest runs the kernel the session
     asked for ($KDK_KERNEL), and the module loaded is built for it."""

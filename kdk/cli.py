@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .api import BACKENDS, BootRequest, Kdk, LoadResult
-from .errors import KdkError, MissingDependency, VMNotRunning
+from .errors import KdkError, MissingDependency, UsageError, VMNotRunning
 from .kernel import all_kernels
 from .klog import kmsg
 from .state import DEFAULT_MEMORY_MB, MIN_MEMORY_MB
@@ -43,11 +43,11 @@ def _print_result(res: LoadResult) -> None:
 def cmd_up(k: Kdk, a: argparse.Namespace) -> int:
     wanted = devices.request(a.device, a.can)
     if a.cpus is not None and a.cpus < 1:
-        raise KdkError(f"--cpus {a.cpus}: a guest needs at least one CPU")
+        raise UsageError(f"--cpus {a.cpus}: a guest needs at least one CPU")
     if a.memory is not None and a.memory < MIN_MEMORY_MB:
-        raise KdkError(f"--memory {a.memory}: a guest needs at least {MIN_MEMORY_MB} MiB")
+        raise UsageError(f"--memory {a.memory}: a guest needs at least {MIN_MEMORY_MB} MiB")
     if a.ssh_port is not None and not 0 < a.ssh_port < 65536:
-        raise KdkError(f"--ssh-port {a.ssh_port}: not a TCP port (1-65535)")
+        raise UsageError(f"--ssh-port {a.ssh_port}: not a TCP port (1-65535)")
     req = BootRequest(a.kernel, a.accel, a.ssh_port, a.debug, a.libvirt, wanted, a.cpus, a.memory)
     if a.dry_run:
         print(shlex.join(k.up_command(req, say=say)))
@@ -113,12 +113,12 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
 def _seconds(option: str, value: float | None) -> None:
     """A bound in seconds given on the command line is above 0."""
     if value is not None and not value > 0:
-        raise KdkError(f"{option} {value:g}: not a number of seconds above 0")
+        raise UsageError(f"{option} {value:g}: not a number of seconds above 0")
 
 
 def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
     if not a.command:
-        raise KdkError("nothing to run: kdk exec -- COMMAND [ARG...]")
+        raise UsageError("nothing to run: kdk exec -- COMMAND [ARG...]")
     _seconds("--timeout", a.timeout)
     return k.run_here(a.command, timeout=a.timeout)
 
@@ -154,7 +154,7 @@ def cmd_load(k: Kdk, a: argparse.Namespace) -> int:
         from .modules.faultinject import table
 
         if a.fail_nth < 1:
-            raise KdkError(f"--fail-nth {a.fail_nth}: N counts from 1")
+            raise UsageError(f"--fail-nth {a.fail_nth}: N counts from 1")
         sweep = k.loader.fault_inject(a.module, a.params, a.fail_nth)
         print(table(sweep))
         return 1 if sweep.failed else 0
@@ -211,9 +211,9 @@ def cmd_test(k: Kdk, a: argparse.Namespace) -> int:
         sweeps = testrun.fault_inject(k, a.modules)
         return 1 if any(s.failed for s in sweeps) else 0
     if a.jobs < 1:
-        raise KdkError(f"--jobs {a.jobs}: the tests need at least one VM")
+        raise UsageError(f"--jobs {a.jobs}: the tests need at least one VM")
     if a.ktap and a.jobs > 1 and not a.kernels:  # pytest-xdist's workers print no summary
-        raise KdkError("--ktap prints the KUnit suites of one VM's run: leave out --jobs")
+        raise UsageError("--ktap prints the KUnit suites of one VM's run: leave out --jobs")
     if a.kernels:
         runs = testrun.run_matrix(k, a.modules, a.kernels, a.junit, a.ktap, a.jobs)
         print(f"\n{testrun.matrix_table(runs)}")
@@ -332,7 +332,7 @@ def cmd_kernel(k: Kdk, a: argparse.Namespace) -> int:
         return 0
     if a.action == "remove":
         if not a.name:
-            raise KdkError("which kernel? kdk kernel remove NAME (see kdk kernel list)")
+            raise UsageError("which kernel? kdk kernel remove NAME (see kdk kernel list)")
         say(f"removed {build.remove(a.name)}")
         return 0
     flavour = config.flavour_of(a.debug, a.kcsan)

@@ -22,6 +22,13 @@ class KdkError(Exception):
         self.details = details  # printed before the one line, e.g. compiler errors
 
 
+class UsageError(KdkError):
+    """Arguments argparse took that kdk cannot use (a number out of range,
+    options that do not go together): exit 2, as argparse's own."""
+
+    exit_code = 2
+
+
 class UnknownModule(KdkError):
     """A module name that is neither under kmods/ or drivers/ nor a path."""
 

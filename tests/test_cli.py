@@ -54,11 +54,17 @@ def test_list_shows_hello_with_its_description() -> None:
             ["exec", "--timeout", "-1", "--", "true"],
             "--timeout -1: not a number of seconds above 0",
         ),
+        (["exec"], "nothing to run: kdk exec -- COMMAND [ARG...]"),
+        (["load", "hello", "--fail-nth", "0"], "--fail-nth 0: N counts from 1"),
+        (["kernel", "remove"], "which kernel? kdk kernel remove NAME (see kdk kernel list)"),
     ],
 )
-def test_out_of_range_numbers_are_one_line_before_any_work(argv: list[str], line: str) -> None:
+def test_arguments_kdk_cannot_use_are_usage_errors_before_any_work(
+    argv: list[str], line: str
+) -> None:
+    """One line, exit 2 as for argparse's own usage errors."""
     r = kdk_cli(*argv)
-    assert (r.returncode, r.stdout, r.stderr) == (1, "", f"kdk: {line}\n")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"kdk: {line}\n")
 
 
 def test_load_asks_for_the_module_alone(capsys: pytest.CaptureFixture[str]) -> None:

@@ -157,11 +157,11 @@ def test_jobs_run_in_vms_of_the_run_with_the_cores_shared_out(vm: Kdk) -> None:
 
 def test_fewer_than_one_vm_is_one_line() -> None:
     r = kdk_cli("test", "hello", "-j", "0")
-    assert r.returncode == 1
+    assert r.returncode == 2  # a usage error
     assert r.stderr.count("\n") == 1 and "--jobs 0: the tests need at least one VM" in r.stderr
 
 
 def test_ktap_with_more_than_one_vm_is_one_line() -> None:
     r = kdk_cli("test", "hello", "-j", "2", "--ktap")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--ktap prints the KUnit suites of one VM" in r.stderr

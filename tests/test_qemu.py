@@ -80,7 +80,7 @@ def test_the_guests_cpus_and_memory_are_the_defaults_unless_asked_for_others(
     assert option(qemu.qemu_argv(asked), flag) == [str(other)]
     name, value, why = refused
     r = kdk_cli("up", name, value)
-    assert r.returncode == 1
+    assert r.returncode == 2  # a usage error
     assert r.stderr == f"kdk: {name} {value}: {why}\n"
 
 

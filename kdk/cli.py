@@ -188,6 +188,10 @@ def cmd_list(k: Kdk, a: argparse.Namespace) -> int:
             rows += [(f"  {n}", m.description(n)) for n in names]
         else:
             rows.append((folder, m.description()))
+    if not rows:
+        say(
+            f"no module folders in {k.project} (a Kbuild, or a Makefile naming obj-m): kdk new NAME"
+        )
     width = max((len(folder) for folder, _ in rows), default=0)
     for folder, description in rows:
         print(f"{folder:<{width}}  {description}".rstrip())

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from kdk.cli import parser
@@ -38,6 +43,18 @@ def test_list_shows_hello_with_its_description() -> None:
     assert r.returncode == 0
     assert any(
         ln.split()[:1] == ["kmods/hello"] and "Hello world" in ln for ln in r.stdout.splitlines()
+    )
+
+
+def test_list_in_a_project_without_modules_says_so(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()  # the project's root
+    env = dict(os.environ, KDK_VM="not-up")
+    argv = [sys.executable, "-m", "kdk.cli", "list"]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr == (
+        f"kdk: no module folders in {tmp_path} (a Kbuild, or a Makefile naming obj-m): "
+        "kdk new NAME\n"
     )
 
 

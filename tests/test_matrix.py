@@ -142,7 +142,7 @@ def test_jobs_run_in_vms_of_the_run_with_the_cores_shared_out(vm: Kdk) -> None:
         state.file("qemu.cmdline").unlink(missing_ok=True)
     res = kdk_cli("test", "hello", "sysfs", "-j", "2", timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert re.search(r"^hello +ok +3 passed, 0 failed", res.stdout, re.M), res.stdout
+    assert re.search(r"^hello +ok +4 passed, 0 failed", res.stdout, re.M), res.stdout
     assert re.search(r"^sysfs +ok +\d+ passed, 0 failed", res.stdout, re.M), res.stdout
     booted = [s for s in states if s.file("qemu.cmdline").exists()]
     assert booted, "the run booted no VM of its own"

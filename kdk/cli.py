@@ -110,10 +110,14 @@ def cmd_status(k: Kdk, a: argparse.Namespace) -> int:
     return 0 if info["running"] else 3
 
 
-def _seconds(option: str, value: float | None) -> None:
-    """A bound in seconds given on the command line is above 0."""
-    if value is not None and not value > 0:
-        raise UsageError(f"{option} {value:g}: not a number of seconds above 0")
+def _seconds(option: str, value: float | None, zero: bool = False) -> None:
+    """Seconds given on the command line: above 0 (a bound: `--timeout`),
+    or 0 too with `zero` (`kdk trace --duration 0`: attach, read the
+    counters once, detach)."""
+    if value is None or value > 0 or (zero and value == 0):
+        return
+    what = "0 or more" if zero else "above 0"
+    raise UsageError(f"{option} {value:g}: not a number of seconds {what}")
 
 
 def cmd_exec(k: Kdk, a: argparse.Namespace) -> int:
@@ -250,7 +254,7 @@ def _live(render: Callable[[], str], every: float = 1.0) -> None:
 def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
     from .trace import functions as trace
 
-    _seconds("--duration", a.duration)
+    _seconds("--duration", a.duration, zero=True)
     code = 0
     with k.trace(a.module) as t:
         attach, bcc = t.prog.attach_seconds, t.prog.compile_seconds
@@ -282,7 +286,7 @@ def cmd_trace(k: Kdk, a: argparse.Namespace) -> int:
 
 
 def cmd_wire(k: Kdk, a: argparse.Namespace) -> int:
-    _seconds("--duration", a.duration)
+    _seconds("--duration", a.duration, zero=True)
     info = k.status()
     if not info["running"]:
         raise VMNotRunning("the VM is not up: run `kdk up`")

@@ -64,9 +64,9 @@ def test_list_in_a_project_without_modules_says_so(tmp_path: Path) -> None:
         (["up", "--ssh-port", "99999", "--dry-run"], "--ssh-port 99999: not a TCP port (1-65535)"),
         (
             ["trace", "kdkchar", "--duration", "-1"],
-            "--duration -1: not a number of seconds above 0",
+            "--duration -1: not a number of seconds 0 or more",
         ),
-        (["wire", "--duration", "0"], "--duration 0: not a number of seconds above 0"),
+        (["wire", "--duration", "-2"], "--duration -2: not a number of seconds 0 or more"),
         (
             ["exec", "--timeout", "-1", "--", "true"],
             "--timeout -1: not a number of seconds above 0",
@@ -91,3 +91,14 @@ def test_load_asks_for_the_module_alone(capsys: pytest.CaptureFixture[str]) -> N
     assert e.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.endswith("error: the following arguments are required: module")
+
+
+def test_a_duration_may_be_zero_a_timeout_may_not() -> None:
+    """`kdk trace --duration 0` attaches, reads the counters once and
+    detaches (the bench's trace row); `--timeout 0` would end at once."""
+    from kdk.cli import _seconds
+    from kdk.errors import UsageError
+
+    _seconds("--duration", 0.0, zero=True)
+    with pytest.raises(UsageError, match="--timeout 0: not a number of seconds above 0"):
+        _seconds("--timeout", 0.0)

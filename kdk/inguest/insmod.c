@@ -6,8 +6,8 @@
  * whose init fails had its init run twice, its log lines twice. A failure
  * prints "insmod: can't insert 'FILE': WORDS", WORDS being busybox's for
  * the errnos it words its own way (kdk.modules.errnos reads them), and
- * exits with the errno (2 for a usage error, 1 with no memory). Built on the host by kdk (kdk.vm.initramfs) and
- * run in the guest from its /run/kdk.
+ * exits with the errno (2 for a usage error, 1 with no memory). Built on
+ * the host by kdk (kdk.vm.initramfs) and run in the guest from /run/kdk.
  */
 #include <errno.h>
 #include <fcntl.h>
